@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs everything autoprune needs on a fresh machine, then builds it.
+# Idempotent: each step is skipped when its result is already in place.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TORCH_VERSION=2.11.0
+PYTHON=${PYTHON:-python3}
+
+have_torch() {
+    .venv/bin/python -c "import sys, torch; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null
+}
+
+if ! have_torch; then
+    echo "setup: installing PyTorch $TORCH_VERSION into .venv/ (once; large download)" >&2
+    "$PYTHON" -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
+fi
+torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
+ln -sfn "$torch_dir" .venv/libtorch
+
+scripts/prepare_data.sh
+
+echo "setup: building autoprune (release)" >&2
+cargo build --release --quiet

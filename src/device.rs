@@ -1,0 +1,49 @@
+//! Choosing the tch device and thread count from the command line.
+
+use crate::error::{Error, Result};
+use tch::Device;
+
+/// Parses `auto`, `cpu`, `cuda` or `cuda:N`. `auto` picks CUDA when it is available.
+pub fn parse_device(text: &str) -> Result<Device> {
+    let unavailable = |message: String| Error::Device {
+        device: text.to_string(),
+        message,
+    };
+    match text {
+        "auto" => Ok(Device::cuda_if_available()),
+        "cpu" => Ok(Device::Cpu),
+        _ => {
+            let ordinal = match text.strip_prefix("cuda") {
+                Some("") => 0,
+                Some(rest) => rest
+                    .strip_prefix(':')
+                    .and_then(|n| n.parse::<usize>().ok())
+                    .ok_or_else(|| unavailable("use auto, cpu, cuda or cuda:N".into()))?,
+                None => return Err(unavailable("use auto, cpu, cuda or cuda:N".into())),
+            };
+            let count = tch::Cuda::device_count() as usize;
+            if count == 0 {
+                Err(unavailable("no CUDA device is available here; use --device cpu or auto".into()))
+            } else if ordinal >= count {
+                Err(unavailable(format!("only {count} CUDA device(s) are available (cuda:0 to cuda:{})", count - 1)))
+            } else {
+                Ok(Device::Cuda(ordinal))
+            }
+        }
+    }
+}
+
+/// Human name of a device (`cpu`, `cuda:0`).
+pub fn device_name(device: Device) -> String {
+    match device {
+        Device::Cuda(i) => format!("cuda:{i}"),
+        Device::Mps => "mps".into(),
+        Device::Vulkan => "vulkan".into(),
+        _ => "cpu".into(),
+    }
+}
+
+/// Seeds libtorch's generators (Rust-side randomness takes the seed explicitly).
+pub fn seed_torch(seed: u64) {
+    tch::manual_seed(seed as i64);
+}

@@ -1,0 +1,218 @@
+//! Prunable channel groups, found by traversal.
+//!
+//! Every tensor flowing through the graph has channels, and each channel belongs to a
+//! *channel space*. A conv or linear layer creates a new space (its output channels); ops that
+//! keep channels one-to-one (BatchNorm, activations, pools, a depthwise conv) pass their input's
+//! space on; a residual Add merges the spaces of its inputs into one; Concat lays its inputs'
+//! spaces side by side; Flatten repeats each channel over the spatial positions. A space is one
+//! prunable group unless it is fixed: the model's input, the logits, or the sides of a grouped
+//! (but not depthwise) convolution. Nothing here is specific to an architecture.
+
+use super::{ModelGraph, Op};
+use crate::error::Result;
+use petgraph::graph::NodeIndex;
+
+/// Where a group's channels enter a layer that reads them: input positions
+/// `offset + channel * repeat .. offset + (channel + 1) * repeat` of `node`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChannelUse {
+    pub node: NodeIndex,
+    pub offset: usize,
+    pub repeat: usize,
+}
+
+/// Output channels that must be pruned together, with every tensor they touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrunableGroup {
+    /// Name of the group's first producer.
+    pub name: String,
+    pub channels: usize,
+    /// Convs and linear layers whose output channels are this group.
+    pub producers: Vec<NodeIndex>,
+    /// Layers with one parameter slice per channel of the group (BatchNorm, depthwise conv).
+    pub members: Vec<NodeIndex>,
+    /// Layers whose input channels include this group.
+    pub consumers: Vec<ChannelUse>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    space: usize,
+    channels: usize,
+    repeat: usize,
+}
+
+struct Spaces {
+    parent: Vec<usize>,
+    fixed: Vec<bool>,
+    channels: Vec<usize>,
+}
+
+impl Spaces {
+    fn create(&mut self, channels: usize, fixed: bool) -> usize {
+        self.parent.push(self.parent.len());
+        self.fixed.push(fixed);
+        self.channels.push(channels);
+        self.parent.len() - 1
+    }
+
+    fn root(&mut self, mut space: usize) -> usize {
+        while self.parent[space] != space {
+            self.parent[space] = self.parent[self.parent[space]];
+            space = self.parent[space];
+        }
+        space
+    }
+
+    fn union(&mut self, a: usize, b: usize) {
+        let (a, b) = (self.root(a), self.root(b));
+        if a != b {
+            let (keep, drop) = (a.min(b), a.max(b));
+            self.parent[drop] = keep;
+            self.fixed[keep] |= self.fixed[drop];
+        }
+    }
+
+    fn fix(&mut self, space: usize) {
+        let root = self.root(space);
+        self.fixed[root] = true;
+    }
+}
+
+pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
+    let graph = model.graph();
+    let mut spaces = Spaces {
+        parent: Vec::new(),
+        fixed: Vec::new(),
+        channels: Vec::new(),
+    };
+    let mut segments: Vec<Vec<Segment>> = vec![Vec::new(); graph.node_count()];
+    // (space, node) pairs, resolved to roots once all unions are done.
+    let mut producers = Vec::new();
+    let mut members = Vec::new();
+    let mut consumers = Vec::new();
+
+    for &index in model.order() {
+        let node = &graph[index];
+        let inputs = model.inputs(index);
+        let input_segments: Vec<Segment> = inputs
+            .first()
+            .map(|i| segments[i.index()].clone())
+            .unwrap_or_default();
+        let mut record_consumer = |segs: &[Segment]| {
+            let mut offset = 0;
+            for seg in segs {
+                consumers.push((seg.space, ChannelUse { node: index, offset, repeat: seg.repeat }));
+                offset += seg.channels * seg.repeat;
+            }
+        };
+        let out = match &node.op {
+            Op::Input { shape } => {
+                let channels = shape.first().copied().unwrap_or(1);
+                vec![Segment { space: spaces.create(channels, true), channels, repeat: 1 }]
+            }
+            Op::Conv2d { out_channels, groups, .. } if node.op.is_depthwise() => {
+                debug_assert!(*groups == *out_channels);
+                for seg in &input_segments {
+                    members.push((seg.space, index));
+                }
+                input_segments
+            }
+            Op::Conv2d { out_channels, groups, .. } => {
+                record_consumer(&input_segments);
+                let grouped = *groups > 1;
+                if grouped {
+                    input_segments.iter().for_each(|s| spaces.fix(s.space));
+                }
+                let space = spaces.create(*out_channels, grouped);
+                producers.push((space, index));
+                vec![Segment { space, channels: *out_channels, repeat: 1 }]
+            }
+            Op::Linear { out_features, .. } => {
+                record_consumer(&input_segments);
+                let space = spaces.create(*out_features, false);
+                producers.push((space, index));
+                vec![Segment { space, channels: *out_features, repeat: 1 }]
+            }
+            Op::BatchNorm { .. } => {
+                for seg in &input_segments {
+                    members.push((seg.space, index));
+                }
+                input_segments
+            }
+            Op::Relu | Op::Relu6 | Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {
+                input_segments
+            }
+            Op::Flatten => {
+                let in_shape = &graph[inputs[0]].out_shape;
+                let spatial: usize = in_shape.iter().skip(1).product();
+                input_segments
+                    .iter()
+                    .map(|s| Segment { repeat: s.repeat * spatial.max(1), ..*s })
+                    .collect()
+            }
+            Op::Add => {
+                let all: Vec<Vec<Segment>> = inputs.iter().map(|i| segments[i.index()].clone()).collect();
+                let aligned = all.iter().all(|segs| {
+                    segs.len() == all[0].len()
+                        && segs.iter().zip(&all[0]).all(|(a, b)| a.channels == b.channels)
+                });
+                if aligned {
+                    for segs in &all[1..] {
+                        for (a, b) in segs.iter().zip(&all[0]) {
+                            spaces.union(a.space, b.space);
+                        }
+                    }
+                } else {
+                    all.iter().flatten().for_each(|s| spaces.fix(s.space));
+                }
+                all[0].clone()
+            }
+            Op::Concat => inputs
+                .iter()
+                .flat_map(|i| segments[i.index()].clone())
+                .collect(),
+            Op::Output => {
+                input_segments.iter().for_each(|s| spaces.fix(s.space));
+                input_segments
+            }
+        };
+        segments[index.index()] = out;
+    }
+
+    let mut groups: Vec<(usize, PrunableGroup)> = Vec::new();
+    for (space, producer) in producers {
+        let root = spaces.root(space);
+        if spaces.fixed[root] {
+            continue;
+        }
+        match groups.iter_mut().find(|(r, _)| *r == root) {
+            Some((_, group)) => group.producers.push(producer),
+            None => groups.push((
+                root,
+                PrunableGroup {
+                    name: graph[producer].name.clone(),
+                    channels: spaces.channels[root],
+                    producers: vec![producer],
+                    members: Vec::new(),
+                    consumers: Vec::new(),
+                },
+            )),
+        }
+    }
+    for (space, member) in members {
+        let root = spaces.root(space);
+        if let Some((_, group)) = groups.iter_mut().find(|(r, _)| *r == root) {
+            if !group.members.contains(&member) {
+                group.members.push(member);
+            }
+        }
+    }
+    for (space, usage) in consumers {
+        let root = spaces.root(space);
+        if let Some((_, group)) = groups.iter_mut().find(|(r, _)| *r == root) {
+            group.consumers.push(usage);
+        }
+    }
+    Ok(groups.into_iter().map(|(_, g)| g).collect())
+}

@@ -1,0 +1,14 @@
+//! autoprune learns layer-wise sparsity policies for neural networks.
+//!
+//! A model is a [`graph::ModelGraph`] (petgraph); [`model::GraphNet`] runs it on libtorch;
+//! [`data`] reads the data sets; [`env::EnvSpec`] describes a pruning environment.
+
+pub mod data;
+pub mod device;
+pub mod env;
+pub mod error;
+pub mod graph;
+pub mod model;
+pub mod runlog;
+
+pub use error::{Error, Result};

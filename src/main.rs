@@ -1,0 +1,216 @@
+//! The `autoprune` command line: parse, build, call the library, print.
+
+use anyhow::{Context, Result};
+use autoprune::data;
+use autoprune::device::{device_name, parse_device, seed_torch};
+use autoprune::env::EnvSpec;
+use autoprune::graph::ModelGraph;
+use autoprune::model::{train, GraphNet};
+use autoprune::runlog::Progress;
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(name = "autoprune", version, about = "Learns layer-wise sparsity policies for neural networks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by commands that run a model.
+#[derive(Args)]
+struct RunOptions {
+    /// auto, cpu, cuda or cuda:N (auto picks CUDA when available).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    /// Threads libtorch may use on the CPU (default: libtorch's choice).
+    #[arg(long)]
+    threads: Option<i32>,
+    /// Seeds shuffling, initialisation and every random choice.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Trains the env's model from scratch and saves its checkpoint.
+    Pretrain {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        /// Overrides the env's [train] epochs.
+        #[arg(long)]
+        epochs: Option<usize>,
+        #[command(flatten)]
+        run: RunOptions,
+        /// Print one JSON object on stdout (progress stays on stderr).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Shows the env's model graph: nodes, costs and prunable groups.
+    Graph {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        /// Also write the graph in Graphviz DOT to this file.
+        #[arg(long)]
+        dot: Option<PathBuf>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(error) = run(cli) {
+        // One line: the library's errors already say what, where and how to fix it.
+        let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
+        eprintln!("error: {}", chain.join(": "));
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Pretrain { env, epochs, run, json } => pretrain(&env, epochs, &run, json),
+        Command::Graph { env, dot, json } => graph(&env, dot, json),
+    }
+}
+
+fn setup_run(run: &RunOptions) -> Result<tch::Device> {
+    let device = parse_device(&run.device)?;
+    if let Some(threads) = run.threads {
+        anyhow::ensure!(threads >= 1, "--threads {threads}: use 1 or more");
+        tch::set_num_threads(threads);
+    }
+    seed_torch(run.seed);
+    Ok(device)
+}
+
+fn pretrain(env: &PathBuf, epochs: Option<usize>, run: &RunOptions, json: bool) -> Result<()> {
+    let started = Instant::now();
+    let spec = EnvSpec::load(env)?;
+    let device = setup_run(run)?;
+    let graph = spec.build_graph()?;
+    let checkpoint = spec.checkpoint_path();
+    if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the checkpoint folder (model.checkpoint in {})", dir.display(), env.display()))?;
+    }
+    let progress = Progress::stderr();
+    if !json {
+        print!("{}", summary(&spec.name, &graph));
+    }
+    let data = data::load(&spec.data_options(), device)?;
+    let mut config = spec.train.clone();
+    if let Some(epochs) = epochs {
+        anyhow::ensure!(epochs >= 1, "--epochs {epochs}: use 1 or more");
+        config.epochs = epochs;
+    }
+    progress.println(&format!(
+        "pretraining {} on {} ({} train / {} val / {} test) on {}, {} epochs",
+        spec.name,
+        spec.data.dataset.name(),
+        data.train.len(),
+        data.val.len(),
+        data.test.len(),
+        device_name(device),
+        config.epochs
+    ));
+    let mut net = GraphNet::new(graph, device);
+    let train_started = Instant::now();
+    let history = train(&mut net, &data, &config, run.seed, &progress)?;
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let test = net.evaluate(&data.test, 1000)?;
+    net.save(&checkpoint)?;
+    let val = history.last().map(|e| e.val.accuracy).unwrap_or(0.0);
+    if json {
+        let out = json!({
+            "env": spec.name,
+            "arch": spec.model.arch,
+            "dataset": spec.data.dataset.name(),
+            "device": device_name(device),
+            "epochs": config.epochs,
+            "params": net.graph().total_params(),
+            "flops": net.graph().total_flops(),
+            "val_accuracy": val,
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "train_seconds": train_seconds,
+            "seconds": started.elapsed().as_secs_f64(),
+            "checkpoint": checkpoint,
+            "history": history,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "test accuracy {:.2}% (loss {:.4}), val accuracy {:.2}%, {} epochs in {:.0}s on {}",
+            100.0 * test.accuracy,
+            test.loss,
+            100.0 * val,
+            config.epochs,
+            train_seconds,
+            device_name(device)
+        );
+        println!("checkpoint written to {}", checkpoint.display());
+    }
+    Ok(())
+}
+
+fn graph(env: &PathBuf, dot: Option<PathBuf>, json: bool) -> Result<()> {
+    let spec = EnvSpec::load(env)?;
+    let graph = spec.build_graph()?;
+    if let Some(path) = &dot {
+        std::fs::write(path, graph.to_dot()).with_context(|| format!("{}: cannot write the DOT file", path.display()))?;
+    }
+    if json {
+        let mut out = serde_json::to_value(graph.to_json())?;
+        out["env"] = json!(spec.name);
+        println!("{out}");
+    } else {
+        print!("{}", table(&graph));
+        print!("{}", summary(&spec.name, &graph));
+        if let Some(path) = dot {
+            println!("DOT written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+/// Per-node table: name, op, output shape, params, MACs, group.
+fn table(graph: &ModelGraph) -> String {
+    let mut out = format!("{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n", "node", "op", "shape", "params", "MACs", "group");
+    for &i in graph.order() {
+        let node = graph.node(i);
+        out.push_str(&format!(
+            "{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n",
+            node.name,
+            node.op.type_name(),
+            format!("{:?}", node.out_shape),
+            graph.node_params(i),
+            graph.node_flops(i),
+            graph.group_of(i).map(|g| g.to_string()).unwrap_or_default()
+        ));
+    }
+    out
+}
+
+/// A few lines: totals and the prunable groups.
+fn summary(name: &str, graph: &ModelGraph) -> String {
+    let groups = graph.prunable_groups();
+    let mut out = format!(
+        "{name}: {} nodes, {} params, {} MACs per sample, {} prunable groups\n",
+        graph.order().len(),
+        graph.total_params(),
+        graph.total_flops(),
+        groups.len()
+    );
+    for (i, g) in groups.iter().enumerate() {
+        let producers: Vec<&str> = g.producers.iter().map(|&p| graph.node(p).name.as_str()).collect();
+        out.push_str(&format!("  group {i}: {} channels, produced by {}\n", g.channels, producers.join(", ")));
+    }
+    out
+}

@@ -1,0 +1,383 @@
+//! `GraphNet`: executes any [`ModelGraph`] with tch. Parameters live in a `VarStore` under the
+//! graph's node names (`<node>.weight`, `<node>.bias`, and for BatchNorm also
+//! `<node>.running_mean` / `<node>.running_var`, which are not trained).
+
+use crate::error::{Error, Result};
+use crate::graph::{ModelGraph, Op};
+use std::path::Path;
+use tch::nn::{self, Init};
+use tch::{Device, Kind, Tensor};
+
+/// The tensors one node owns.
+#[derive(Debug)]
+enum NodeParams {
+    None,
+    Weighted {
+        weight: Tensor,
+        bias: Option<Tensor>,
+    },
+    BatchNorm {
+        weight: Tensor,
+        bias: Tensor,
+        running_mean: Tensor,
+        running_var: Tensor,
+    },
+}
+
+/// A model graph with its parameters on one device.
+pub struct GraphNet {
+    graph: ModelGraph,
+    vs: nn::VarStore,
+    /// Indexed by node index.
+    params: Vec<NodeParams>,
+    /// For each position in execution order: the positions of the node's inputs.
+    plan: Vec<Vec<usize>>,
+    /// For each position in execution order, how many later nodes read its output.
+    uses: Vec<usize>,
+}
+
+impl std::fmt::Debug for GraphNet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphNet")
+            .field("nodes", &self.graph.order().len())
+            .field("device", &self.vs.device())
+            .finish()
+    }
+}
+
+/// PyTorch's default bias initialisation: uniform in ±1/sqrt(fan_in).
+fn bias_init(fan_in: usize) -> Init {
+    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
+    Init::Uniform {
+        lo: -bound,
+        up: bound,
+    }
+}
+
+/// Kaiming-normal on fan-out for convs (as torchvision's ResNets), fan-in for linear layers.
+fn kaiming(fan_out: bool) -> Init {
+    Init::Kaiming {
+        dist: nn::init::NormalOrUniform::Normal,
+        fan: if fan_out {
+            nn::init::FanInOut::FanOut
+        } else {
+            nn::init::FanInOut::FanIn
+        },
+        non_linearity: nn::init::NonLinearity::ReLU,
+    }
+}
+
+impl GraphNet {
+    /// Creates freshly initialised parameters for `graph` on `device`.
+    pub fn new(graph: ModelGraph, device: Device) -> Self {
+        let vs = nn::VarStore::new(device);
+        let mut params: Vec<NodeParams> = (0..graph.graph().node_count())
+            .map(|_| NodeParams::None)
+            .collect();
+        for &index in graph.order() {
+            let node = graph.node(index);
+            let path = node
+                .name
+                .split('.')
+                .fold(vs.root(), |path, part| path / part);
+            params[index.index()] = match &node.op {
+                Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    kernel,
+                    groups,
+                    bias,
+                    ..
+                } => {
+                    let (k, out, per_group) = (*kernel as i64, *out_channels as i64, (in_channels / groups) as i64);
+                    NodeParams::Weighted {
+                        weight: path.var("weight", &[out, per_group, k, k], kaiming(true)),
+                        bias: bias.then(|| path.var("bias", &[out], bias_init(in_channels / groups * kernel * kernel))),
+                    }
+                }
+                Op::Linear {
+                    in_features,
+                    out_features,
+                    bias,
+                } => NodeParams::Weighted {
+                    weight: path.var(
+                        "weight",
+                        &[*out_features as i64, *in_features as i64],
+                        kaiming(false),
+                    ),
+                    bias: bias.then(|| path.var("bias", &[*out_features as i64], bias_init(*in_features))),
+                },
+                Op::BatchNorm { features } => {
+                    let n = *features as i64;
+                    NodeParams::BatchNorm {
+                        weight: path.var("weight", &[n], Init::Const(1.0)),
+                        bias: path.var("bias", &[n], Init::Const(0.0)),
+                        running_mean: path.zeros_no_train("running_mean", &[n]),
+                        running_var: path.ones_no_train("running_var", &[n]),
+                    }
+                }
+                _ => NodeParams::None,
+            };
+        }
+        let uses = graph
+            .order()
+            .iter()
+            .map(|&i| graph.consumers(i).len())
+            .collect();
+        let plan = graph
+            .order()
+            .iter()
+            .map(|&i| graph.inputs(i).iter().map(|&j| graph.position(j)).collect())
+            .collect();
+        Self {
+            graph,
+            vs,
+            params,
+            plan,
+            uses,
+        }
+    }
+
+    pub fn graph(&self) -> &ModelGraph {
+        &self.graph
+    }
+
+    pub fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    pub fn var_store_mut(&mut self) -> &mut nn::VarStore {
+        &mut self.vs
+    }
+
+    pub fn device(&self) -> Device {
+        self.vs.device()
+    }
+
+    /// Logits for a batch.
+    ///
+    /// # Shapes
+    /// - `input`: `[N, ...input_shape]`
+    /// - returns: `[N, ...output_shape]`
+    pub fn forward_t(&self, input: &Tensor, train: bool) -> Tensor {
+        let order = self.graph.order();
+        // Values by execution position; each is dropped once its last reader has run.
+        let mut values: Vec<Option<Tensor>> = (0..order.len()).map(|_| None).collect();
+        let mut remaining = self.uses.clone();
+        for (position, &index) in order.iter().enumerate() {
+            let inputs = &self.plan[position];
+            let args: Vec<&Tensor> = inputs
+                .iter()
+                .map(|&p| values[p].as_ref().expect("inputs run before their readers"))
+                .collect();
+            let value = self.run_node(index, &args, input, train);
+            for &p in inputs {
+                remaining[p] -= 1;
+                if remaining[p] == 0 {
+                    values[p] = None;
+                }
+            }
+            values[position] = Some(value);
+        }
+        values
+            .pop()
+            .flatten()
+            .expect("the last node of a graph is its Output")
+    }
+
+    fn run_node(&self, index: petgraph::graph::NodeIndex, args: &[&Tensor], input: &Tensor, train: bool) -> Tensor {
+        let node = self.graph.node(index);
+        match (&node.op, &self.params[index.index()]) {
+            (Op::Input { .. }, _) => input.shallow_clone(),
+            (
+                Op::Conv2d {
+                    stride,
+                    padding,
+                    groups,
+                    ..
+                },
+                NodeParams::Weighted { weight, bias },
+            ) => args[0].conv2d(
+                weight,
+                bias.as_ref(),
+                [*stride as i64; 2],
+                [*padding as i64; 2],
+                [1, 1],
+                *groups as i64,
+            ),
+            (Op::Linear { .. }, NodeParams::Weighted { weight, bias }) => {
+                args[0].linear(weight, bias.as_ref())
+            }
+            (
+                Op::BatchNorm { .. },
+                NodeParams::BatchNorm {
+                    weight,
+                    bias,
+                    running_mean,
+                    running_var,
+                },
+            ) => Tensor::batch_norm(
+                args[0],
+                Some(weight),
+                Some(bias),
+                Some(running_mean),
+                Some(running_var),
+                train,
+                0.1,
+                1e-5,
+                true,
+            ),
+            (Op::Relu, _) => args[0].relu(),
+            (Op::Relu6, _) => args[0].clamp(0.0, 6.0),
+            (
+                Op::MaxPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                _,
+            ) => args[0].max_pool2d(
+                [*kernel as i64; 2],
+                [*stride as i64; 2],
+                [*padding as i64; 2],
+                [1, 1],
+                false,
+            ),
+            (
+                Op::AvgPool {
+                    kernel,
+                    stride,
+                    padding,
+                },
+                _,
+            ) => args[0].avg_pool2d(
+                [*kernel as i64; 2],
+                [*stride as i64; 2],
+                [*padding as i64; 2],
+                false,
+                true,
+                None,
+            ),
+            (Op::GlobalAvgPool, _) => args[0].adaptive_avg_pool2d([1, 1]),
+            (Op::Flatten, _) => args[0].flatten(1, -1),
+            (Op::Add, _) => args[1..].iter().fold(args[0].shallow_clone(), |acc, x| acc + *x),
+            (Op::Concat, _) => Tensor::cat(args, 1),
+            (Op::Output, _) => args[0].shallow_clone(),
+            (op, _) => unreachable!("{} has no parameters for {}", node.name, op.type_name()),
+        }
+    }
+
+    /// Mean cross-entropy loss and top-1 accuracy over a split, in eval mode.
+    pub fn evaluate(&self, split: &crate::data::Split, batch_size: usize) -> Result<Evaluation> {
+        let _guard = tch::no_grad_guard();
+        let mut loss_sum = 0f64;
+        let mut correct = 0i64;
+        for (images, labels) in split.batches(batch_size, None) {
+            let logits = self.forward_t(&images, false);
+            let loss = logits.cross_entropy_for_logits(&labels);
+            loss_sum += f64::try_from(&loss)? * labels.size()[0] as f64;
+            correct += i64::try_from(logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))?;
+        }
+        let n = split.len().max(1) as f64;
+        let loss = loss_sum / n;
+        if !loss.is_finite() {
+            return Err(Error::NonFinite {
+                what: "evaluation loss".into(),
+                value: loss,
+            });
+        }
+        Ok(Evaluation {
+            loss,
+            accuracy: correct as f64 / n,
+        })
+    }
+
+    /// Writes every parameter and buffer to a safetensors file (through a temporary file and a
+    /// rename, so an interrupted save never leaves a truncated checkpoint).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let tmp = path.with_extension("tmp.safetensors");
+        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
+        named.sort_by(|a, b| a.0.cmp(&b.0));
+        let named: Vec<(String, Tensor)> = named
+            .into_iter()
+            .map(|(n, t)| (n, t.to_device(Device::Cpu)))
+            .collect();
+        Tensor::write_safetensors(&named, &tmp)?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    }
+
+    /// Loads a safetensors checkpoint. Every tensor of the model must be present with the same
+    /// shape; otherwise the error names the first tensor (in graph order) that differs.
+    pub fn load(&mut self, path: &Path) -> Result<()> {
+        if !path.is_file() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                tensor: "-".into(),
+                message: "no such file; run `autoprune pretrain` to create it".into(),
+            });
+        }
+        let stored = Tensor::read_safetensors(path).map_err(|e| Error::Checkpoint {
+            path: path.to_path_buf(),
+            tensor: "-".into(),
+            message: format!(
+                "not a readable safetensors file ({}); delete it and run `autoprune pretrain` again",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        })?;
+        let stored: std::collections::HashMap<String, Tensor> = stored.into_iter().collect();
+        let variables = self.vs.variables();
+        let mut names: Vec<&String> = variables.keys().collect();
+        let position = |name: &str| {
+            let node = name.rsplit_once('.').map(|(n, _)| n).unwrap_or(name);
+            self.graph.find(node).map(|i| self.graph.position(i)).unwrap_or(usize::MAX)
+        };
+        names.sort_by_key(|n| (position(n), (*n).clone()));
+        for name in &names {
+            let expected = variables[*name].size();
+            match stored.get(*name) {
+                None => {
+                    return Err(Error::Checkpoint {
+                        path: path.to_path_buf(),
+                        tensor: (*name).clone(),
+                        message: format!(
+                            "missing (the model expects shape {expected:?}); the checkpoint is for another model"
+                        ),
+                    })
+                }
+                Some(t) if t.size() != expected => {
+                    return Err(Error::Checkpoint {
+                        path: path.to_path_buf(),
+                        tensor: (*name).clone(),
+                        message: format!(
+                            "has shape {:?}, the model expects {expected:?}; the checkpoint is for another model",
+                            t.size()
+                        ),
+                    })
+                }
+                Some(_) => {}
+            }
+        }
+        if let Some(extra) = stored.keys().filter(|k| !variables.contains_key(*k)).min() {
+            return Err(Error::Checkpoint {
+                path: path.to_path_buf(),
+                tensor: extra.clone(),
+                message: "is not a tensor of this model; the checkpoint is for another model".into(),
+            });
+        }
+        let _guard = tch::no_grad_guard();
+        for (name, mut var) in variables {
+            var.copy_(&stored[&name].to_kind(var.kind()));
+        }
+        Ok(())
+    }
+}
+
+/// Loss and accuracy on a split.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Evaluation {
+    pub loss: f64,
+    pub accuracy: f64,
+}

@@ -1,0 +1,11 @@
+//! Models: the zoo of builders that emit a `ModelGraph`, `GraphNet` (which runs any graph on
+//! tch), dense training, and safetensors checkpoints.
+//!
+//! Must not know about agents.
+
+mod graphnet;
+mod train;
+pub mod zoo;
+
+pub use graphnet::{Evaluation, GraphNet};
+pub use train::{train, EpochReport, Optimizer, Schedule, TrainConfig};
