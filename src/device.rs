@@ -23,9 +23,14 @@ pub fn parse_device(text: &str) -> Result<Device> {
             };
             let count = tch::Cuda::device_count() as usize;
             if count == 0 {
-                Err(unavailable("no CUDA device is available here; use --device cpu or auto".into()))
+                Err(unavailable(
+                    "no CUDA device is available here; use --device cpu or auto".into(),
+                ))
             } else if ordinal >= count {
-                Err(unavailable(format!("only {count} CUDA device(s) are available (cuda:0 to cuda:{})", count - 1)))
+                Err(unavailable(format!(
+                    "only {count} CUDA device(s) are available (cuda:0 to cuda:{})",
+                    count - 1
+                )))
             } else {
                 Ok(Device::Cuda(ordinal))
             }

@@ -5,7 +5,7 @@ use autoprune::data;
 use autoprune::device::{device_name, parse_device, seed_torch};
 use autoprune::env::EnvSpec;
 use autoprune::graph::ModelGraph;
-use autoprune::model::{train, GraphNet};
+use autoprune::model::{load_or_train, train, GraphNet};
 use autoprune::runlog::Progress;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -13,7 +13,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 #[derive(Parser)]
-#[command(name = "autoprune", version, about = "Learns layer-wise sparsity policies for neural networks")]
+#[command(
+    name = "autoprune",
+    version,
+    about = "Learns layer-wise sparsity policies for neural networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -49,6 +53,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Scores the env's pretrained model (pretraining it first if its checkpoint is missing).
+    Evaluate {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        #[command(flatten)]
+        run: RunOptions,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph {
         /// Env file (envs/*.toml).
@@ -75,7 +90,13 @@ fn main() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Pretrain { env, epochs, run, json } => pretrain(&env, epochs, &run, json),
+        Command::Pretrain {
+            env,
+            epochs,
+            run,
+            json,
+        } => pretrain(&env, epochs, &run, json),
+        Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
     }
 }
@@ -97,8 +118,13 @@ fn pretrain(env: &PathBuf, epochs: Option<usize>, run: &RunOptions, json: bool) 
     let graph = spec.build_graph()?;
     let checkpoint = spec.checkpoint_path();
     if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the checkpoint folder (model.checkpoint in {})", dir.display(), env.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "{}: cannot create the checkpoint folder (model.checkpoint in {})",
+                dir.display(),
+                env.display()
+            )
+        })?;
     }
     let progress = Progress::stderr();
     if !json {
@@ -160,11 +186,59 @@ fn pretrain(env: &PathBuf, epochs: Option<usize>, run: &RunOptions, json: bool) 
     Ok(())
 }
 
+fn evaluate(env: &PathBuf, run: &RunOptions, json: bool) -> Result<()> {
+    let started = Instant::now();
+    let spec = EnvSpec::load(env)?;
+    let device = setup_run(run)?;
+    let graph = spec.build_graph()?;
+    let data = data::load(&spec.data_options(), device)?;
+    let progress = Progress::stderr();
+    let net = load_or_train(
+        graph,
+        &spec.checkpoint_path(),
+        &data,
+        &spec.train,
+        run.seed,
+        &progress,
+    )?;
+    let eval_split = data.split(spec.data.eval_split);
+    let on_eval = net.evaluate(eval_split, 1000)?;
+    let test = net.evaluate(&data.test, 1000)?;
+    if json {
+        let out = json!({
+            "env": spec.name,
+            "device": device_name(device),
+            "params": net.graph().total_params(),
+            "flops": net.graph().total_flops(),
+            "split": spec.data.eval_split,
+            "accuracy": on_eval.accuracy,
+            "loss": on_eval.loss,
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "checkpoint": spec.checkpoint_path(),
+            "seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "{}: {:?} accuracy {:.2}%, test accuracy {:.2}% ({} params, {} MACs per sample)",
+            spec.name,
+            spec.data.eval_split,
+            100.0 * on_eval.accuracy,
+            100.0 * test.accuracy,
+            net.graph().total_params(),
+            net.graph().total_flops()
+        );
+    }
+    Ok(())
+}
+
 fn graph(env: &PathBuf, dot: Option<PathBuf>, json: bool) -> Result<()> {
     let spec = EnvSpec::load(env)?;
     let graph = spec.build_graph()?;
     if let Some(path) = &dot {
-        std::fs::write(path, graph.to_dot()).with_context(|| format!("{}: cannot write the DOT file", path.display()))?;
+        std::fs::write(path, graph.to_dot())
+            .with_context(|| format!("{}: cannot write the DOT file", path.display()))?;
     }
     if json {
         let mut out = serde_json::to_value(graph.to_json())?;
@@ -182,7 +256,10 @@ fn graph(env: &PathBuf, dot: Option<PathBuf>, json: bool) -> Result<()> {
 
 /// Per-node table: name, op, output shape, params, MACs, group.
 fn table(graph: &ModelGraph) -> String {
-    let mut out = format!("{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n", "node", "op", "shape", "params", "MACs", "group");
+    let mut out = format!(
+        "{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n",
+        "node", "op", "shape", "params", "MACs", "group"
+    );
     for &i in graph.order() {
         let node = graph.node(i);
         out.push_str(&format!(
@@ -209,8 +286,16 @@ fn summary(name: &str, graph: &ModelGraph) -> String {
         groups.len()
     );
     for (i, g) in groups.iter().enumerate() {
-        let producers: Vec<&str> = g.producers.iter().map(|&p| graph.node(p).name.as_str()).collect();
-        out.push_str(&format!("  group {i}: {} channels, produced by {}\n", g.channels, producers.join(", ")));
+        let producers: Vec<&str> = g
+            .producers
+            .iter()
+            .map(|&p| graph.node(p).name.as_str())
+            .collect();
+        out.push_str(&format!(
+            "  group {i}: {} channels, produced by {}\n",
+            g.channels,
+            producers.join(", ")
+        ));
     }
     out
 }

@@ -34,7 +34,10 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
 /// Parses IDX bytes; the error says what is wrong with them.
 pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     if bytes.len() < 4 {
-        return Err(format!("{} bytes is too short for an IDX header", bytes.len()));
+        return Err(format!(
+            "{} bytes is too short for an IDX header",
+            bytes.len()
+        ));
     }
     if bytes[0] != 0 || bytes[1] != 0 {
         return Err("not an IDX file (the first two bytes must be zero)".into());
@@ -48,7 +51,9 @@ pub fn parse_idx(bytes: &[u8]) -> std::result::Result<IdxArray, String> {
     let rank = bytes[3] as usize;
     let header = 4 + 4 * rank;
     if rank == 0 || bytes.len() < header {
-        return Err(format!("IDX header declares {rank} dimensions but the file ends early"));
+        return Err(format!(
+            "IDX header declares {rank} dimensions but the file ends early"
+        ));
     }
     let dims: Vec<usize> = bytes[4..header]
         .chunks_exact(4)

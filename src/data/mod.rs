@@ -292,11 +292,18 @@ fn read_idx_pair(dir: &Path, prefix: &str) -> Result<RawImages> {
         ));
     }
     if let Some(bad) = labels.values.iter().find(|&&l| l > 9) {
-        return Err(Error::data(&labels_path, format!("label {bad} is out of range 0-9")));
+        return Err(Error::data(
+            &labels_path,
+            format!("label {bad} is out of range 0-9"),
+        ));
     }
     Ok(RawImages {
         shape,
-        pixels: images.values.iter().map(|&v| f32::from(v) / 255.0).collect(),
+        pixels: images
+            .values
+            .iter()
+            .map(|&v| f32::from(v) / 255.0)
+            .collect(),
         labels: labels.values,
     })
 }
@@ -315,7 +322,9 @@ fn read_cifar_dir(dir: &Path) -> Result<(RawImages, RawImages, usize)> {
             continue;
         }
         let (pixels, labels) = read_cifar_batch(&path)?;
-        train.pixels.extend(pixels.iter().map(|&v| f32::from(v) / 255.0));
+        train
+            .pixels
+            .extend(pixels.iter().map(|&v| f32::from(v) / 255.0));
         train.labels.extend(labels);
     }
     let (pixels, labels) = read_cifar_batch(&dir.join("test_batch.bin"))?;

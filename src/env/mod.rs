@@ -6,5 +6,6 @@
 mod spec;
 
 pub use spec::{
-    Arch, DataSpec, Granularity, Metric, ModelSpec, PruneSpec, RewardKind, RewardSpec, Target, EnvSpec,
+    Arch, DataSpec, EnvSpec, Granularity, Metric, ModelSpec, PruneSpec, RewardKind, RewardSpec,
+    Target,
 };

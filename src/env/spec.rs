@@ -86,7 +86,10 @@ pub enum Granularity {
     Unstructured,
     Channel,
     /// Keep `n` of every `m` consecutive weights along the input dimension.
-    NOfM { n: usize, m: usize },
+    NOfM {
+        n: usize,
+        m: usize,
+    },
 }
 
 impl TryFrom<String> for Granularity {
@@ -223,18 +226,37 @@ impl EnvSpec {
         }
         let m = &self.model;
         match m.arch {
-            Arch::Vgg if m.cfg.as_ref().is_none_or(|c| !c.iter().any(|i| matches!(i, VggItem::Conv(_)))) => {
+            Arch::Vgg
+                if m.cfg
+                    .as_ref()
+                    .is_none_or(|c| !c.iter().any(|i| matches!(i, VggItem::Conv(_)))) =>
+            {
                 return Err(self.invalid("model.cfg", "vgg needs a cfg list with at least one conv width, e.g. [32, \"M\", 64, \"M\"]"));
             }
             Arch::Resnet => match m.depth {
                 Some(d) if d >= 8 && (d - 2) % 6 == 0 => {}
-                Some(d) => return Err(self.invalid("model.depth", format!("{d} is not 6n+2 with n >= 1; use 20, 32, 44, 56, 110"))),
-                None => return Err(self.invalid("model.depth", "resnet needs a depth (20, 32, 44, 56, 110, ...)")),
+                Some(d) => {
+                    return Err(self.invalid(
+                        "model.depth",
+                        format!("{d} is not 6n+2 with n >= 1; use 20, 32, 44, 56, 110"),
+                    ))
+                }
+                None => {
+                    return Err(self.invalid(
+                        "model.depth",
+                        "resnet needs a depth (20, 32, 44, 56, 110, ...)",
+                    ))
+                }
             },
             Arch::Mobilenetv2 => {
                 if let Some(w) = m.width {
                     if !(w > 0.0 && w <= 4.0) {
-                        return Err(self.invalid("model.width", format!("{w} is out of range; use a multiplier in (0, 4], e.g. 1.0 or 0.5")));
+                        return Err(self.invalid(
+                            "model.width",
+                            format!(
+                                "{w} is out of range; use a multiplier in (0, 4], e.g. 1.0 or 0.5"
+                            ),
+                        ));
                     }
                 }
             }
@@ -243,29 +265,57 @@ impl EnvSpec {
             }
             _ => {}
         }
-        if m.cfg.as_ref().is_some_and(|c| c.contains(&VggItem::Conv(0))) {
+        if m.cfg
+            .as_ref()
+            .is_some_and(|c| c.contains(&VggItem::Conv(0)))
+        {
             return Err(self.invalid("model.cfg", "conv widths must be at least 1"));
         }
         let d = &self.data;
         if d.dataset != DatasetKind::Synthetic && d.dir.is_none() {
-            return Err(self.invalid("data.dir", format!("{} needs the folder holding its files, e.g. dir = \"data/{}\"", d.dataset.name(), d.dataset.name())));
+            return Err(self.invalid(
+                "data.dir",
+                format!(
+                    "{} needs the folder holding its files, e.g. dir = \"data/{}\"",
+                    d.dataset.name(),
+                    d.dataset.name()
+                ),
+            ));
         }
         if d.val_size == 0 {
-            return Err(self.invalid("data.val_size", "must be at least 1: policies are selected on validation data"));
+            return Err(self.invalid(
+                "data.val_size",
+                "must be at least 1: policies are selected on validation data",
+            ));
         }
         if d.eval_split == SplitName::Train {
-            return Err(self.invalid("data.eval_split", "must be `val` or `test`; scoring on the training split says nothing"));
+            return Err(self.invalid(
+                "data.eval_split",
+                "must be `val` or `test`; scoring on the training split says nothing",
+            ));
         }
         let p = &self.prune;
         if !(p.target.keep > 0.0 && p.target.keep <= 1.0) {
-            return Err(self.invalid("prune.target.keep", format!("{} is out of range; use a fraction in (0, 1], e.g. 0.05", p.target.keep)));
+            return Err(self.invalid(
+                "prune.target.keep",
+                format!(
+                    "{} is out of range; use a fraction in (0, 1], e.g. 0.05",
+                    p.target.keep
+                ),
+            ));
         }
         let [lo, hi] = p.keep_bounds;
         if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
-            return Err(self.invalid("prune.keep_bounds", format!("[{lo}, {hi}] must satisfy 0 < low <= high <= 1")));
+            return Err(self.invalid(
+                "prune.keep_bounds",
+                format!("[{lo}, {hi}] must satisfy 0 < low <= high <= 1"),
+            ));
         }
         if !CRITERIA.contains(&p.criterion.as_str()) {
-            return Err(self.invalid("prune.criterion", format!("`{}` is not one of {}", p.criterion, CRITERIA.join(", "))));
+            return Err(self.invalid(
+                "prune.criterion",
+                format!("`{}` is not one of {}", p.criterion, CRITERIA.join(", ")),
+            ));
         }
         let t = &self.train;
         if t.epochs == 0 || t.batch_size == 0 {
@@ -274,18 +324,22 @@ impl EnvSpec {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(self.invalid("train.lr", format!("{} must be a positive number", t.lr)));
         }
-        if !(0.0..1.0).contains(&t.momentum) || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite()) {
-            return Err(self.invalid("train", "momentum must be in [0, 1) and weight_decay non-negative"));
+        if !(0.0..1.0).contains(&t.momentum)
+            || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite())
+        {
+            return Err(self.invalid(
+                "train",
+                "momentum must be in [0, 1) and weight_decay non-negative",
+            ));
         }
         Ok(())
     }
 
     /// Where the pretrained weights are (or will be) kept.
     pub fn checkpoint_path(&self) -> PathBuf {
-        self.model
-            .checkpoint
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("checkpoints").join(format!("{}.safetensors", self.name)))
+        self.model.checkpoint.clone().unwrap_or_else(|| {
+            PathBuf::from("checkpoints").join(format!("{}.safetensors", self.name))
+        })
     }
 
     /// How to load the data set.
@@ -325,10 +379,35 @@ fn toml_error(path: &Path, text: &str, error: &toml::de::Error) -> Error {
             (line, column)
         })
         .unwrap_or((1, 1));
+    let message = error.message().trim().replace('\n', " ");
+    let message = match key_at(text, line) {
+        Some(key) => format!("key `{key}`: {message}"),
+        None => message,
+    };
     Error::Toml {
         path: path.to_path_buf(),
         line,
         column,
-        message: error.message().trim().replace('\n', " "),
+        message,
     }
+}
+
+/// The dotted key written on line `line` (1-based), prefixed by the table it sits in.
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let here = lines.get(line.checked_sub(1)?)?;
+    let key = here.split_once('=')?.0.trim().trim_matches('"');
+    if key.is_empty() || key.starts_with('[') || key.starts_with('#') {
+        return None;
+    }
+    let table = lines[..line - 1]
+        .iter()
+        .rev()
+        .map(|l| l.trim())
+        .find(|l| l.starts_with('[') && !l.starts_with("[["))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match table {
+        Some(table) => format!("{table}.{key}"),
+        None => key.to_string(),
+    })
 }

@@ -90,7 +90,11 @@ impl ModelGraph {
         let edges = self
             .order()
             .iter()
-            .flat_map(|&to| self.inputs(to).into_iter().map(move |from| [name(from), name(to)]))
+            .flat_map(|&to| {
+                self.inputs(to)
+                    .into_iter()
+                    .map(move |from| [name(from), name(to)])
+            })
             .collect();
         let groups = self
             .prunable_groups()

@@ -102,23 +102,42 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
         let mut record_consumer = |segs: &[Segment]| {
             let mut offset = 0;
             for seg in segs {
-                consumers.push((seg.space, ChannelUse { node: index, offset, repeat: seg.repeat }));
+                consumers.push((
+                    seg.space,
+                    ChannelUse {
+                        node: index,
+                        offset,
+                        repeat: seg.repeat,
+                    },
+                ));
                 offset += seg.channels * seg.repeat;
             }
         };
         let out = match &node.op {
             Op::Input { shape } => {
                 let channels = shape.first().copied().unwrap_or(1);
-                vec![Segment { space: spaces.create(channels, true), channels, repeat: 1 }]
+                vec![Segment {
+                    space: spaces.create(channels, true),
+                    channels,
+                    repeat: 1,
+                }]
             }
-            Op::Conv2d { out_channels, groups, .. } if node.op.is_depthwise() => {
+            Op::Conv2d {
+                out_channels,
+                groups,
+                ..
+            } if node.op.is_depthwise() => {
                 debug_assert!(*groups == *out_channels);
                 for seg in &input_segments {
                     members.push((seg.space, index));
                 }
                 input_segments
             }
-            Op::Conv2d { out_channels, groups, .. } => {
+            Op::Conv2d {
+                out_channels,
+                groups,
+                ..
+            } => {
                 record_consumer(&input_segments);
                 let grouped = *groups > 1;
                 if grouped {
@@ -126,13 +145,21 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 }
                 let space = spaces.create(*out_channels, grouped);
                 producers.push((space, index));
-                vec![Segment { space, channels: *out_channels, repeat: 1 }]
+                vec![Segment {
+                    space,
+                    channels: *out_channels,
+                    repeat: 1,
+                }]
             }
             Op::Linear { out_features, .. } => {
                 record_consumer(&input_segments);
                 let space = spaces.create(*out_features, false);
                 producers.push((space, index));
-                vec![Segment { space, channels: *out_features, repeat: 1 }]
+                vec![Segment {
+                    space,
+                    channels: *out_features,
+                    repeat: 1,
+                }]
             }
             Op::BatchNorm { .. } => {
                 for seg in &input_segments {
@@ -148,14 +175,21 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 let spatial: usize = in_shape.iter().skip(1).product();
                 input_segments
                     .iter()
-                    .map(|s| Segment { repeat: s.repeat * spatial.max(1), ..*s })
+                    .map(|s| Segment {
+                        repeat: s.repeat * spatial.max(1),
+                        ..*s
+                    })
                     .collect()
             }
             Op::Add => {
-                let all: Vec<Vec<Segment>> = inputs.iter().map(|i| segments[i.index()].clone()).collect();
+                let all: Vec<Vec<Segment>> =
+                    inputs.iter().map(|i| segments[i.index()].clone()).collect();
                 let aligned = all.iter().all(|segs| {
                     segs.len() == all[0].len()
-                        && segs.iter().zip(&all[0]).all(|(a, b)| a.channels == b.channels)
+                        && segs
+                            .iter()
+                            .zip(&all[0])
+                            .all(|(a, b)| a.channels == b.channels)
                 });
                 if aligned {
                     for segs in &all[1..] {

@@ -11,7 +11,7 @@ mod groups;
 mod ops;
 
 pub use export::{GraphJson, GroupJson, NodeJson};
-pub use features::{FEATURE_NAMES, NodeFeatures};
+pub use features::{NodeFeatures, FEATURE_NAMES};
 pub use groups::{ChannelUse, PrunableGroup};
 pub use ops::{Op, Shape, OP_TYPES};
 
@@ -221,7 +221,10 @@ fn topological_order(graph: &DiGraph<Node, Edge>) -> Result<Vec<NodeIndex>> {
             .find(|i| indegree[i.index()] > 0)
             .map(|i| graph[i].name.clone())
             .unwrap_or_default();
-        return Err(Error::graph(stuck, "the graph has a cycle through this node"));
+        return Err(Error::graph(
+            stuck,
+            "the graph has a cycle through this node",
+        ));
     }
     let inputs: Vec<_> = order
         .iter()
@@ -232,10 +235,16 @@ fn topological_order(graph: &DiGraph<Node, Edge>) -> Result<Vec<NodeIndex>> {
         .filter(|&&i| matches!(graph[i].op, Op::Output))
         .collect();
     if inputs.len() != 1 || order.first() != inputs.first().copied() {
-        return Err(Error::graph("<graph>", "a graph needs exactly one Input node, first"));
+        return Err(Error::graph(
+            "<graph>",
+            "a graph needs exactly one Input node, first",
+        ));
     }
     if outputs.len() != 1 || order.last() != outputs.first().copied() {
-        return Err(Error::graph("<graph>", "a graph needs exactly one Output node, last"));
+        return Err(Error::graph(
+            "<graph>",
+            "a graph needs exactly one Output node, last",
+        ));
     }
     Ok(order)
 }

@@ -152,7 +152,9 @@ impl Op {
             } => {
                 let (c, h, w) = spatial(inputs[0])?;
                 if c != *in_channels {
-                    return Err(format!("declares {in_channels} input channels, receives {c}"));
+                    return Err(format!(
+                        "declares {in_channels} input channels, receives {c}"
+                    ));
                 }
                 if *groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
                     return Err(format!(
@@ -216,7 +218,10 @@ impl Op {
             Op::Add => {
                 if inputs.iter().any(|s| *s != inputs[0]) {
                     let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
-                    return Err(format!("adds tensors of different shapes: {}", shapes.join(" + ")));
+                    return Err(format!(
+                        "adds tensors of different shapes: {}",
+                        shapes.join(" + ")
+                    ));
                 }
                 Ok(inputs[0].clone())
             }
@@ -247,7 +252,10 @@ impl Op {
                 groups,
                 bias,
                 ..
-            } => out_channels * (in_channels / groups) * kernel * kernel + usize::from(*bias) * out_channels,
+            } => {
+                out_channels * (in_channels / groups) * kernel * kernel
+                    + usize::from(*bias) * out_channels
+            }
             Op::Linear {
                 in_features,
                 out_features,

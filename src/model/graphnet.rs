@@ -89,10 +89,20 @@ impl GraphNet {
                     bias,
                     ..
                 } => {
-                    let (k, out, per_group) = (*kernel as i64, *out_channels as i64, (in_channels / groups) as i64);
+                    let (k, out, per_group) = (
+                        *kernel as i64,
+                        *out_channels as i64,
+                        (in_channels / groups) as i64,
+                    );
                     NodeParams::Weighted {
                         weight: path.var("weight", &[out, per_group, k, k], kaiming(true)),
-                        bias: bias.then(|| path.var("bias", &[out], bias_init(in_channels / groups * kernel * kernel))),
+                        bias: bias.then(|| {
+                            path.var(
+                                "bias",
+                                &[out],
+                                bias_init(in_channels / groups * kernel * kernel),
+                            )
+                        }),
                     }
                 }
                 Op::Linear {
@@ -105,7 +115,9 @@ impl GraphNet {
                         &[*out_features as i64, *in_features as i64],
                         kaiming(false),
                     ),
-                    bias: bias.then(|| path.var("bias", &[*out_features as i64], bias_init(*in_features))),
+                    bias: bias.then(|| {
+                        path.var("bias", &[*out_features as i64], bias_init(*in_features))
+                    }),
                 },
                 Op::BatchNorm { features } => {
                     let n = *features as i64;
@@ -185,7 +197,13 @@ impl GraphNet {
             .expect("the last node of a graph is its Output")
     }
 
-    fn run_node(&self, index: petgraph::graph::NodeIndex, args: &[&Tensor], input: &Tensor, train: bool) -> Tensor {
+    fn run_node(
+        &self,
+        index: petgraph::graph::NodeIndex,
+        args: &[&Tensor],
+        input: &Tensor,
+        train: bool,
+    ) -> Tensor {
         let node = self.graph.node(index);
         match (&node.op, &self.params[index.index()]) {
             (Op::Input { .. }, _) => input.shallow_clone(),
@@ -260,7 +278,9 @@ impl GraphNet {
             ),
             (Op::GlobalAvgPool, _) => args[0].adaptive_avg_pool2d([1, 1]),
             (Op::Flatten, _) => args[0].flatten(1, -1),
-            (Op::Add, _) => args[1..].iter().fold(args[0].shallow_clone(), |acc, x| acc + *x),
+            (Op::Add, _) => args[1..]
+                .iter()
+                .fold(args[0].shallow_clone(), |acc, x| acc + *x),
             (Op::Concat, _) => Tensor::cat(args, 1),
             (Op::Output, _) => args[0].shallow_clone(),
             (op, _) => unreachable!("{} has no parameters for {}", node.name, op.type_name()),
@@ -330,11 +350,20 @@ impl GraphNet {
         let stored: std::collections::HashMap<String, Tensor> = stored.into_iter().collect();
         let variables = self.vs.variables();
         let mut names: Vec<&String> = variables.keys().collect();
-        let position = |name: &str| {
-            let node = name.rsplit_once('.').map(|(n, _)| n).unwrap_or(name);
-            self.graph.find(node).map(|i| self.graph.position(i)).unwrap_or(usize::MAX)
+        // Graph order, then weight, bias, running_mean, running_var within a node.
+        let rank = |name: &str| {
+            let (node, tensor) = name.rsplit_once('.').unwrap_or((name, ""));
+            let position = self.graph.find(node).map(|i| self.graph.position(i));
+            let within = ["weight", "bias", "running_mean", "running_var"]
+                .iter()
+                .position(|t| *t == tensor);
+            (
+                position.unwrap_or(usize::MAX),
+                within.unwrap_or(usize::MAX),
+                name.to_string(),
+            )
         };
-        names.sort_by_key(|n| (position(n), (*n).clone()));
+        names.sort_by_key(|n| rank(n));
         for name in &names {
             let expected = variables[*name].size();
             match stored.get(*name) {
@@ -364,7 +393,8 @@ impl GraphNet {
             return Err(Error::Checkpoint {
                 path: path.to_path_buf(),
                 tensor: extra.clone(),
-                message: "is not a tensor of this model; the checkpoint is for another model".into(),
+                message: "is not a tensor of this model; the checkpoint is for another model"
+                    .into(),
             });
         }
         let _guard = tch::no_grad_guard();

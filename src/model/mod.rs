@@ -8,4 +8,4 @@ mod train;
 pub mod zoo;
 
 pub use graphnet::{Evaluation, GraphNet};
-pub use train::{train, EpochReport, Optimizer, Schedule, TrainConfig};
+pub use train::{load_or_train, train, EpochReport, Optimizer, Schedule, TrainConfig};

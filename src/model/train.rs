@@ -78,7 +78,13 @@ pub struct EpochReport {
 
 /// Trains `net` on `data.train` for `config.epochs` epochs, shuffling with `seed`, and
 /// evaluates on `data.val` after each epoch.
-pub fn train(net: &mut GraphNet, data: &Dataset, config: &TrainConfig, seed: u64, progress: &Progress) -> Result<Vec<EpochReport>> {
+pub fn train(
+    net: &mut GraphNet,
+    data: &Dataset,
+    config: &TrainConfig,
+    seed: u64,
+    progress: &Progress,
+) -> Result<Vec<EpochReport>> {
     let mut optimizer = match config.optimizer {
         Optimizer::Sgd => nn::Sgd {
             momentum: config.momentum,
@@ -100,11 +106,16 @@ pub fn train(net: &mut GraphNet, data: &Dataset, config: &TrainConfig, seed: u64
     let mut reports = Vec::with_capacity(config.epochs);
     for epoch in 1..=config.epochs {
         let started = std::time::Instant::now();
-        let bar = progress.bar(steps_per_epoch as u64, &format!("epoch {epoch}/{}", config.epochs));
+        let bar = progress.bar(
+            steps_per_epoch as u64,
+            &format!("epoch {epoch}/{}", config.epochs),
+        );
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         for (images, labels) in data.train.batches(config.batch_size, Some(&mut rng)) {
             optimizer.set_lr(config.lr_at(step, total_steps));
-            let loss = net.forward_t(&images, true).cross_entropy_for_logits(&labels);
+            let loss = net
+                .forward_t(&images, true)
+                .cross_entropy_for_logits(&labels);
             optimizer.backward_step(&loss);
             let value = f64::try_from(&loss.detach().to_kind(Kind::Double))?;
             if !value.is_finite() {
@@ -138,4 +149,29 @@ pub fn train(net: &mut GraphNet, data: &Dataset, config: &TrainConfig, seed: u64
         reports.push(report);
     }
     Ok(reports)
+}
+
+/// The pretrained model: loaded from `checkpoint` when it exists, otherwise trained with
+/// `config` and saved there first.
+pub fn load_or_train(
+    graph: crate::graph::ModelGraph,
+    checkpoint: &std::path::Path,
+    data: &Dataset,
+    config: &TrainConfig,
+    seed: u64,
+    progress: &Progress,
+) -> Result<GraphNet> {
+    let mut net = GraphNet::new(graph, data.train.images.device());
+    if checkpoint.exists() {
+        net.load(checkpoint)?;
+    } else {
+        progress.println(&format!(
+            "{} does not exist yet: pretraining the model first ({} epochs)",
+            checkpoint.display(),
+            config.epochs
+        ));
+        train(&mut net, data, config, seed, progress)?;
+        net.save(checkpoint)?;
+    }
+    Ok(net)
 }

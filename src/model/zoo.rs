@@ -29,7 +29,13 @@ struct Net {
 impl Net {
     fn new(input: &Shape) -> (Self, NodeIndex) {
         let mut builder = GraphBuilder::new();
-        let x = builder.add("input", Op::Input { shape: input.clone() }, &[]);
+        let x = builder.add(
+            "input",
+            Op::Input {
+                shape: input.clone(),
+            },
+            &[],
+        );
         (Self { builder }, x)
     }
 
@@ -69,7 +75,13 @@ impl Net {
         self.builder.add(name, op, inputs)
     }
 
-    fn linear(&mut self, name: &str, x: NodeIndex, in_features: usize, out_features: usize) -> NodeIndex {
+    fn linear(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        in_features: usize,
+        out_features: usize,
+    ) -> NodeIndex {
         let op = Op::Linear {
             in_features,
             out_features,
@@ -158,7 +170,10 @@ pub fn lenet5(input: &Shape, classes: usize) -> Result<ModelGraph> {
 /// each `"M"` a 2×2 max-pool; then flatten and one linear classifier.
 pub fn vgg(input: &Shape, classes: usize, cfg: &[VggItem]) -> Result<ModelGraph> {
     if !cfg.iter().any(|item| matches!(item, VggItem::Conv(_))) {
-        return Err(Error::graph("vgg", "the cfg list needs at least one conv width"));
+        return Err(Error::graph(
+            "vgg",
+            "the cfg list needs at least one conv width",
+        ));
     }
     let (mut net, mut x) = Net::new(input);
     let mut channels = net.channels(x)?;
@@ -208,13 +223,31 @@ pub fn resnet(input: &Shape, classes: usize, depth: usize) -> Result<ModelGraph>
         for block in 0..blocks {
             let stride = if stage > 0 && block == 0 { 2 } else { 1 };
             let p = format!("layer{}.{block}", stage + 1);
-            let mut y = net.conv(&format!("{p}.conv1"), x, channels, width, 3, stride, 1, false);
+            let mut y = net.conv(
+                &format!("{p}.conv1"),
+                x,
+                channels,
+                width,
+                3,
+                stride,
+                1,
+                false,
+            );
             y = net.bn(&format!("{p}.bn1"), y, width);
             y = net.op(&format!("{p}.relu1"), Op::Relu, &[y]);
             y = net.conv(&format!("{p}.conv2"), y, width, width, 3, 1, 1, false);
             y = net.bn(&format!("{p}.bn2"), y, width);
             let shortcut = if stride != 1 || channels != width {
-                let s = net.conv(&format!("{p}.downsample.conv"), x, channels, width, 1, stride, 1, false);
+                let s = net.conv(
+                    &format!("{p}.downsample.conv"),
+                    x,
+                    channels,
+                    width,
+                    1,
+                    stride,
+                    1,
+                    false,
+                );
                 net.bn(&format!("{p}.downsample.bn"), s, width)
             } else {
                 x
@@ -245,7 +278,10 @@ fn make_divisible(value: f64) -> usize {
 /// variants do, so the last feature map is not smaller than one pixel.
 pub fn mobilenetv2(input: &Shape, classes: usize, width: f64) -> Result<ModelGraph> {
     if !(width > 0.0 && width.is_finite()) {
-        return Err(Error::graph("mobilenetv2", format!("width {width} must be positive")));
+        return Err(Error::graph(
+            "mobilenetv2",
+            format!("width {width} must be positive"),
+        ));
     }
     // (expansion t, channels c, repeats n, stride s)
     const SETTINGS: [(usize, usize, usize, usize); 7] = [
@@ -261,8 +297,21 @@ pub fn mobilenetv2(input: &Shape, classes: usize, width: f64) -> Result<ModelGra
     let (mut net, x) = Net::new(input);
     let in_channels = net.channels(x)?;
     let stem = make_divisible(32.0 * width);
-    let last = if width > 1.0 { make_divisible(1280.0 * width) } else { 1280 };
-    let mut x = net.conv("features.0.conv", x, in_channels, stem, 3, if small { 1 } else { 2 }, 1, false);
+    let last = if width > 1.0 {
+        make_divisible(1280.0 * width)
+    } else {
+        1280
+    };
+    let mut x = net.conv(
+        "features.0.conv",
+        x,
+        in_channels,
+        stem,
+        3,
+        if small { 1 } else { 2 },
+        1,
+        false,
+    );
     x = net.bn("features.0.bn", x, stem);
     x = net.op("features.0.relu", Op::Relu6, &[x]);
     let mut channels = stem;
@@ -279,7 +328,16 @@ pub fn mobilenetv2(input: &Shape, classes: usize, width: f64) -> Result<ModelGra
                 y = net.bn(&format!("{p}.expand_bn"), y, hidden);
                 y = net.op(&format!("{p}.expand_relu"), Op::Relu6, &[y]);
             }
-            y = net.conv(&format!("{p}.dw"), y, hidden, hidden, 3, stride, hidden, false);
+            y = net.conv(
+                &format!("{p}.dw"),
+                y,
+                hidden,
+                hidden,
+                3,
+                stride,
+                hidden,
+                false,
+            );
             y = net.bn(&format!("{p}.dw_bn"), y, hidden);
             y = net.op(&format!("{p}.dw_relu"), Op::Relu6, &[y]);
             y = net.conv(&format!("{p}.project"), y, hidden, out, 1, 1, 1, false);
@@ -293,7 +351,16 @@ pub fn mobilenetv2(input: &Shape, classes: usize, width: f64) -> Result<ModelGra
             index += 1;
         }
     }
-    x = net.conv(&format!("features.{index}.conv"), x, channels, last, 1, 1, 1, false);
+    x = net.conv(
+        &format!("features.{index}.conv"),
+        x,
+        channels,
+        last,
+        1,
+        1,
+        1,
+        false,
+    );
     x = net.bn(&format!("features.{index}.bn"), x, last);
     x = net.op(&format!("features.{index}.relu"), Op::Relu6, &[x]);
     x = net.op("avgpool", Op::GlobalAvgPool, &[x]);
