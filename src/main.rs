@@ -9,7 +9,7 @@ use autoprune::model::{load_or_train, train, GraphNet};
 use autoprune::runlog::Progress;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -111,7 +111,7 @@ fn setup_run(run: &RunOptions) -> Result<tch::Device> {
     Ok(device)
 }
 
-fn pretrain(env: &PathBuf, epochs: Option<usize>, run: &RunOptions, json: bool) -> Result<()> {
+fn pretrain(env: &Path, epochs: Option<usize>, run: &RunOptions, json: bool) -> Result<()> {
     let started = Instant::now();
     let spec = EnvSpec::load(env)?;
     let device = setup_run(run)?;
@@ -186,7 +186,7 @@ fn pretrain(env: &PathBuf, epochs: Option<usize>, run: &RunOptions, json: bool) 
     Ok(())
 }
 
-fn evaluate(env: &PathBuf, run: &RunOptions, json: bool) -> Result<()> {
+fn evaluate(env: &Path, run: &RunOptions, json: bool) -> Result<()> {
     let started = Instant::now();
     let spec = EnvSpec::load(env)?;
     let device = setup_run(run)?;
@@ -233,7 +233,7 @@ fn evaluate(env: &PathBuf, run: &RunOptions, json: bool) -> Result<()> {
     Ok(())
 }
 
-fn graph(env: &PathBuf, dot: Option<PathBuf>, json: bool) -> Result<()> {
+fn graph(env: &Path, dot: Option<PathBuf>, json: bool) -> Result<()> {
     let spec = EnvSpec::load(env)?;
     let graph = spec.build_graph()?;
     if let Some(path) = &dot {

@@ -234,7 +234,7 @@ impl EnvSpec {
                 return Err(self.invalid("model.cfg", "vgg needs a cfg list with at least one conv width, e.g. [32, \"M\", 64, \"M\"]"));
             }
             Arch::Resnet => match m.depth {
-                Some(d) if d >= 8 && (d - 2) % 6 == 0 => {}
+                Some(d) if d >= 8 && (d - 2).is_multiple_of(6) => {}
                 Some(d) => {
                     return Err(self.invalid(
                         "model.depth",
@@ -324,9 +324,9 @@ impl EnvSpec {
         if !(t.lr > 0.0 && t.lr.is_finite()) {
             return Err(self.invalid("train.lr", format!("{} must be a positive number", t.lr)));
         }
-        if !(0.0..1.0).contains(&t.momentum)
-            || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite())
-        {
+        let momentum_ok = (0.0..1.0).contains(&t.momentum);
+        let decay_ok = t.weight_decay >= 0.0 && t.weight_decay.is_finite();
+        if !(momentum_ok && decay_ok) {
             return Err(self.invalid(
                 "train",
                 "momentum must be in [0, 1) and weight_decay non-negative",

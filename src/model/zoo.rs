@@ -206,7 +206,7 @@ pub fn vgg(input: &Shape, classes: usize, cfg: &[VggItem]) -> Result<ModelGraph>
 /// with 16, 32 and 64 channels; a block that changes shape projects its shortcut with a 1×1
 /// conv + BatchNorm. Global average pool, then the classifier.
 pub fn resnet(input: &Shape, classes: usize, depth: usize) -> Result<ModelGraph> {
-    if depth < 8 || (depth - 2) % 6 != 0 {
+    if depth < 8 || !(depth - 2).is_multiple_of(6) {
         return Err(Error::graph(
             "resnet",
             format!("depth {depth} is not 6n+2 with n >= 1 (use 20, 32, 44, 56, 110, ...)"),
