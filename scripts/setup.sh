@@ -16,7 +16,7 @@ if ! have_torch; then
     "$PYTHON" -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
-torch_dir=$(.venv/bin/python -c "import os, torch; print(os.path.dirname(torch.__file__))")
+torch_dir=$(.venv/bin/python -W ignore -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
 ln -sfn "$torch_dir" .venv/libtorch
 
 scripts/prepare_data.sh

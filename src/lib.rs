@@ -7,8 +7,11 @@ pub mod data;
 pub mod device;
 pub mod env;
 pub mod error;
+pub mod eval;
 pub mod graph;
 pub mod model;
+pub mod policy;
+pub mod prune;
 pub mod runlog;
 
 pub use error::{Error, Result};

@@ -4,8 +4,11 @@ use anyhow::{Context, Result};
 use autoprune::data;
 use autoprune::device::{device_name, parse_device, seed_torch};
 use autoprune::env::EnvSpec;
+use autoprune::eval::{EvalConfig, Evaluator, Score};
 use autoprune::graph::ModelGraph;
 use autoprune::model::{load_or_train, train, GraphNet};
+use autoprune::policy::{fingerprint, now_rfc3339, PolicyFile, SCHEMA};
+use autoprune::prune::{allocate, slim, Method};
 use autoprune::runlog::Progress;
 use clap::{Args, Parser, Subcommand};
 use serde_json::json;
@@ -64,6 +67,55 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Allocates a policy without learning and scores it.
+    Baseline {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        #[arg(long, value_enum)]
+        method: Method,
+        /// Keep this fraction of the budget metric (overrides the env's target.keep).
+        #[arg(long)]
+        keep: Option<f64>,
+        /// Budget metric, params or flops (overrides the env's target.metric).
+        #[arg(long)]
+        metric: Option<String>,
+        /// unstructured, channel or N:M (overrides the env's granularity).
+        #[arg(long)]
+        granularity: Option<String>,
+        /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
+        #[arg(long)]
+        finetune_steps: Option<usize>,
+        /// Write the policy file here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Applies a policy file to the env's model, scores it, and optionally saves the pruned model.
+    Apply {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        /// Policy file (policies/*.json).
+        #[arg(long)]
+        policy: PathBuf,
+        /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
+        #[arg(long)]
+        finetune_steps: Option<usize>,
+        /// Write the pruned model here (safetensors, plus FILE.graph.json); channel-pruned
+        /// models are physically slimmed.
+        #[arg(long)]
+        save: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph {
         /// Env file (envs/*.toml).
@@ -98,6 +150,39 @@ fn run(cli: Cli) -> Result<()> {
         } => pretrain(&env, epochs, &run, json),
         Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
+        Command::Baseline {
+            env,
+            method,
+            keep,
+            metric,
+            granularity,
+            finetune_steps,
+            out,
+            run,
+            json,
+        } => {
+            let overrides = Overrides {
+                keep,
+                metric,
+                granularity,
+                finetune_steps,
+            };
+            baseline(&env, method, &overrides, out.as_deref(), &run, json)
+        }
+        Command::Apply {
+            env,
+            policy,
+            finetune_steps,
+            save,
+            run,
+            json,
+        } => {
+            let overrides = Overrides {
+                finetune_steps,
+                ..Overrides::default()
+            };
+            apply(&env, &policy, &overrides, save.as_deref(), &run, json)
+        }
     }
 }
 
@@ -298,4 +383,228 @@ fn summary(name: &str, graph: &ModelGraph) -> String {
         ));
     }
     out
+}
+
+/// Command-line values that replace the env's.
+#[derive(Default)]
+struct Overrides {
+    keep: Option<f64>,
+    metric: Option<String>,
+    granularity: Option<String>,
+    finetune_steps: Option<usize>,
+}
+
+/// Loads the env with overrides applied and validated.
+fn load_env(path: &Path, overrides: &Overrides) -> Result<EnvSpec> {
+    let mut spec = EnvSpec::load(path)?;
+    if let Some(keep) = overrides.keep {
+        spec.prune.target.keep = keep;
+    }
+    if let Some(metric) = &overrides.metric {
+        spec.prune.target.metric = match metric.as_str() {
+            "params" => autoprune::env::Metric::Params,
+            "flops" => autoprune::env::Metric::Flops,
+            other => anyhow::bail!("--metric {other}: use params or flops"),
+        };
+    }
+    if let Some(granularity) = &overrides.granularity {
+        spec.prune.granularity = autoprune::env::Granularity::try_from(granularity.clone())
+            .map_err(|e| anyhow::anyhow!("--granularity: {e}"))?;
+    }
+    if let Some(steps) = overrides.finetune_steps {
+        spec.reward.finetune_steps = steps;
+    }
+    spec.validate()
+        .map_err(|e| anyhow::anyhow!("{e} (after command-line overrides)"))?;
+    Ok(spec)
+}
+
+/// The pretrained model and an evaluator over it.
+fn evaluator_for(spec: &EnvSpec, run: &RunOptions) -> Result<(Evaluator, tch::Device)> {
+    let device = setup_run(run)?;
+    let graph = spec.build_graph()?;
+    let data = data::load(&spec.data_options(), device)?;
+    let progress = Progress::stderr();
+    let net = load_or_train(
+        graph,
+        &spec.checkpoint_path(),
+        &data,
+        &spec.train,
+        run.seed,
+        &progress,
+    )?;
+    let evaluator = Evaluator::new(&net, &data, EvalConfig::from_env(spec, run.seed)?)?;
+    Ok((evaluator, device))
+}
+
+/// The score, with the test split's accuracy and loss beside it, as one JSON object.
+fn report(score: &Score, test: &Score, extra: serde_json::Value) -> Result<serde_json::Value> {
+    let mut out = serde_json::to_value(score)?;
+    out["test_accuracy"] = json!(test.accuracy);
+    out["test_loss"] = json!(test.loss);
+    if let (Some(out), Some(extra)) = (out.as_object_mut(), extra.as_object()) {
+        out.extend(extra.clone());
+    }
+    Ok(out)
+}
+
+fn print_score(title: &str, score: &Score, test: &Score) {
+    println!(
+        "{title}: {:?} accuracy {:.2}%, test accuracy {:.2}%, params kept {:.4} ({}), FLOPs kept {:.4} ({} MACs), reward {:.4}",
+        score.split,
+        100.0 * score.accuracy,
+        100.0 * test.accuracy,
+        score.params_kept,
+        score.params,
+        score.flops_kept,
+        score.flops,
+        score.reward
+    );
+    for layer in &score.layers {
+        println!("  {:<32} keep {:.4}", layer.name, layer.keep);
+    }
+}
+
+fn baseline(
+    env: &Path,
+    method: Method,
+    overrides: &Overrides,
+    out: Option<&Path>,
+    run: &RunOptions,
+    json: bool,
+) -> Result<()> {
+    let spec = load_env(env, overrides)?;
+    if let Some(path) = out {
+        ensure_writable(path)?;
+    }
+    let (mut evaluator, _) = evaluator_for(&spec, run)?;
+    let keeps = {
+        let wall = evaluator.wall(&spec.path)?;
+        allocate(
+            method,
+            &wall,
+            evaluator.costs(),
+            evaluator.unit_scores(),
+            run.seed,
+        )
+    };
+    let score = evaluator.evaluate(&keeps)?;
+    let test = evaluator.evaluate_on(&keeps, autoprune::data::SplitName::Test)?;
+    if let Some(path) = out {
+        let policy = PolicyFile {
+            schema: SCHEMA,
+            env: spec.name.clone(),
+            model: fingerprint(evaluator.costs().graph()),
+            granularity: spec.prune.granularity,
+            target: spec.prune.target,
+            layers: score.layers.clone(),
+            metrics: score.clone(),
+            agent: method.name().into(),
+            episodes: 0,
+            seed: run.seed,
+            created: now_rfc3339(),
+        };
+        policy.save(path)?;
+    }
+    if json {
+        let extra = json!({"env": spec.name, "method": method.name(), "target": spec.prune.target, "granularity": spec.prune.granularity, "finetune_steps": spec.reward.finetune_steps, "policy": out});
+        println!("{}", report(&score, &test, extra)?);
+    } else {
+        print_score(&format!("{} {}", spec.name, method.name()), &score, &test);
+        if let Some(path) = out {
+            println!("policy written to {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+fn apply(
+    env: &Path,
+    policy_path: &Path,
+    overrides: &Overrides,
+    save: Option<&Path>,
+    run: &RunOptions,
+    json: bool,
+) -> Result<()> {
+    let spec = load_env(env, overrides)?;
+    let policy = PolicyFile::load(policy_path)?;
+    spec.prune
+        .granularity
+        .eq(&policy.granularity)
+        .then_some(())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: key `granularity`: the policy prunes at `{}`, the env {} at `{}`",
+                policy_path.display(),
+                String::from(policy.granularity),
+                env.display(),
+                String::from(spec.prune.granularity)
+            )
+        })?;
+    // Check the fingerprint before loading data or weights.
+    let costs = autoprune::prune::CostModel::new(&spec.build_graph()?, spec.prune.granularity);
+    let keeps = policy.keeps_for(&costs, policy_path)?;
+    if let Some(path) = save {
+        ensure_writable(path)?;
+    }
+    let (mut evaluator, _) = evaluator_for(&spec, run)?;
+    let score = evaluator.evaluate(&keeps)?;
+    let test = evaluator.evaluate_on(&keeps, autoprune::data::SplitName::Test)?;
+    if let Some(path) = save {
+        save_pruned(&mut evaluator, &keeps, spec.prune.granularity, path)?;
+    }
+    if json {
+        let extra = json!({"env": spec.name, "policy": policy_path, "agent": policy.agent, "finetune_steps": spec.reward.finetune_steps, "saved": save});
+        println!("{}", report(&score, &test, extra)?);
+    } else {
+        print_score(
+            &format!("{} with {}", spec.name, policy_path.display()),
+            &score,
+            &test,
+        );
+        if let Some(path) = save {
+            println!(
+                "pruned model written to {} (graph in {})",
+                path.display(),
+                graph_sidecar(path).display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Where a saved model's graph goes: `model.safetensors` -> `model.graph.json`.
+fn graph_sidecar(path: &Path) -> PathBuf {
+    path.with_extension("graph.json")
+}
+
+fn ensure_writable(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the pruned model: masked weights, or for channel pruning a slimmed model.
+fn save_pruned(
+    evaluator: &mut Evaluator,
+    keeps: &[f64],
+    granularity: autoprune::env::Granularity,
+    path: &Path,
+) -> Result<()> {
+    let masked = evaluator.apply(keeps)?.duplicate();
+    let pruned = if granularity == autoprune::env::Granularity::Channel {
+        slim(&masked, evaluator.masker(), keeps)?
+    } else {
+        masked
+    };
+    let graph_json = serde_json::to_string_pretty(&pruned.graph().to_json())?;
+    let sidecar = graph_sidecar(path);
+    let tmp = sidecar.with_extension("json.tmp");
+    std::fs::write(&tmp, graph_json).with_context(|| format!("{}: cannot write", tmp.display()))?;
+    std::fs::rename(&tmp, &sidecar)
+        .with_context(|| format!("{}: cannot write", sidecar.display()))?;
+    pruned.save(path)?;
+    Ok(())
 }

@@ -1,11 +1,11 @@
 //! DOT and JSON views of a model graph.
 
 use super::{ModelGraph, NodeFeatures, Op};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
 /// One node in the JSON export.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NodeJson {
     pub name: String,
     pub op: Op,
@@ -19,7 +19,7 @@ pub struct NodeJson {
 }
 
 /// One prunable group in the JSON export.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GroupJson {
     pub name: String,
     pub channels: usize,
@@ -29,7 +29,7 @@ pub struct GroupJson {
 }
 
 /// The whole graph as `autoprune graph --json` prints it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphJson {
     pub input_shape: Vec<usize>,
     pub output_shape: Vec<usize>,
@@ -69,6 +69,31 @@ impl ModelGraph {
                     || g.consumers.iter().any(|c| c.node == i)
             })
         })
+    }
+
+    /// Rebuilds a graph from its JSON export (nodes, their ops and inputs by name).
+    pub fn from_json(json: &GraphJson) -> crate::error::Result<ModelGraph> {
+        let mut builder = super::GraphBuilder::new();
+        let mut index = std::collections::HashMap::new();
+        for node in &json.nodes {
+            let inputs = node
+                .inputs
+                .iter()
+                .map(|name| {
+                    index.get(name.as_str()).copied().ok_or_else(|| {
+                        crate::error::Error::graph(
+                            &node.name,
+                            format!("input `{name}` is not defined before it"),
+                        )
+                    })
+                })
+                .collect::<crate::error::Result<Vec<_>>>()?;
+            index.insert(
+                node.name.as_str(),
+                builder.add(node.name.clone(), node.op.clone(), &inputs),
+            );
+        }
+        builder.build()
     }
 
     pub fn to_json(&self) -> GraphJson {

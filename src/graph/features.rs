@@ -2,7 +2,7 @@
 
 use super::{ModelGraph, Op};
 use petgraph::graph::NodeIndex;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Names of the entries of [`NodeFeatures::to_vec`], in order (AMC's layer embedding).
 pub const FEATURE_NAMES: [&str; 9] = [
@@ -19,7 +19,7 @@ pub const FEATURE_NAMES: [&str; 9] = [
 
 /// AMC's static layer description: position, type, channels in and out, stride, kernel size,
 /// input feature-map size (H·W), parameter count and multiply-accumulates.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeFeatures {
     pub index: usize,
     pub op_type: usize,

@@ -8,6 +8,9 @@ use std::path::Path;
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
 
+/// PyTorch's default BatchNorm momentum.
+const BN_MOMENTUM: f64 = 0.1;
+
 /// The tensors one node owns.
 #[derive(Debug)]
 enum NodeParams {
@@ -150,6 +153,17 @@ impl GraphNet {
         }
     }
 
+    /// An independent copy (same graph, same values, own storage) on the same device.
+    pub fn duplicate(&self) -> Self {
+        let copy = GraphNet::new(self.graph.clone(), self.device());
+        let source = self.vs.variables();
+        let _guard = tch::no_grad_guard();
+        for (name, target) in copy.vs.variables() {
+            target.shallow_clone().copy_(&source[&name]);
+        }
+        copy
+    }
+
     pub fn graph(&self) -> &ModelGraph {
         &self.graph
     }
@@ -172,6 +186,11 @@ impl GraphNet {
     /// - `input`: `[N, ...input_shape]`
     /// - returns: `[N, ...output_shape]`
     pub fn forward_t(&self, input: &Tensor, train: bool) -> Tensor {
+        self.forward_with(input, train, BN_MOMENTUM)
+    }
+
+    /// `forward_t` with the BatchNorm running-statistics momentum given.
+    fn forward_with(&self, input: &Tensor, train: bool, bn_momentum: f64) -> Tensor {
         let order = self.graph.order();
         // Values by execution position; each is dropped once its last reader has run.
         let mut values: Vec<Option<Tensor>> = (0..order.len()).map(|_| None).collect();
@@ -182,7 +201,7 @@ impl GraphNet {
                 .iter()
                 .map(|&p| values[p].as_ref().expect("inputs run before their readers"))
                 .collect();
-            let value = self.run_node(index, &args, input, train);
+            let value = self.run_node(index, &args, input, train, bn_momentum);
             for &p in inputs {
                 remaining[p] -= 1;
                 if remaining[p] == 0 {
@@ -203,6 +222,7 @@ impl GraphNet {
         args: &[&Tensor],
         input: &Tensor,
         train: bool,
+        bn_momentum: f64,
     ) -> Tensor {
         let node = self.graph.node(index);
         match (&node.op, &self.params[index.index()]) {
@@ -241,7 +261,7 @@ impl GraphNet {
                 Some(running_mean),
                 Some(running_var),
                 train,
-                0.1,
+                bn_momentum,
                 1e-5,
                 true,
             ),
@@ -284,6 +304,37 @@ impl GraphNet {
             (Op::Concat, _) => Tensor::cat(args, 1),
             (Op::Output, _) => args[0].shallow_clone(),
             (op, _) => unreachable!("{} has no parameters for {}", node.name, op.type_name()),
+        }
+    }
+
+    /// Recomputes every BatchNorm's running statistics from `batches` batches of `split`
+    /// (a cumulative average, as after pruning changes what flows into them). Weights are
+    /// not touched.
+    pub fn recalibrate_batch_norm(
+        &self,
+        split: &crate::data::Split,
+        batches: usize,
+        batch_size: usize,
+        rng: &mut rand::rngs::StdRng,
+    ) {
+        let _guard = tch::no_grad_guard();
+        for params in &self.params {
+            if let NodeParams::BatchNorm {
+                running_mean,
+                running_var,
+                ..
+            } = params
+            {
+                let _ = running_mean.shallow_clone().fill_(0.0);
+                let _ = running_var.shallow_clone().fill_(1.0);
+            }
+        }
+        for (k, (images, _)) in split
+            .batches(batch_size, Some(rng))
+            .take(batches)
+            .enumerate()
+        {
+            let _ = self.forward_with(&images, true, 1.0 / (k as f64 + 1.0));
         }
     }
 

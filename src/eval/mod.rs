@@ -1,0 +1,339 @@
+//! The evaluator: applies a policy's masks to a working copy of the pretrained model, scores
+//! it on the evaluation split (accuracy, loss, params and FLOPs kept) and turns the score
+//! into a reward. Optional short masked fine-tune; BatchNorm recalibration after channel
+//! pruning.
+//!
+//! Must not know about agents.
+
+use crate::data::{Dataset, Split, SplitName};
+use crate::env::{EnvSpec, Granularity, RewardKind};
+use crate::error::{Error, Result};
+use crate::model::GraphNet;
+use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Masker};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use tch::nn::{self, OptimizerConfig};
+use tch::Tensor;
+
+/// One unit's keep ratio, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerKeep {
+    pub name: String,
+    pub keep: f64,
+}
+
+/// What a pruned model scores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Score {
+    /// Top-1 accuracy on `split`, 0–1.
+    pub accuracy: f64,
+    /// Mean cross-entropy on `split`.
+    pub loss: f64,
+    /// Fraction of the dense model's prunable params kept.
+    pub params_kept: f64,
+    /// Fraction of the dense model's prunable multiply-accumulates kept.
+    pub flops_kept: f64,
+    /// Params of the pruned model.
+    pub params: usize,
+    /// Multiply-accumulates per sample of the pruned model.
+    pub flops: usize,
+    pub reward: f64,
+    /// Effective keep ratio of every unit (after rounding), in graph order.
+    pub layers: Vec<LayerKeep>,
+    /// The split `accuracy` and `loss` were measured on.
+    pub split: SplitName,
+    /// Wall time of this evaluation.
+    pub seconds: f64,
+}
+
+/// The reward for an accuracy at a cost.
+pub fn reward(kind: RewardKind, accuracy: f64, params: usize, flops: usize) -> f64 {
+    let error = 1.0 - accuracy;
+    match kind {
+        RewardKind::Accuracy => accuracy,
+        RewardKind::ErrLogFlops => -error * (flops.max(1) as f64).ln(),
+        RewardKind::ErrLogParams => -error * (params.max(1) as f64).ln(),
+    }
+}
+
+/// How the evaluator prunes and scores.
+#[derive(Debug, Clone)]
+pub struct EvalConfig {
+    pub granularity: Granularity,
+    pub criterion: Criterion,
+    pub budget: Budget,
+    pub reward: RewardKind,
+    pub eval_split: SplitName,
+    /// Masked SGD steps on the training split before scoring (0: none).
+    pub finetune_steps: usize,
+    pub finetune_lr: f64,
+    /// Training batches used to re-estimate BatchNorm statistics after channel pruning.
+    pub recalibration_batches: usize,
+    pub batch_size: usize,
+    pub eval_batch_size: usize,
+    pub seed: u64,
+}
+
+impl EvalConfig {
+    /// The env's settings, with the defaults for what an env does not say.
+    pub fn from_env(spec: &EnvSpec, seed: u64) -> Result<Self> {
+        let criterion = Criterion::parse(&spec.prune.criterion).ok_or_else(|| Error::Invalid {
+            path: spec.path.clone(),
+            key: "prune.criterion".into(),
+            message: format!("`{}` is not a known criterion", spec.prune.criterion),
+        })?;
+        Ok(Self {
+            granularity: spec.prune.granularity,
+            criterion,
+            budget: Budget {
+                metric: spec.prune.target.metric,
+                keep: spec.prune.target.keep,
+                bounds: spec.prune.keep_bounds,
+            },
+            reward: spec.reward.kind,
+            eval_split: spec.data.eval_split,
+            finetune_steps: spec.reward.finetune_steps,
+            finetune_lr: 0.01,
+            recalibration_batches: 20,
+            batch_size: 128,
+            eval_batch_size: 1000,
+            seed,
+        })
+    }
+}
+
+/// Scores policies on one model and data set, on one device.
+pub struct Evaluator {
+    /// Working copy: every evaluation starts from the pretrained values.
+    net: GraphNet,
+    /// Handles into the working copy's tensors, with their pretrained values beside them.
+    tensors: Vec<(String, Tensor, Tensor)>,
+    masker: Masker,
+    costs: CostModel,
+    /// Each unit's importance values (per weight, or per channel), for threshold allocators.
+    unit_scores: Vec<Vec<f32>>,
+    train: Split,
+    eval: Split,
+    test: Split,
+    config: EvalConfig,
+}
+
+impl std::fmt::Debug for Evaluator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evaluator")
+            .field("units", &self.costs.units().len())
+            .finish()
+    }
+}
+
+impl Evaluator {
+    /// Builds an evaluator over a copy of `pretrained` (which is never modified).
+    pub fn new(pretrained: &GraphNet, data: &Dataset, config: EvalConfig) -> Result<Self> {
+        let net = pretrained.duplicate();
+        let costs = CostModel::new(net.graph(), config.granularity);
+        let importance = Importance::compute(&net, config.criterion, &data.train, config.seed)?;
+        let masker = Masker::new(&costs, &importance);
+        let unit_scores = importance.unit_scores(&costs)?;
+        let mut tensors: Vec<(String, Tensor, Tensor)> = net
+            .var_store()
+            .variables()
+            .into_iter()
+            .map(|(name, t)| {
+                let dense = t.detach().copy();
+                (name, t, dense)
+            })
+            .collect();
+        tensors.sort_by(|a, b| a.0.cmp(&b.0));
+        let split = |s: &Split| Split {
+            images: s.images.shallow_clone(),
+            labels: s.labels.shallow_clone(),
+        };
+        Ok(Self {
+            net,
+            tensors,
+            masker,
+            costs,
+            unit_scores,
+            train: split(&data.train),
+            eval: split(data.split(config.eval_split)),
+            test: split(&data.test),
+            config,
+        })
+    }
+
+    pub fn costs(&self) -> &CostModel {
+        &self.costs
+    }
+
+    pub fn masker(&self) -> &Masker {
+        &self.masker
+    }
+
+    /// Each unit's importance values under the env's criterion.
+    pub fn unit_scores(&self) -> &[Vec<f32>] {
+        &self.unit_scores
+    }
+
+    pub fn config(&self) -> &EvalConfig {
+        &self.config
+    }
+
+    /// The ActionWall for this evaluator's budget; `source` names the env file in errors.
+    pub fn wall(&self, source: &std::path::Path) -> Result<ActionWall<'_>> {
+        ActionWall::new(&self.costs, self.config.budget, source)
+    }
+
+    /// Scores keep ratios (one per unit) on the evaluation split.
+    pub fn evaluate(&mut self, keeps: &[f64]) -> Result<Score> {
+        self.evaluate_on(keeps, self.config.eval_split)
+    }
+
+    /// Scores several policies, one after another on the same working copy.
+    pub fn evaluate_batch(&mut self, policies: &[Vec<f64>]) -> Result<Vec<Score>> {
+        policies.iter().map(|keeps| self.evaluate(keeps)).collect()
+    }
+
+    /// Scores keep ratios on the given split (`test` for the one final report).
+    pub fn evaluate_on(&mut self, keeps: &[f64], split: SplitName) -> Result<Score> {
+        let started = Instant::now();
+        self.apply(keeps)?;
+        let data = match split {
+            SplitName::Train => &self.train,
+            SplitName::Val => &self.eval,
+            SplitName::Test => &self.test,
+        };
+        let evaluation = self.net.evaluate(data, self.config.eval_batch_size)?;
+        let counts = self.costs.counts(keeps);
+        let layers = self
+            .costs
+            .units()
+            .iter()
+            .zip(self.costs.effective_keeps(keeps))
+            .map(|(u, keep)| LayerKeep {
+                name: u.name.clone(),
+                keep,
+            })
+            .collect();
+        Ok(Score {
+            accuracy: evaluation.accuracy,
+            loss: evaluation.loss,
+            params_kept: counts.params_kept,
+            flops_kept: counts.flops_kept,
+            params: counts.params,
+            flops: counts.flops,
+            reward: reward(
+                self.config.reward,
+                evaluation.accuracy,
+                counts.params,
+                counts.flops,
+            ),
+            layers,
+            split,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+
+    /// Puts the pruned model for `keeps` into the working copy: pretrained values, masks,
+    /// BatchNorm recalibration and fine-tuning as configured. Returns it (for export).
+    pub fn apply(&mut self, keeps: &[f64]) -> Result<&GraphNet> {
+        let units = self.costs.units().len();
+        if keeps.len() != units {
+            return Err(Error::graph(
+                "<policy>",
+                format!("{} keep ratios for {units} prunable units", keeps.len()),
+            ));
+        }
+        if let Some(bad) = keeps.iter().find(|k| !k.is_finite()) {
+            return Err(Error::NonFinite {
+                what: "a keep ratio".into(),
+                value: *bad,
+            });
+        }
+        let masks: Vec<(Tensor, Tensor)> = {
+            let by_name: std::collections::HashMap<&str, &Tensor> = self
+                .tensors
+                .iter()
+                .map(|(n, t, _)| (n.as_str(), t))
+                .collect();
+            self.masker
+                .masks(keeps)
+                .into_iter()
+                .filter_map(|m| {
+                    by_name
+                        .get(m.tensor.as_str())
+                        .map(|t| (t.shallow_clone(), m.mask))
+                })
+                .collect()
+        };
+        {
+            let _guard = tch::no_grad_guard();
+            for (_, working, dense) in &self.tensors {
+                working.shallow_clone().copy_(dense);
+            }
+            apply_masks(&masks);
+        }
+        let mut rng = StdRng::seed_from_u64(self.config.seed);
+        // Pruning changes what flows into every BatchNorm; a policy that prunes nothing
+        // keeps the pretrained statistics, so keep = 1 is exactly the dense model.
+        let prunes = self.costs.effective_keeps(keeps).iter().any(|&k| k < 1.0);
+        if prunes && self.config.recalibration_batches > 0 {
+            self.net.recalibrate_batch_norm(
+                &self.train,
+                self.config.recalibration_batches,
+                self.config.batch_size,
+                &mut rng,
+            );
+        }
+        if self.config.finetune_steps > 0 {
+            self.finetune(&masks, &mut rng)?;
+        }
+        Ok(&self.net)
+    }
+
+    /// Masked SGD on the training split: masks are re-applied after every step.
+    fn finetune(&mut self, masks: &[(Tensor, Tensor)], rng: &mut StdRng) -> Result<()> {
+        let mut optimizer = nn::Sgd {
+            momentum: 0.9,
+            dampening: 0.0,
+            wd: 5e-4,
+            nesterov: true,
+        }
+        .build(self.net.var_store(), self.config.finetune_lr)?;
+        let mut step = 0;
+        while step < self.config.finetune_steps {
+            for (images, labels) in self.train.batches(self.config.batch_size, Some(rng)) {
+                let loss = self
+                    .net
+                    .forward_t(&images, true)
+                    .cross_entropy_for_logits(&labels);
+                optimizer.backward_step(&loss);
+                {
+                    let _guard = tch::no_grad_guard();
+                    apply_masks(masks);
+                }
+                step += 1;
+                if step == self.config.finetune_steps {
+                    break;
+                }
+            }
+        }
+        optimizer.zero_grad();
+        let loss_check = self.net.evaluate(&self.train.head(256), 256)?;
+        if !loss_check.loss.is_finite() {
+            return Err(Error::NonFinite {
+                what: "loss after fine-tuning".into(),
+                value: loss_check.loss,
+            });
+        }
+        Ok(())
+    }
+}
+
+fn apply_masks(masks: &[(Tensor, Tensor)]) {
+    for (tensor, mask) in masks {
+        let _ = tensor.shallow_clone().g_mul_(mask);
+    }
+}

@@ -1,0 +1,17 @@
+//! Pruning: granularities (unstructured, channel, N:M), criteria (magnitude, L1, L2, Taylor,
+//! SNIP, random), the one mask routine, the cost model, the ActionWall, non-learned
+//! allocators (uniform, global, LAMP, ERK, random), and physical slimming for export.
+//!
+//! Must not know about agents.
+
+mod allocate;
+mod mask;
+mod slim;
+mod units;
+mod wall;
+
+pub use allocate::{allocate, erk_raw, lamp_scores, Method};
+pub use mask::{weight_shape, Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
+pub use slim::slim;
+pub use units::{kept_count, nm_layout, weight_count, CostModel, Counts, Unit, UnitKind};
+pub use wall::{ActionWall, Budget};

@@ -1,0 +1,345 @@
+//! Prunable units and the one place that counts what a policy keeps.
+//!
+//! A policy gives one keep ratio per *unit*: per weight layer (conv or linear) for
+//! unstructured and N:M pruning, per prunable channel group for channel pruning. The
+//! [`CostModel`] turns keep ratios into kept elements (rounded to whole weights, whole
+//! channels or whole N-of-M patterns) and those into params and multiply-accumulates.
+
+use crate::env::{Granularity, Metric};
+use crate::graph::{ModelGraph, Op};
+use petgraph::graph::NodeIndex;
+
+/// What one keep ratio applies to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnitKind {
+    /// The weight tensor of one conv or linear node.
+    Layer(NodeIndex),
+    /// One prunable channel group (index into `ModelGraph::prunable_groups`).
+    Group(usize),
+}
+
+/// One prunable unit: its name (the node's or group's), what it is, and how many elements a
+/// keep ratio counts over (weights, or channels).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unit {
+    pub name: String,
+    pub kind: UnitKind,
+    pub size: usize,
+}
+
+/// Absolute and relative counts of a pruned model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Counts {
+    /// Params of the whole pruned model.
+    pub params: usize,
+    /// Multiply-accumulates per sample of the whole pruned model.
+    pub flops: usize,
+    /// Fraction of the dense model's prunable params that is kept.
+    pub params_kept: f64,
+    /// Fraction of the dense model's prunable multiply-accumulates that is kept.
+    pub flops_kept: f64,
+}
+
+impl Counts {
+    /// The kept fraction of the given metric.
+    pub fn kept(&self, metric: Metric) -> f64 {
+        match metric {
+            Metric::Params => self.params_kept,
+            Metric::Flops => self.flops_kept,
+        }
+    }
+}
+
+/// Rows and row length of a weight seen as `[rows, input]` with the input dimension last
+/// (the dimension N:M patterns run along).
+pub fn nm_layout(op: &Op) -> Option<(usize, usize)> {
+    match op {
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            groups,
+            ..
+        } => Some((out_channels * kernel * kernel, in_channels / groups)),
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } => Some((*out_features, *in_features)),
+        _ => None,
+    }
+}
+
+/// Units and costs of one model under one granularity.
+#[derive(Debug, Clone)]
+pub struct CostModel {
+    granularity: Granularity,
+    units: Vec<Unit>,
+    graph: ModelGraph,
+    dense_params: usize,
+    dense_flops: usize,
+    prunable_params: usize,
+    prunable_flops: usize,
+    /// By node index: whether a prunable group touches the node (channel granularity).
+    touched: Vec<bool>,
+}
+
+/// Elements kept of `size` for a keep ratio: rounded, at least one, at most all.
+pub fn kept_count(keep: f64, size: usize) -> usize {
+    let keep = if keep.is_finite() {
+        keep.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    ((keep * size as f64).round() as usize).clamp(1.min(size), size)
+}
+
+/// N of an N:M pattern for a keep ratio: rounded to a whole count, at least 1.
+pub fn nm_count(keep: f64, m: usize) -> usize {
+    kept_count(keep, m)
+}
+
+impl CostModel {
+    pub fn new(graph: &ModelGraph, granularity: Granularity) -> Self {
+        let units: Vec<Unit> = match granularity {
+            Granularity::Channel => graph
+                .prunable_groups()
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Unit {
+                    name: g.name.clone(),
+                    kind: UnitKind::Group(i),
+                    size: g.channels,
+                })
+                .collect(),
+            _ => graph
+                .order()
+                .iter()
+                .filter(|&&i| matches!(graph.node(i).op, Op::Conv2d { .. } | Op::Linear { .. }))
+                .map(|&i| Unit {
+                    name: graph.node(i).name.clone(),
+                    kind: UnitKind::Layer(i),
+                    size: weight_count(&graph.node(i).op),
+                })
+                .collect(),
+        };
+        let (prunable_params, prunable_flops) = match granularity {
+            Granularity::Channel => (graph.prunable_params(), graph.prunable_flops()),
+            _ => units.iter().fold((0, 0), |(p, f), u| match u.kind {
+                UnitKind::Layer(i) => (p + u.size, f + graph.node_flops(i)),
+                UnitKind::Group(_) => (p, f),
+            }),
+        };
+        let mut touched = vec![false; graph.graph().node_count()];
+        for g in graph.prunable_groups() {
+            let nodes = g.producers.iter().chain(&g.members).copied();
+            for node in nodes.chain(g.consumers.iter().map(|c| c.node)) {
+                touched[node.index()] = true;
+            }
+        }
+        Self {
+            granularity,
+            units,
+            touched,
+            graph: graph.clone(),
+            dense_params: graph.total_params(),
+            dense_flops: graph.total_flops(),
+            prunable_params,
+            prunable_flops,
+        }
+    }
+
+    pub fn units(&self) -> &[Unit] {
+        &self.units
+    }
+
+    pub fn granularity(&self) -> Granularity {
+        self.granularity
+    }
+
+    pub fn graph(&self) -> &ModelGraph {
+        &self.graph
+    }
+
+    /// Elements (weights or channels) unit `unit` keeps at ratio `keep`.
+    pub fn unit_kept(&self, unit: usize, keep: f64) -> usize {
+        let u = &self.units[unit];
+        match (self.granularity, &u.kind) {
+            (Granularity::NOfM { m, .. }, UnitKind::Layer(i)) => {
+                let (rows, len) = nm_layout(&self.graph.node(*i).op).unwrap_or((0, 0));
+                let n = nm_count(keep, m);
+                rows * ((len / m) * n + n.min(len % m))
+            }
+            _ => kept_count(keep, u.size),
+        }
+    }
+
+    /// The keep ratio each unit actually gets once rounded.
+    pub fn effective_keeps(&self, keeps: &[f64]) -> Vec<f64> {
+        (0..self.units.len())
+            .map(|u| self.unit_kept(u, keeps[u]) as f64 / self.units[u].size.max(1) as f64)
+            .collect()
+    }
+
+    /// Params and multiply-accumulates kept by a policy (`keeps[i]` for unit `i`).
+    pub fn counts(&self, keeps: &[f64]) -> Counts {
+        assert_eq!(keeps.len(), self.units.len(), "one keep ratio per unit");
+        match self.granularity {
+            Granularity::Channel => self.channel_counts(keeps),
+            _ => self.weight_counts(keeps),
+        }
+    }
+
+    fn weight_counts(&self, keeps: &[f64]) -> Counts {
+        let (mut removed_params, mut kept_flops) = (0usize, 0f64);
+        for (u, unit) in self.units.iter().enumerate() {
+            let UnitKind::Layer(node) = unit.kind else {
+                continue;
+            };
+            let kept = self.unit_kept(u, keeps[u]);
+            removed_params += unit.size - kept;
+            kept_flops +=
+                self.graph.node_flops(node) as f64 * kept as f64 / unit.size.max(1) as f64;
+        }
+        let removed_flops = self.prunable_flops as f64 - kept_flops;
+        Counts {
+            params: self.dense_params - removed_params,
+            flops: (self.dense_flops as f64 - removed_flops).round() as usize,
+            params_kept: ratio(
+                (self.prunable_params - removed_params) as f64,
+                self.prunable_params,
+            ),
+            flops_kept: ratio(kept_flops, self.prunable_flops),
+        }
+    }
+
+    /// Each node's input and output channel counts after channel pruning.
+    fn channel_counts(&self, keeps: &[f64]) -> Counts {
+        let graph = &self.graph;
+        let n = graph.graph().node_count();
+        let mut out_channels: Vec<Option<usize>> = vec![None; n];
+        let mut removed_inputs = vec![0usize; n];
+        for (u, unit) in self.units.iter().enumerate() {
+            let UnitKind::Group(g) = unit.kind else {
+                continue;
+            };
+            let group = &graph.prunable_groups()[g];
+            let kept = self.unit_kept(u, keeps[u]);
+            for &node in group.producers.iter().chain(&group.members) {
+                out_channels[node.index()] = Some(kept);
+            }
+            for usage in &group.consumers {
+                removed_inputs[usage.node.index()] += (group.channels - kept) * usage.repeat;
+            }
+        }
+        let (mut params, mut flops, mut touched_params, mut touched_flops) = (0, 0, 0, 0);
+        for &i in graph.order() {
+            let node = graph.node(i);
+            let op = match (&node.op, out_channels[i.index()]) {
+                (Op::Conv2d { .. }, Some(c)) if node.op.is_depthwise() => {
+                    Some(resize(&node.op, c, c))
+                }
+                (Op::Conv2d { in_channels, .. }, out) => {
+                    let out = out.unwrap_or_else(|| node.out_shape[0]);
+                    Some(resize(
+                        &node.op,
+                        in_channels - removed_inputs[i.index()],
+                        out,
+                    ))
+                }
+                (
+                    Op::Linear {
+                        in_features,
+                        out_features,
+                        ..
+                    },
+                    out,
+                ) => Some(resize(
+                    &node.op,
+                    in_features - removed_inputs[i.index()],
+                    out.unwrap_or(*out_features),
+                )),
+                (Op::BatchNorm { .. }, Some(c)) => Some(Op::BatchNorm { features: c }),
+                _ => None,
+            };
+            let (p, f) = match &op {
+                Some(op) => (op.params(), op.flops(&node.out_shape)),
+                None => (graph.node_params(i), graph.node_flops(i)),
+            };
+            params += p;
+            flops += f;
+            if self.touched[i.index()] {
+                touched_params += p;
+                touched_flops += f;
+            }
+        }
+        Counts {
+            params,
+            flops,
+            params_kept: ratio(touched_params as f64, self.prunable_params),
+            flops_kept: ratio(touched_flops as f64, self.prunable_flops),
+        }
+    }
+
+    /// Counts of the dense model (every keep ratio 1).
+    pub fn dense(&self) -> Counts {
+        self.counts(&vec![1.0; self.units.len()])
+    }
+}
+
+fn ratio(part: f64, whole: usize) -> f64 {
+    if whole == 0 {
+        1.0
+    } else {
+        part / whole as f64
+    }
+}
+
+/// Weights (not biases) of a conv or linear op.
+pub fn weight_count(op: &Op) -> usize {
+    match op {
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel,
+            groups,
+            ..
+        } => out_channels * (in_channels / groups) * kernel * kernel,
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } => in_features * out_features,
+        _ => 0,
+    }
+}
+
+/// The same conv / linear op with other channel counts (a depthwise conv keeps one group per
+/// channel). `Op::flops` reads only the spatial part of an output shape, so the full-width
+/// shape still gives the pruned op's count.
+pub(crate) fn resize(op: &Op, inputs: usize, outputs: usize) -> Op {
+    match op {
+        Op::Conv2d {
+            kernel,
+            stride,
+            padding,
+            groups,
+            bias,
+            ..
+        } => Op::Conv2d {
+            in_channels: inputs,
+            out_channels: outputs,
+            kernel: *kernel,
+            stride: *stride,
+            padding: *padding,
+            groups: if op.is_depthwise() { outputs } else { *groups },
+            bias: *bias,
+        },
+        Op::Linear { bias, .. } => Op::Linear {
+            in_features: inputs,
+            out_features: outputs,
+            bias: *bias,
+        },
+        other => other.clone(),
+    }
+}

@@ -1,0 +1,159 @@
+//! The ActionWall: whatever raw keep ratios an agent proposes, the policy that comes out
+//! meets the env's budget and keep bounds.
+//!
+//! As in AMC's action clipping, units are visited in order; each keeps its (bounded) raw
+//! ratio unless that would make the budget unreachable even with every later unit at its
+//! lower bound, in which case it gets the largest ratio that still leaves the budget
+//! reachable. Costs are counted after rounding (whole weights, channels or N:M patterns),
+//! so the budget holds exactly for the model that is built.
+
+use super::units::CostModel;
+use crate::env::Metric;
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// The budget and bounds every policy must meet.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Budget {
+    pub metric: Metric,
+    /// Fraction of the dense model's prunable params or FLOPs to keep, at most.
+    pub keep: f64,
+    /// Lower and upper bound on each unit's keep ratio.
+    pub bounds: [f64; 2],
+}
+
+/// Turns raw keep ratios into feasible ones for one cost model and budget.
+#[derive(Debug, Clone)]
+pub struct ActionWall<'a> {
+    costs: &'a CostModel,
+    budget: Budget,
+}
+
+/// Bisection steps: the interval [0, 1] shrinks below 1e-12, finer than any rounding.
+const BISECTION_STEPS: usize = 42;
+
+impl<'a> ActionWall<'a> {
+    /// Checks that the budget can be met with every unit at its lower bound; `source` (the
+    /// env file) is named in the error if not.
+    pub fn new(costs: &'a CostModel, budget: Budget, source: &Path) -> Result<Self> {
+        let [lo, hi] = budget.bounds;
+        let invalid = |key: &str, message: String| Error::Invalid {
+            path: source.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
+            return Err(invalid(
+                "prune.keep_bounds",
+                format!("[{lo}, {hi}] must satisfy 0 < low <= high <= 1"),
+            ));
+        }
+        if !(budget.keep > 0.0 && budget.keep <= 1.0) {
+            return Err(invalid(
+                "prune.target.keep",
+                format!("{} is out of range; use a fraction in (0, 1]", budget.keep),
+            ));
+        }
+        let wall = Self { costs, budget };
+        let floor = wall.cost(&vec![lo; costs.units().len()]);
+        if floor > budget.keep + 1e-12 {
+            return Err(invalid(
+                "prune.keep_bounds",
+                format!(
+                    "with every layer at the lower bound {lo} the model keeps {floor:.4} of its {:?}, more than the target {}; lower keep_bounds[0] or raise target.keep",
+                    budget.metric, budget.keep
+                ),
+            ));
+        }
+        Ok(wall)
+    }
+
+    pub fn budget(&self) -> Budget {
+        self.budget
+    }
+
+    /// Kept fraction of the budget metric.
+    pub fn cost(&self, keeps: &[f64]) -> f64 {
+        self.costs.counts(keeps).kept(self.budget.metric)
+    }
+
+    fn fits(&self, keeps: &[f64]) -> bool {
+        self.cost(keeps) <= self.budget.keep + 1e-12
+    }
+
+    /// A raw ratio bounded: NaN becomes the lower bound.
+    pub fn bound(&self, raw: f64) -> f64 {
+        let [lo, hi] = self.budget.bounds;
+        if raw.is_nan() {
+            lo
+        } else {
+            raw.clamp(lo, hi)
+        }
+    }
+
+    /// The largest keep ratio for unit `t`, given the ratios already fixed for units before it
+    /// and every later unit at its lower bound, that still meets the budget; at most `raw`.
+    /// This is the per-step clip a sequential agent sees.
+    pub fn clip_step(&self, fixed: &[f64], raw: f64) -> f64 {
+        let t = fixed.len();
+        let lo = self.budget.bounds[0];
+        let mut keeps: Vec<f64> = fixed.to_vec();
+        keeps.resize(self.costs.units().len(), lo);
+        let want = self.bound(raw);
+        keeps[t] = want;
+        if self.fits(&keeps) {
+            return want;
+        }
+        let (mut good, mut bad) = (lo, want);
+        for _ in 0..BISECTION_STEPS {
+            let mid = 0.5 * (good + bad);
+            keeps[t] = mid;
+            if self.fits(&keeps) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        good
+    }
+
+    /// A feasible policy from raw ratios, one unit at a time (see the module docs).
+    pub fn apply(&self, raw: &[f64]) -> Vec<f64> {
+        assert_eq!(
+            raw.len(),
+            self.costs.units().len(),
+            "one raw ratio per unit"
+        );
+        let mut fixed = Vec::with_capacity(raw.len());
+        for &r in raw {
+            let keep = self.clip_step(&fixed, r);
+            fixed.push(keep);
+        }
+        fixed
+    }
+
+    /// Scales a profile to the budget: the policy `bound(s · base[i])` with the largest `s`
+    /// that meets it. Uniform allocation is `fit(&[1.0; n])`.
+    pub fn fit(&self, base: &[f64]) -> Vec<f64> {
+        let policy = |s: f64| -> Vec<f64> { base.iter().map(|&b| self.bound(s * b)).collect() };
+        let top = base
+            .iter()
+            .copied()
+            .filter(|b| *b > 0.0)
+            .fold(f64::INFINITY, f64::min);
+        let mut bad = if top.is_finite() { 1.0 / top } else { 1.0 };
+        if self.fits(&policy(bad)) {
+            return policy(bad);
+        }
+        let mut good = 0.0;
+        for _ in 0..BISECTION_STEPS + 10 {
+            let mid = 0.5 * (good + bad);
+            if self.fits(&policy(mid)) {
+                good = mid;
+            } else {
+                bad = mid;
+            }
+        }
+        policy(good)
+    }
+}
