@@ -281,3 +281,220 @@ fn missing_env_file_and_bad_device_are_one_line() {
     ));
     assert!(line.contains("device `tpu`"), "{line}");
 }
+
+#[test]
+fn baseline_writes_a_policy_that_apply_reproduces() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = synthetic_env(dir.path());
+    let env_arg = env.to_str().unwrap();
+    let out = autoprune(
+        &[
+            "baseline",
+            "--env",
+            env_arg,
+            "--method",
+            "lamp",
+            "--keep",
+            "0.3",
+            "--out",
+            "p/lamp.json",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let score = stdout_json(&out);
+    for field in [
+        "accuracy",
+        "loss",
+        "params_kept",
+        "flops_kept",
+        "params",
+        "flops",
+        "reward",
+        "layers",
+        "split",
+        "seconds",
+        "test_accuracy",
+    ] {
+        assert!(!score[field].is_null(), "missing {field}: {score}");
+    }
+    assert!(score["params_kept"].as_f64().unwrap() <= 0.3 + 1e-9);
+    assert_eq!(score["split"], "val");
+    assert_eq!(
+        score["layers"].as_array().unwrap().len(),
+        3,
+        "fc1, fc2, classifier"
+    );
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("p/lamp.json")).unwrap())
+            .unwrap();
+    for field in [
+        "schema",
+        "env",
+        "model",
+        "granularity",
+        "target",
+        "layers",
+        "metrics",
+        "agent",
+        "episodes",
+        "seed",
+        "created",
+    ] {
+        assert!(!policy[field].is_null(), "policy lacks {field}");
+    }
+    assert_eq!(policy["agent"], "lamp");
+    assert_eq!(policy["target"]["keep"], 0.3);
+
+    let out = autoprune(
+        &[
+            "apply",
+            "--env",
+            env_arg,
+            "--policy",
+            "p/lamp.json",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let applied = stdout_json(&out);
+    assert_eq!(applied["accuracy"], score["accuracy"]);
+    assert_eq!(applied["params"], score["params"]);
+
+    // Dense: keep 1 reproduces the dense model's accuracy exactly.
+    let dense = stdout_json(&autoprune(
+        &["evaluate", "--env", env_arg, "--json"],
+        dir.path(),
+    ));
+    let full = stdout_json(&autoprune(
+        &[
+            "baseline", "--env", env_arg, "--method", "uniform", "--keep", "1", "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(full["accuracy"], dense["accuracy"]);
+    assert_eq!(full["test_accuracy"], dense["test_accuracy"]);
+}
+
+#[test]
+fn a_policy_for_another_model_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = synthetic_env(dir.path());
+    let env_arg = env.to_str().unwrap();
+    assert!(autoprune(
+        &["baseline", "--env", env_arg, "--method", "uniform", "--out", "p.json"],
+        dir.path()
+    )
+    .status
+    .success());
+    let other = dir.path().join("other.toml");
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace("hidden = [32, 16]", "hidden = [32, 12]")
+        .replace("mlp.safetensors", "other.safetensors");
+    std::fs::write(&other, text).unwrap();
+    let line = one_error_line(&autoprune(
+        &[
+            "apply",
+            "--env",
+            other.to_str().unwrap(),
+            "--policy",
+            "p.json",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        line.contains("p.json") && line.contains("key `model`") && line.contains("made for model"),
+        "{line}"
+    );
+    assert!(
+        !dir.path().join("other.safetensors").exists(),
+        "refused before any work"
+    );
+
+    let text = std::fs::read_to_string(dir.path().join("p.json")).unwrap();
+    let nan = regex_free_replace_first_keep(&text, "NaN");
+    std::fs::write(dir.path().join("nan.json"), nan).unwrap();
+    let line = one_error_line(&autoprune(
+        &["apply", "--env", env_arg, "--policy", "nan.json"],
+        dir.path(),
+    ));
+    assert!(
+        line.contains("nan.json") && line.contains("not a valid policy file"),
+        "{line}"
+    );
+}
+
+/// Replaces the value of the first `"keep": <number>` inside `layers` with `value`.
+fn regex_free_replace_first_keep(text: &str, value: &str) -> String {
+    let layers = text.find("\"layers\"").unwrap();
+    let at = layers + text[layers..].find("\"keep\": ").unwrap() + "\"keep\": ".len();
+    let end = at
+        + text[at..]
+            .find(['\n', ',', '}'])
+            .unwrap();
+    format!("{}{}{}", &text[..at], value, &text[end..])
+}
+
+#[test]
+fn apply_save_writes_a_slimmed_channel_pruned_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = synthetic_env(dir.path());
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace(
+            "granularity = \"unstructured\"",
+            "granularity = \"channel\"",
+        )
+        .replace("criterion = \"magnitude\"", "criterion = \"l2\"");
+    std::fs::write(&env, text).unwrap();
+    let env_arg = env.to_str().unwrap();
+    let out = autoprune(
+        &[
+            "baseline", "--env", env_arg, "--method", "uniform", "--metric", "flops", "--keep",
+            "0.5", "--out", "c.json", "--json",
+        ],
+        dir.path(),
+    );
+    let score = stdout_json(&out);
+    assert!(score["flops_kept"].as_f64().unwrap() <= 0.5 + 1e-9);
+    let out = autoprune(
+        &[
+            "apply",
+            "--env",
+            env_arg,
+            "--policy",
+            "c.json",
+            "--save",
+            "out/slim.safetensors",
+            "--json",
+        ],
+        dir.path(),
+    );
+    let applied = stdout_json(&out);
+    let graph: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("out/slim.graph.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        graph["total_params"], applied["params"],
+        "the saved graph is the slimmed one"
+    );
+    let fc1 = graph["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["name"] == "fc1")
+        .unwrap();
+    assert!(
+        fc1["op"]["out_features"].as_u64().unwrap() < 32,
+        "fc1 is physically smaller: {fc1}"
+    );
+    let bytes = std::fs::metadata(dir.path().join("out/slim.safetensors"))
+        .unwrap()
+        .len();
+    assert!(
+        bytes > 0 && bytes < 4 * 2676,
+        "{bytes} bytes is less than the dense float32 model"
+    );
+}

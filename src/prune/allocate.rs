@@ -36,7 +36,7 @@ impl Method {
     }
 }
 
-/// Keep ratios for every unit of `wall`'s cost model.
+/// Keep ratios (as rounded: whole weights or channels) for every unit of `wall`'s cost model.
 ///
 /// `scores[u]` holds unit `u`'s importance values (one per weight, or one per channel for
 /// channel pruning); only `global` and `lamp` read them.
@@ -48,7 +48,7 @@ pub fn allocate(
     seed: u64,
 ) -> Vec<f64> {
     let n = costs.units().len();
-    match method {
+    let keeps = match method {
         Method::Uniform => wall.fit(&vec![1.0; n]),
         Method::Random => {
             let mut rng = StdRng::seed_from_u64(seed);
@@ -58,7 +58,8 @@ pub fn allocate(
         Method::Global => threshold(wall, scores.to_vec()),
         Method::Lamp => threshold(wall, scores.iter().map(|s| lamp_scores(s)).collect()),
         Method::Erk => erk(wall, costs),
-    }
+    };
+    costs.effective_keeps(&keeps)
 }
 
 /// LAMP scores of one layer: for each weight, w² divided by the sum of w² over the weights of

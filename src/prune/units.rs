@@ -174,10 +174,14 @@ impl CostModel {
         }
     }
 
-    /// The keep ratio each unit actually gets once rounded.
+    /// The keep ratio each unit actually gets once rounded (for N:M, N/M). Feeding these back
+    /// in gives the same counts.
     pub fn effective_keeps(&self, keeps: &[f64]) -> Vec<f64> {
         (0..self.units.len())
-            .map(|u| self.unit_kept(u, keeps[u]) as f64 / self.units[u].size.max(1) as f64)
+            .map(|u| match self.granularity {
+                Granularity::NOfM { m, .. } => nm_count(keeps[u], m) as f64 / m as f64,
+                _ => self.unit_kept(u, keeps[u]) as f64 / self.units[u].size.max(1) as f64,
+            })
             .collect()
     }
 

@@ -117,7 +117,8 @@ impl<'a> ActionWall<'a> {
         good
     }
 
-    /// A feasible policy from raw ratios, one unit at a time (see the module docs).
+    /// A feasible policy from raw ratios, one unit at a time (see the module docs), as the
+    /// effective (rounded) keep ratios.
     pub fn apply(&self, raw: &[f64]) -> Vec<f64> {
         assert_eq!(
             raw.len(),
@@ -129,7 +130,7 @@ impl<'a> ActionWall<'a> {
             let keep = self.clip_step(&fixed, r);
             fixed.push(keep);
         }
-        fixed
+        self.costs.effective_keeps(&fixed)
     }
 
     /// Scales a profile to the budget: the policy `bound(s · base[i])` with the largest `s`
@@ -143,7 +144,7 @@ impl<'a> ActionWall<'a> {
             .fold(f64::INFINITY, f64::min);
         let mut bad = if top.is_finite() { 1.0 / top } else { 1.0 };
         if self.fits(&policy(bad)) {
-            return policy(bad);
+            return self.costs.effective_keeps(&policy(bad));
         }
         let mut good = 0.0;
         for _ in 0..BISECTION_STEPS + 10 {
@@ -154,6 +155,6 @@ impl<'a> ActionWall<'a> {
                 bad = mid;
             }
         }
-        policy(good)
+        self.costs.effective_keeps(&policy(good))
     }
 }
