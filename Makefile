@@ -1,5 +1,5 @@
 # Every target installs what it needs first (idempotent, quick the second time).
-.PHONY: setup demo test bench fmt clean
+.PHONY: setup demo test bench baseline-table pretrain-report fmt clean
 
 BIN := ./target/release/autoprune
 
@@ -19,6 +19,15 @@ test: setup
 ## Benchmarks (ratios measured side by side in one run).
 bench: setup
 	cargo bench --bench graphnet
+	cargo bench --bench evaluate
+
+## The README's baseline table (pretrains fmnist-vgg and fmnist-resnet20 if needed; long).
+baseline-table: setup
+	scripts/baseline_table.sh
+
+## The README's pretraining table.
+pretrain-report: setup
+	scripts/report_pretrain.sh
 
 fmt:
 	cargo fmt

@@ -26,7 +26,7 @@ for env in "${envs[@]}"; do
             cell=""
             for ft in 0 "$steps"; do
                 acc=$("$bin" baseline --env "$env" --method "$method" --granularity "$1" --metric "$2" --keep "$3" \
-                      --finetune-steps "$ft" --json ${ARGS:-} | python3 -c 'import json, sys; print(f"{100 * json.load(sys.stdin)["test_accuracy"]:.2f}")')
+                      --finetune-steps "$ft" --json ${ARGS:-} | python3 -c 'import json, sys; r = json.load(sys.stdin); print("%.2f" % (100 * r["test_accuracy"]))')
                 cell+="${cell:+ / }$acc"
             done
             row+=" $cell |"

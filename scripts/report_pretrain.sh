@@ -16,7 +16,7 @@ for env in "${envs[@]}"; do
     "$bin" pretrain --env "$env" --json "$@" | python3 -c '
 import json, sys
 r = json.load(sys.stdin)
-print(f"| {r[\"env\"]} | {r[\"device\"]} | {r[\"epochs\"]} | {r[\"params\"]:,} | {100 * r[\"test_accuracy\"]:.2f}% | {r[\"train_seconds\"]:.0f} |")'
+print("| %s | %s | %d | {:,} | %.2f%% | %.0f |".format(r["params"]) % (r["env"], r["device"], r["epochs"], 100 * r["test_accuracy"], r["train_seconds"]))'
 done
 echo
 echo "machine: $machine ($(uname -m))"

@@ -528,19 +528,16 @@ fn apply(
 ) -> Result<()> {
     let spec = load_env(env, overrides)?;
     let policy = PolicyFile::load(policy_path)?;
-    spec.prune
-        .granularity
-        .eq(&policy.granularity)
-        .then_some(())
-        .ok_or_else(|| {
-            anyhow::anyhow!(
-                "{}: key `granularity`: the policy prunes at `{}`, the env {} at `{}`",
-                policy_path.display(),
-                String::from(policy.granularity),
-                env.display(),
-                String::from(spec.prune.granularity)
-            )
-        })?;
+    if policy.target != spec.prune.target {
+        Progress::stderr().println(&format!(
+            "note: {} was made for {:?} keep {}, the env asks for {:?} keep {}; scoring the policy as it is",
+            policy_path.display(),
+            policy.target.metric,
+            policy.target.keep,
+            spec.prune.target.metric,
+            spec.prune.target.keep
+        ));
+    }
     // Check the fingerprint before loading data or weights.
     let costs = autoprune::prune::CostModel::new(&spec.build_graph()?, spec.prune.granularity);
     let keeps = policy.keeps_for(&costs, policy_path)?;

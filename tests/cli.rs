@@ -429,10 +429,7 @@ fn a_policy_for_another_model_is_refused() {
 fn regex_free_replace_first_keep(text: &str, value: &str) -> String {
     let layers = text.find("\"layers\"").unwrap();
     let at = layers + text[layers..].find("\"keep\": ").unwrap() + "\"keep\": ".len();
-    let end = at
-        + text[at..]
-            .find(['\n', ',', '}'])
-            .unwrap();
+    let end = at + text[at..].find(['\n', ',', '}']).unwrap();
     format!("{}{}{}", &text[..at], value, &text[end..])
 }
 

@@ -315,3 +315,81 @@ fn json_and_dot_export_every_node_and_edge() {
     assert_eq!(dot.matches("->").count(), g.graph().edge_count());
     assert!(dot.starts_with("digraph") && dot.contains("layer3.2.add"));
 }
+
+#[test]
+fn a_batch_norm_over_a_concat_fixes_the_channels_it_reads() {
+    // BatchNorm after Concat would need per-branch offsets into its own tensors: the branches
+    // feeding it are left unpruned rather than pruned wrongly.
+    let mut b = GraphBuilder::new();
+    let x = b.add(
+        "input",
+        Op::Input {
+            shape: vec![3, 8, 8],
+        },
+        &[],
+    );
+    let conv = |i, o| Op::Conv2d {
+        in_channels: i,
+        out_channels: o,
+        kernel: 3,
+        stride: 1,
+        padding: 1,
+        groups: 1,
+        bias: false,
+    };
+    let left = b.add("left", conv(3, 4), &[x]);
+    let right = b.add("right", conv(3, 6), &[x]);
+    let cat = b.add("cat", Op::Concat, &[left, right]);
+    let bn = b.add("bn", Op::BatchNorm { features: 10 }, &[cat]);
+    let head = b.add("head", conv(10, 5), &[bn]);
+    let gap = b.add("gap", Op::GlobalAvgPool, &[head]);
+    let flat = b.add("flatten", Op::Flatten, &[gap]);
+    let fc = b.add(
+        "fc",
+        Op::Linear {
+            in_features: 5,
+            out_features: 2,
+            bias: true,
+        },
+        &[flat],
+    );
+    b.add("output", Op::Output, &[fc]);
+    let g = b.build().unwrap();
+    let names: Vec<&str> = g
+        .prunable_groups()
+        .iter()
+        .map(|gr| gr.name.as_str())
+        .collect();
+    assert_eq!(names, ["head"]);
+}
+
+#[test]
+fn zero_sizes_are_refused() {
+    let mut b = GraphBuilder::new();
+    let x = b.add(
+        "input",
+        Op::Input {
+            shape: vec![3, 8, 8],
+        },
+        &[],
+    );
+    let c = b.add(
+        "conv",
+        Op::Conv2d {
+            in_channels: 3,
+            out_channels: 4,
+            kernel: 0,
+            stride: 1,
+            padding: 0,
+            groups: 1,
+            bias: false,
+        },
+        &[x],
+    );
+    b.add("output", Op::Output, &[c]);
+    let err = b.build().unwrap_err().to_string();
+    assert!(
+        err.contains("`conv`") && err.contains("at least 1"),
+        "{err}"
+    );
+}

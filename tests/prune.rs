@@ -454,3 +454,12 @@ fn uniform_and_random_meet_the_budget_within_bounds() {
         assert!(keeps.iter().all(|k| (0.01..=1.0).contains(k)));
     }
 }
+
+#[test]
+fn lamp_gives_tied_weights_one_score() {
+    // |w| = 2, 2, 1: the block of 2s shares the denominator 4 + 4.
+    let scores = lamp_scores(&[2.0, -2.0, 1.0]);
+    assert_eq!(scores[0], scores[1]);
+    assert!((f64::from(scores[0]) - 0.5).abs() < 1e-6);
+    assert!((f64::from(scores[2]) - 1.0 / 9.0).abs() < 1e-6);
+}

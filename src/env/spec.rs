@@ -92,6 +92,17 @@ pub enum Granularity {
     },
 }
 
+impl Granularity {
+    /// Whether policies of one granularity apply to the other: the same kind, and for N:M the
+    /// same M (a policy's keep ratios choose each layer's N).
+    pub fn compatible(self, other: Granularity) -> bool {
+        match (self, other) {
+            (Granularity::NOfM { m: a, .. }, Granularity::NOfM { m: b, .. }) => a == b,
+            (a, b) => a == b,
+        }
+    }
+}
+
 impl TryFrom<String> for Granularity {
     type Error = String;
 
@@ -162,8 +173,16 @@ pub enum RewardKind {
 #[serde(deny_unknown_fields)]
 pub struct RewardSpec {
     pub kind: RewardKind,
+    /// Masked fine-tuning steps before each score (0: none).
     #[serde(default)]
     pub finetune_steps: usize,
+    /// Training batches used to re-estimate BatchNorm statistics after pruning (0: none).
+    #[serde(default = "default_recalibration_batches")]
+    pub recalibration_batches: usize,
+}
+
+fn default_recalibration_batches() -> usize {
+    20
 }
 
 impl Default for RewardSpec {
@@ -171,6 +190,7 @@ impl Default for RewardSpec {
         Self {
             kind: RewardKind::Accuracy,
             finetune_steps: 0,
+            recalibration_batches: default_recalibration_batches(),
         }
     }
 }

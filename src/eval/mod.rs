@@ -97,7 +97,7 @@ impl EvalConfig {
             eval_split: spec.data.eval_split,
             finetune_steps: spec.reward.finetune_steps,
             finetune_lr: 0.01,
-            recalibration_batches: 20,
+            recalibration_batches: spec.reward.recalibration_batches,
             batch_size: 128,
             eval_batch_size: 1000,
             seed,
@@ -278,7 +278,8 @@ impl Evaluator {
         let mut rng = StdRng::seed_from_u64(self.config.seed);
         // Pruning changes what flows into every BatchNorm; a policy that prunes nothing
         // keeps the pretrained statistics, so keep = 1 is exactly the dense model.
-        let prunes = self.costs.effective_keeps(keeps).iter().any(|&k| k < 1.0);
+        let prunes =
+            (0..units).any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size);
         if prunes && self.config.recalibration_batches > 0 {
             self.net.recalibrate_batch_norm(
                 &self.train,

@@ -79,6 +79,21 @@ impl Spaces {
     }
 }
 
+/// Records `node` as carrying one parameter slice per channel of its input. Only a plain
+/// single-space input is supported (a member after a Concat or a Flatten would need offsets
+/// into its own tensors); otherwise the spaces it reads are fixed, never pruned.
+fn add_member(
+    spaces: &mut Spaces,
+    members: &mut Vec<(usize, NodeIndex)>,
+    input: &[Segment],
+    node: NodeIndex,
+) {
+    match input {
+        [single] if single.repeat == 1 => members.push((single.space, node)),
+        segments => segments.iter().for_each(|s| spaces.fix(s.space)),
+    }
+}
+
 pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
     let graph = model.graph();
     let mut spaces = Spaces {
@@ -128,9 +143,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 ..
             } if node.op.is_depthwise() => {
                 debug_assert!(*groups == *out_channels);
-                for seg in &input_segments {
-                    members.push((seg.space, index));
-                }
+                add_member(&mut spaces, &mut members, &input_segments, index);
                 input_segments
             }
             Op::Conv2d {
@@ -162,9 +175,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 }]
             }
             Op::BatchNorm { .. } => {
-                for seg in &input_segments {
-                    members.push((seg.space, index));
-                }
+                add_member(&mut spaces, &mut members, &input_segments, index);
                 input_segments
             }
             Op::Relu | Op::Relu6 | Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {

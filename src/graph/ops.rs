@@ -139,6 +139,26 @@ impl Op {
                 .map(|span| span / stride + 1)
                 .ok_or_else(|| format!("kernel {kernel} is larger than the padded input {size}"))
         };
+        let zero_size = match self {
+            Op::Input { shape } => shape.is_empty() || shape.contains(&0),
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel,
+                ..
+            } => *in_channels == 0 || *out_channels == 0 || *kernel == 0,
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => *in_features == 0 || *out_features == 0,
+            Op::BatchNorm { features } => *features == 0,
+            Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => *kernel == 0,
+            _ => false,
+        };
+        if zero_size {
+            return Err("sizes (shape, channels, features, kernel) must be at least 1".into());
+        }
         match self {
             Op::Input { shape } => Ok(shape.clone()),
             Op::Conv2d {
@@ -226,8 +246,11 @@ impl Op {
                 Ok(inputs[0].clone())
             }
             Op::Concat => {
+                if inputs.iter().any(|s| s.is_empty()) {
+                    return Err("concatenates a tensor with no channel dimension".into());
+                }
                 let rest = &inputs[0][1..];
-                if inputs.iter().any(|s| s.is_empty() || &s[1..] != rest) {
+                if inputs.iter().any(|s| &s[1..] != rest) {
                     let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
                     return Err(format!(
                         "concatenates along channels tensors whose other dimensions differ: {}",

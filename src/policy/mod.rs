@@ -134,7 +134,7 @@ impl PolicyFile {
                 ),
             ));
         }
-        if self.granularity != costs.granularity() {
+        if !self.granularity.compatible(costs.granularity()) {
             return Err(refuse(
                 "granularity",
                 format!(

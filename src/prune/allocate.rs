@@ -69,10 +69,20 @@ pub fn lamp_scores(values: &[f32]) -> Vec<f32> {
     order.sort_by(|&a, &b| values[a].abs().total_cmp(&values[b].abs()).then(a.cmp(&b)));
     let mut out = vec![0f32; values.len()];
     let mut tail = 0f64;
-    for &i in order.iter().rev() {
-        let sq = f64::from(values[i]) * f64::from(values[i]);
-        tail += sq;
-        out[i] = if tail > 0.0 { (sq / tail) as f32 } else { 0.0 };
+    // From the largest down; equal magnitudes form one block that shares its denominator.
+    let mut end = order.len();
+    while end > 0 {
+        let magnitude = values[order[end - 1]].abs();
+        let mut start = end - 1;
+        while start > 0 && values[order[start - 1]].abs() == magnitude {
+            start -= 1;
+        }
+        let sq = f64::from(magnitude) * f64::from(magnitude);
+        tail += sq * (end - start) as f64;
+        for &i in &order[start..end] {
+            out[i] = if tail > 0.0 { (sq / tail) as f32 } else { 0.0 };
+        }
+        end = start;
     }
     out
 }
