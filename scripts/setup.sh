@@ -16,6 +16,11 @@ if ! have_torch; then
     "$PYTHON" -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check "torch==$TORCH_VERSION"
 fi
+# TensorBoard: its reader checks the event files the engine writes (tests), and users view runs.
+if ! .venv/bin/python -c "import tensorboard" 2>/dev/null; then
+    echo "setup: installing TensorBoard into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "tensorboard==2.20.0"
+fi
 torch_dir=$(.venv/bin/python -W ignore -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
 ln -sfn "$torch_dir" .venv/libtorch
 

@@ -3,6 +3,7 @@
 //! A model is a [`graph::ModelGraph`] (petgraph); [`model::GraphNet`] runs it on libtorch;
 //! [`data`] reads the data sets; [`env::EnvSpec`] describes a pruning environment.
 
+pub mod agents;
 pub mod data;
 pub mod device;
 pub mod env;
@@ -13,5 +14,6 @@ pub mod model;
 pub mod policy;
 pub mod prune;
 pub mod runlog;
+pub mod search;
 
 pub use error::{Error, Result};

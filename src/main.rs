@@ -1,6 +1,7 @@
 //! The `autoprune` command line: parse, build, call the library, print.
 
 use anyhow::{Context, Result};
+use autoprune::agents::AgentKind;
 use autoprune::data;
 use autoprune::device::{device_name, parse_device, seed_torch};
 use autoprune::env::EnvSpec;
@@ -116,6 +117,42 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Searches a per-layer keep-ratio policy with an agent, logging to TensorBoard.
+    Search {
+        /// Search config (configs/*.toml).
+        #[arg(long, required_unless_present = "resume")]
+        config: Option<PathBuf>,
+        /// Env file (overrides the config's env).
+        #[arg(long)]
+        env: Option<PathBuf>,
+        /// Agent (overrides the config's agent).
+        #[arg(long, value_enum)]
+        agent: Option<AgentKind>,
+        /// Episodes (overrides the config's episodes).
+        #[arg(long)]
+        episodes: Option<usize>,
+        /// Seed (overrides the config's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Run folder (default: runs/<config>-<env>-s<seed>-<time>).
+        #[arg(long)]
+        logdir: Option<PathBuf>,
+        /// Write the best policy here (default: <run folder>/policy.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue the run in this folder (after a crash or Ctrl-C).
+        #[arg(long, conflicts_with_all = ["config", "env", "agent", "seed", "logdir"])]
+        resume: Option<PathBuf>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Threads libtorch may use on the CPU.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph {
         /// Env file (envs/*.toml).
@@ -150,6 +187,31 @@ fn run(cli: Cli) -> Result<()> {
         } => pretrain(&env, epochs, &run, json),
         Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
+        Command::Search {
+            config,
+            env,
+            agent,
+            episodes,
+            seed,
+            logdir,
+            out,
+            resume,
+            device,
+            threads,
+            json,
+        } => {
+            let request = SearchRequest {
+                config,
+                env,
+                agent,
+                episodes,
+                seed,
+                logdir,
+                out,
+                resume,
+            };
+            search(request, &device, threads, json)
+        }
         Command::Baseline {
             env,
             method,
@@ -603,5 +665,195 @@ fn save_pruned(
     std::fs::rename(&tmp, &sidecar)
         .with_context(|| format!("{}: cannot write", sidecar.display()))?;
     pruned.save(path)?;
+    Ok(())
+}
+
+/// What `search` was asked to do.
+struct SearchRequest {
+    config: Option<PathBuf>,
+    env: Option<PathBuf>,
+    agent: Option<AgentKind>,
+    episodes: Option<usize>,
+    seed: Option<u64>,
+    logdir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    resume: Option<PathBuf>,
+}
+
+/// Set by Ctrl-C: the search stops after the episode in flight.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn install_ctrl_c() {
+    let _ = ctrlc::set_handler(|| {
+        if STOP.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            // A second Ctrl-C: stop now. Every finished episode is already on disk.
+            std::process::exit(130);
+        }
+        eprintln!("\nstopping after the episode in flight (Ctrl-C again to stop at once)");
+    });
+}
+
+fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool) -> Result<()> {
+    use autoprune::search::{RunFolder, Search, SearchConfig};
+    let started = Instant::now();
+    let (folder, config, spec, recorded) = match &request.resume {
+        Some(dir) => RunFolder::open(dir)?,
+        None => {
+            let path = request.config.as_deref().context("--config is required")?;
+            let mut config = SearchConfig::load(path)?;
+            if let Some(env) = &request.env {
+                config.env = env.clone();
+            }
+            if let Some(agent) = request.agent {
+                config.agent = agent;
+            }
+            if let Some(seed) = request.seed {
+                config.seed = seed;
+            }
+            if let Some(episodes) = request.episodes {
+                config.episodes = episodes;
+            }
+            config.validate()?;
+            let env_text = std::fs::read_to_string(&config.env).with_context(|| {
+                format!(
+                    "{}: cannot read the env file (key `env` in {})",
+                    config.env.display(),
+                    path.display()
+                )
+            })?;
+            let spec = EnvSpec::parse(&env_text, &config.env)?;
+            let dir = request.logdir.clone().unwrap_or_else(|| {
+                let stamp = now_rfc3339()
+                    .replace([':', '-'], "")
+                    .replace('T', "-")
+                    .trim_end_matches('Z')
+                    .to_string();
+                PathBuf::from("runs").join(format!(
+                    "{}-{}-s{}-{stamp}",
+                    config.name, spec.name, config.seed
+                ))
+            });
+            let folder = RunFolder::create(&dir, &config, &env_text)?;
+            (folder, config, spec, Vec::new())
+        }
+    };
+    let mut config = config;
+    if request.resume.is_some() {
+        if let Some(episodes) = request.episodes {
+            config.episodes = episodes;
+        }
+    }
+    let run = RunOptions {
+        device: device.to_string(),
+        threads,
+        seed: config.seed,
+    };
+    let device = setup_run(&run)?;
+    let graph = spec.build_graph()?;
+    let data = data::load(&spec.data_options(), device)?;
+    let progress = Progress::stderr();
+    let net = load_or_train(
+        graph,
+        &spec.checkpoint_path(),
+        &data,
+        &spec.train,
+        config.seed,
+        &progress,
+    )?;
+    let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
+    eval_config.eval_samples = config.eval_samples;
+    let mut evaluator = Evaluator::new(&net, &data, eval_config)?;
+    install_ctrl_c();
+    progress.println(&format!(
+        "search: {} on {} ({:?} keep {} of {:?}), {} episodes{}, run folder {}",
+        config.agent.name(),
+        spec.name,
+        spec.prune.granularity,
+        spec.prune.target.keep,
+        spec.prune.target.metric,
+        config.episodes,
+        if recorded.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} already done)", recorded.len())
+        },
+        folder.dir.display()
+    ));
+    // The writer lives in this scope only: it is dropped (and its events are on disk) on
+    // every way out of it, errors included.
+    let outcome = {
+        let mut sink = autoprune::runlog::TensorBoardSink::new(&folder.dir);
+        Search {
+            config: &config,
+            spec: &spec,
+            evaluator: &mut evaluator,
+            folder: &folder,
+            recorded,
+            sink: &mut sink,
+            progress,
+            stop: &STOP,
+        }
+        .run()
+    }?;
+    let Some(mut best) = outcome.best else {
+        anyhow::bail!(
+            "the search stopped before its first episode finished; resume it with --resume {}",
+            folder.dir.display()
+        );
+    };
+    if outcome.interrupted {
+        let line = format!(
+            "interrupted after {} of {} episodes; best so far in {}; continue with: autoprune search --resume {}",
+            outcome.episodes,
+            config.episodes,
+            folder.dir.join(autoprune::search::BEST_FILE).display(),
+            folder.dir.display()
+        );
+        if json {
+            println!(
+                "{}",
+                json!({"interrupted": true, "episodes": outcome.episodes, "logdir": folder.dir, "best_reward": best.metrics.reward})
+            );
+        }
+        eprintln!("{line}");
+        std::process::exit(130);
+    }
+    let test = autoprune::search::test_score(&mut evaluator, &best)?;
+    let out = request
+        .out
+        .clone()
+        .unwrap_or_else(|| folder.dir.join("policy.json"));
+    ensure_writable(&out)?;
+    best.created = now_rfc3339();
+    best.save(&out)?;
+    if json {
+        let extra = json!({
+            "env": spec.name,
+            "agent": config.agent.name(),
+            "episodes": outcome.episodes,
+            "seed": config.seed,
+            "policy": out,
+            "logdir": folder.dir,
+            "search_seconds": started.elapsed().as_secs_f64(),
+        });
+        println!("{}", report(&best.metrics, &test, extra)?);
+    } else {
+        print_score(
+            &format!(
+                "best of {} {} episodes on {}",
+                outcome.episodes,
+                config.agent.name(),
+                spec.name
+            ),
+            &best.metrics,
+            &test,
+        );
+        println!("policy written to {}", out.display());
+        println!(
+            "TensorBoard logs in {} (tensorboard --logdir {})",
+            folder.dir.display(),
+            folder.dir.display()
+        );
+    }
     Ok(())
 }

@@ -62,6 +62,7 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         recalibration_batches: 10,
         batch_size: 64,
         eval_batch_size: 256,
+        eval_samples: None,
         seed: 0,
     }
 }

@@ -45,7 +45,7 @@ fn slack(costs: &CostModel, unit: usize) -> f64 {
 
 fn check(
     costs: &CostModel,
-    wall: &ActionWall<'_>,
+    wall: &ActionWall,
     budget: Budget,
     keeps: &[f64],
 ) -> Result<(), TestCaseError> {

@@ -3,9 +3,11 @@
 //!
 //! Must not know about agent internals.
 
+mod prune_env;
 mod spec;
 
+pub use prune_env::{PruneEnv, StepResult, STATE_DIM};
 pub use spec::{
-    Arch, DataSpec, EnvSpec, Granularity, Metric, ModelSpec, PruneSpec, RewardKind, RewardSpec,
-    Target,
+    parse_toml, Arch, DataSpec, EnvSpec, Granularity, Metric, ModelSpec, PruneSpec, RewardKind,
+    RewardSpec, Target,
 };

@@ -225,7 +225,7 @@ impl EnvSpec {
 
     /// Parses and validates env TOML; `path` is used in error messages.
     pub fn parse(text: &str, path: &Path) -> Result<Self> {
-        let mut spec: EnvSpec = toml::from_str(text).map_err(|e| toml_error(path, text, &e))?;
+        let mut spec: EnvSpec = parse_toml(text, path)?;
         spec.path = path.to_path_buf();
         spec.validate()?;
         Ok(spec)
@@ -385,6 +385,11 @@ impl EnvSpec {
             Arch::Mobilenetv2 => zoo::mobilenetv2(&shape, classes, m.width.unwrap_or(1.0)),
         }
     }
+}
+
+/// Parses TOML into `T`; errors are one line naming the file, line, column and key.
+pub fn parse_toml<T: serde::de::DeserializeOwned>(text: &str, path: &Path) -> Result<T> {
+    toml::from_str(text).map_err(|e| toml_error(path, text, &e))
 }
 
 /// One line for a TOML error: where, and what (toml's own message names the key or the

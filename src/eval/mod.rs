@@ -74,6 +74,9 @@ pub struct EvalConfig {
     pub recalibration_batches: usize,
     pub batch_size: usize,
     pub eval_batch_size: usize,
+    /// Score on only the first this many samples of the evaluation split (searches use it
+    /// to trade precision for episodes per second).
+    pub eval_samples: Option<usize>,
     pub seed: u64,
 }
 
@@ -100,6 +103,7 @@ impl EvalConfig {
             recalibration_batches: spec.reward.recalibration_batches,
             batch_size: 128,
             eval_batch_size: 1000,
+            eval_samples: None,
             seed,
         })
     }
@@ -158,7 +162,10 @@ impl Evaluator {
             costs,
             unit_scores,
             train: split(&data.train),
-            eval: split(data.split(config.eval_split)),
+            eval: split(&match config.eval_samples {
+                Some(n) => data.split(config.eval_split).head(n),
+                None => split(data.split(config.eval_split)),
+            }),
             test: split(&data.test),
             config,
         })
@@ -182,7 +189,7 @@ impl Evaluator {
     }
 
     /// The ActionWall for this evaluator's budget; `source` names the env file in errors.
-    pub fn wall(&self, source: &std::path::Path) -> Result<ActionWall<'_>> {
+    pub fn wall(&self, source: &std::path::Path) -> Result<ActionWall> {
         ActionWall::new(&self.costs, self.config.budget, source)
     }
 

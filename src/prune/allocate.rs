@@ -42,7 +42,7 @@ impl Method {
 /// channel pruning); only `global` and `lamp` read them.
 pub fn allocate(
     method: Method,
-    wall: &ActionWall<'_>,
+    wall: &ActionWall,
     costs: &CostModel,
     scores: &[Vec<f32>],
     seed: u64,
@@ -89,7 +89,7 @@ pub fn lamp_scores(values: &[f32]) -> Vec<f32> {
 
 /// Keeps, in every unit, the elements whose score reaches one global threshold; the threshold
 /// is the lowest that meets the budget.
-fn threshold(wall: &ActionWall<'_>, scores: Vec<Vec<f32>>) -> Vec<f64> {
+fn threshold(wall: &ActionWall, scores: Vec<Vec<f32>>) -> Vec<f64> {
     let sorted: Vec<Vec<f32>> = scores
         .into_iter()
         .map(|mut s| {
@@ -155,7 +155,7 @@ pub fn erk_raw(costs: &CostModel, unit: usize) -> f64 {
 
 /// ERK: density `min(1, eps · raw)` with the largest `eps` that meets the budget; layers that
 /// reach 1 stay dense and the rest share what is left, as in RigL's re-solve.
-fn erk(wall: &ActionWall<'_>, costs: &CostModel) -> Vec<f64> {
+fn erk(wall: &ActionWall, costs: &CostModel) -> Vec<f64> {
     let raw: Vec<f64> = (0..costs.units().len())
         .map(|u| erk_raw(costs, u))
         .collect();

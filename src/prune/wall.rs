@@ -24,18 +24,18 @@ pub struct Budget {
 
 /// Turns raw keep ratios into feasible ones for one cost model and budget.
 #[derive(Debug, Clone)]
-pub struct ActionWall<'a> {
-    costs: &'a CostModel,
+pub struct ActionWall {
+    costs: CostModel,
     budget: Budget,
 }
 
 /// Bisection steps: the interval [0, 1] shrinks below 1e-12, finer than any rounding.
 const BISECTION_STEPS: usize = 42;
 
-impl<'a> ActionWall<'a> {
+impl ActionWall {
     /// Checks that the budget can be met with every unit at its lower bound; `source` (the
     /// env file) is named in the error if not.
-    pub fn new(costs: &'a CostModel, budget: Budget, source: &Path) -> Result<Self> {
+    pub fn new(costs: &CostModel, budget: Budget, source: &Path) -> Result<Self> {
         let [lo, hi] = budget.bounds;
         let invalid = |key: &str, message: String| Error::Invalid {
             path: source.to_path_buf(),
@@ -54,7 +54,10 @@ impl<'a> ActionWall<'a> {
                 format!("{} is out of range; use a fraction in (0, 1]", budget.keep),
             ));
         }
-        let wall = Self { costs, budget };
+        let wall = Self {
+            costs: costs.clone(),
+            budget,
+        };
         let floor = wall.cost(&vec![lo; costs.units().len()]);
         if floor > budget.keep + 1e-12 {
             return Err(invalid(
@@ -66,6 +69,10 @@ impl<'a> ActionWall<'a> {
             ));
         }
         Ok(wall)
+    }
+
+    pub fn costs(&self) -> &CostModel {
+        &self.costs
     }
 
     pub fn budget(&self) -> Budget {

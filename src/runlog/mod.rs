@@ -1,6 +1,30 @@
-//! Run output: progress bars and status lines on stderr (stdout is kept for results).
+//! Run output: metrics sinks (TensorBoard, or none), progress bars and status lines on
+//! stderr (stdout is kept for results).
 //!
 //! Must not know about models.
+
+mod tensorboard;
+
+pub use tensorboard::{histogram_buckets, TensorBoardSink};
+
+/// Where per-episode metrics go.
+pub trait MetricsSink {
+    fn scalar(&mut self, tag: &str, value: f64, step: usize);
+    fn histogram(&mut self, tag: &str, values: &[f64], step: usize);
+    fn text(&mut self, tag: &str, text: &str, step: usize);
+    fn flush(&mut self);
+}
+
+/// A sink that drops everything.
+#[derive(Debug, Default)]
+pub struct NoSink;
+
+impl MetricsSink for NoSink {
+    fn scalar(&mut self, _tag: &str, _value: f64, _step: usize) {}
+    fn histogram(&mut self, _tag: &str, _values: &[f64], _step: usize) {}
+    fn text(&mut self, _tag: &str, _text: &str, _step: usize) {}
+    fn flush(&mut self) {}
+}
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 

@@ -1,0 +1,80 @@
+//! DDPG hyper-parameters, AMC's defaults (He et al., ECCV 2018).
+
+use serde::{Deserialize, Serialize};
+
+/// The `[ddpg]` table of a search config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DdpgConfig {
+    /// Width of the actor's and critic's two hidden layers.
+    pub hidden: usize,
+    pub actor_lr: f64,
+    pub critic_lr: f64,
+    /// Soft target update rate.
+    pub tau: f64,
+    /// Discount between steps of an episode.
+    pub discount: f64,
+    /// Replay buffer capacity, in transitions.
+    pub buffer: usize,
+    pub batch_size: usize,
+    /// Episodes of uniform random actions before learning starts.
+    pub warmup: usize,
+    /// Initial deviation of the truncated-normal exploration noise.
+    pub noise: f64,
+    /// Per-episode decay of the noise deviation (after warm-up).
+    pub noise_decay: f64,
+    /// Weight of the newest reward in the moving-average reward baseline.
+    pub baseline_alpha: f64,
+}
+
+impl Default for DdpgConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 300,
+            actor_lr: 1e-4,
+            critic_lr: 1e-3,
+            tau: 0.01,
+            discount: 1.0,
+            buffer: 2000,
+            batch_size: 64,
+            warmup: 100,
+            noise: 0.5,
+            noise_decay: 0.99,
+            baseline_alpha: 0.5,
+        }
+    }
+}
+
+impl DdpgConfig {
+    /// What is wrong with the values, if anything: (key, message).
+    pub fn check(&self) -> Option<(&'static str, String)> {
+        if self.hidden == 0 || self.batch_size == 0 || self.buffer < self.batch_size {
+            return Some((
+                "ddpg",
+                "hidden and batch_size must be at least 1, and buffer at least batch_size".into(),
+            ));
+        }
+        for (key, value) in [
+            ("ddpg.actor_lr", self.actor_lr),
+            ("ddpg.critic_lr", self.critic_lr),
+        ] {
+            if !(value > 0.0 && value.is_finite()) {
+                return Some((key, format!("{value} must be a positive number")));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.tau)
+            || !(0.0..=1.0).contains(&self.discount)
+            || !(0.0..=1.0).contains(&self.noise_decay)
+            || !(0.0..=1.0).contains(&self.baseline_alpha)
+        {
+            return Some((
+                "ddpg",
+                "tau, discount, noise_decay and baseline_alpha must be in [0, 1]".into(),
+            ));
+        }
+        if !(self.noise >= 0.0 && self.noise.is_finite()) {
+            return Some(("ddpg.noise", format!("{} must be non-negative", self.noise)));
+        }
+        None
+    }
+}

@@ -1,0 +1,227 @@
+//! Evolutionary search on whole policies, as in MetaPruning's search: a population of
+//! candidates; the top-k by reward breed the next generation by mutation and crossover;
+//! candidates that break the budget are rejected and drawn again.
+
+use super::{Agent, Episode, Learner, Mode, Observation};
+use crate::error::Result;
+use crate::prune::ActionWall;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// The `[evolution]` table of a search config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvolutionConfig {
+    pub population: usize,
+    /// Parents kept from everything evaluated so far.
+    pub top_k: usize,
+    /// Probability that a gene is redrawn in a mutation.
+    pub mutation_prob: f64,
+    /// Share of each new generation made by crossover (the rest by mutation).
+    pub crossover: f64,
+    /// Draws before falling back to the ActionWall for a feasible candidate.
+    pub max_tries: usize,
+}
+
+impl Default for EvolutionConfig {
+    fn default() -> Self {
+        Self {
+            population: 16,
+            top_k: 4,
+            mutation_prob: 0.1,
+            crossover: 0.5,
+            max_tries: 50,
+        }
+    }
+}
+
+impl EvolutionConfig {
+    /// What is wrong with the values, if anything: (key, message).
+    pub fn check(&self) -> Option<(&'static str, String)> {
+        if self.population < 2 || self.top_k == 0 || self.top_k > self.population {
+            return Some((
+                "evolution",
+                "population must be at least 2 and top_k in 1..=population".into(),
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.mutation_prob)
+            || !(0.0..=1.0).contains(&self.crossover)
+            || self.max_tries == 0
+        {
+            return Some((
+                "evolution",
+                "mutation_prob and crossover must be in [0, 1], max_tries at least 1".into(),
+            ));
+        }
+        None
+    }
+}
+
+/// Draws random normalised candidates that meet the budget (rejecting the rest), falling back
+/// after `max_tries` to the last draw's profile scaled into the budget.
+#[derive(Debug, Clone)]
+pub(crate) struct FeasibleSampler {
+    wall: ActionWall,
+    max_tries: usize,
+}
+
+impl FeasibleSampler {
+    pub fn new(wall: ActionWall, max_tries: usize) -> Self {
+        Self { wall, max_tries }
+    }
+
+    fn keeps(&self, actions: &[f64]) -> Vec<f64> {
+        let [lo, hi] = self.wall.budget().bounds;
+        actions
+            .iter()
+            .map(|a| lo + a.clamp(0.0, 1.0) * (hi - lo))
+            .collect()
+    }
+
+    pub fn feasible(&self, actions: &[f64]) -> bool {
+        self.wall.cost(&self.keeps(actions)) <= self.wall.budget().keep + 1e-12
+    }
+
+    /// The first feasible candidate `draw` produces, or the last one made feasible.
+    pub fn sample(
+        &self,
+        rng: &mut StdRng,
+        mut draw: impl FnMut(&mut StdRng) -> Vec<f64>,
+    ) -> Vec<f64> {
+        let mut candidate = draw(rng);
+        for _ in 1..self.max_tries {
+            if self.feasible(&candidate) {
+                return candidate;
+            }
+            candidate = draw(rng);
+        }
+        if self.feasible(&candidate) {
+            return candidate;
+        }
+        // Scale the candidate's profile down into the budget.
+        let [lo, hi] = self.wall.budget().bounds;
+        let span = (hi - lo).max(1e-12);
+        self.wall
+            .fit(&self.keeps(&candidate))
+            .iter()
+            .map(|k| ((k - lo) / span).clamp(0.0, 1.0))
+            .collect()
+    }
+
+    pub fn units(&self) -> usize {
+        self.wall.costs().units().len()
+    }
+}
+
+pub struct Evolution {
+    config: EvolutionConfig,
+    sampler: FeasibleSampler,
+    rng: StdRng,
+    /// Candidates of the current generation still to be proposed.
+    queue: Vec<Vec<f64>>,
+    /// Everything evaluated: (reward, normalised actions), best first after each generation.
+    evaluated: Vec<(f64, Vec<f64>)>,
+}
+
+impl std::fmt::Debug for Evolution {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Evolution")
+            .field("evaluated", &self.evaluated.len())
+            .finish()
+    }
+}
+
+impl Evolution {
+    pub fn new(config: EvolutionConfig, wall: ActionWall, seed: u64) -> Self {
+        let sampler = FeasibleSampler::new(wall, config.max_tries);
+        Self {
+            config,
+            sampler,
+            rng: StdRng::seed_from_u64(seed),
+            queue: Vec::new(),
+            evaluated: Vec::new(),
+        }
+    }
+
+    fn next_generation(&mut self) {
+        let n = self.sampler.units();
+        let sampler = self.sampler.clone();
+        if self.evaluated.len() < self.config.top_k {
+            self.queue = (0..self.config.population)
+                .map(|_| {
+                    sampler.sample(&mut self.rng, |r| {
+                        (0..n).map(|_| r.random::<f64>()).collect()
+                    })
+                })
+                .collect();
+            return;
+        }
+        self.evaluated.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let parents: Vec<Vec<f64>> = self
+            .evaluated
+            .iter()
+            .take(self.config.top_k)
+            .map(|(_, p)| p.clone())
+            .collect();
+        let crossovers = (self.config.population as f64 * self.config.crossover).round() as usize;
+        let mut queue = Vec::with_capacity(self.config.population);
+        for i in 0..self.config.population {
+            let p = self.config.mutation_prob;
+            let child = if i < crossovers {
+                sampler.sample(&mut self.rng, |r| {
+                    let a = &parents[r.random_range(0..parents.len())];
+                    let b = &parents[r.random_range(0..parents.len())];
+                    a.iter()
+                        .zip(b)
+                        .map(|(x, y)| if r.random::<bool>() { *x } else { *y })
+                        .collect()
+                })
+            } else {
+                sampler.sample(&mut self.rng, |r| {
+                    let a = &parents[r.random_range(0..parents.len())];
+                    a.iter()
+                        .map(|&x| {
+                            if r.random::<f64>() < p {
+                                r.random::<f64>()
+                            } else {
+                                x
+                            }
+                        })
+                        .collect()
+                })
+            };
+            queue.push(child);
+        }
+        queue.reverse();
+        self.queue = queue;
+    }
+}
+
+impl Agent for Evolution {
+    fn mode(&self) -> Mode {
+        Mode::OneShot
+    }
+
+    fn begin_episode(&mut self, _index: usize) {}
+
+    fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
+        if !explore {
+            if let Some((_, best)) = self.evaluated.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
+                return best.clone();
+            }
+        }
+        if self.queue.is_empty() {
+            self.next_generation();
+        }
+        self.queue.pop().unwrap_or_default()
+    }
+}
+
+impl Learner for Evolution {
+    fn learn(&mut self, episode: &Episode) -> Result<()> {
+        self.evaluated
+            .push((episode.reward, episode.proposed.clone()));
+        Ok(())
+    }
+}

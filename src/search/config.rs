@@ -1,0 +1,85 @@
+//! Search configs (`configs/*.toml`): which env, which agent, how many episodes, and the
+//! agent's hyper-parameters.
+
+use crate::agents::ddpg::DdpgConfig;
+use crate::agents::evolution::EvolutionConfig;
+use crate::agents::ppo::PpoConfig;
+use crate::agents::AgentKind;
+use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A parsed and validated search config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub name: String,
+    /// Env file the search runs on.
+    pub env: PathBuf,
+    pub agent: AgentKind,
+    pub episodes: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Score each episode on only the first this many samples of the evaluation split
+    /// (default: all of it).
+    #[serde(default)]
+    pub eval_samples: Option<usize>,
+    #[serde(default)]
+    pub ddpg: DdpgConfig,
+    #[serde(default)]
+    pub ppo: PpoConfig,
+    #[serde(default)]
+    pub evolution: EvolutionConfig,
+    /// The file it was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl SearchConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut config: SearchConfig = crate::env::parse_toml(text, path)?;
+        config.path = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |key: &str, message: String| Error::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        if self.episodes == 0 {
+            return Err(invalid("episodes", "must be at least 1".into()));
+        }
+        if self.eval_samples == Some(0) {
+            return Err(invalid(
+                "eval_samples",
+                "must be at least 1 (or left out for the whole split)".into(),
+            ));
+        }
+        let problem = match self.agent {
+            AgentKind::Ddpg => self.ddpg.check(),
+            AgentKind::Ppo => self.ppo.check(),
+            AgentKind::Evolution => self.evolution.check(),
+            AgentKind::Random => None,
+        };
+        match problem {
+            Some((key, message)) => Err(invalid(key, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The config as TOML (written into the run folder, read back on resume).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}

@@ -1,0 +1,423 @@
+//! `autoprune search`: runs an agent against the pruning env for a number of episodes, keeps
+//! the best policy (by reward on the evaluation split), logs every episode to TensorBoard and
+//! to a JSONL file in the run folder, and can resume a run folder after a crash or Ctrl-C.
+//!
+//! Resuming replays the recorded episodes: the agent acts and learns again from the same seed
+//! (its choices are checked against the record) while the recorded scores stand in for the
+//! evaluations, so a resumed run continues exactly where the uninterrupted one would be.
+
+mod config;
+
+pub use config::SearchConfig;
+
+use crate::agents::ddpg::Ddpg;
+use crate::agents::evolution::Evolution;
+use crate::agents::ppo::Ppo;
+use crate::agents::random::RandomSearch;
+use crate::agents::{AgentKind, Episode, Mode, Observation, SearchAgent, Transition};
+use crate::data::SplitName;
+use crate::env::{EnvSpec, PruneEnv, STATE_DIM};
+use crate::error::{Error, Result};
+use crate::eval::{Evaluator, LayerKeep, Score};
+use crate::policy::{fingerprint, now_rfc3339, PolicyFile, SCHEMA};
+use crate::runlog::{MetricsSink, Progress};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// Files of a run folder.
+pub const CONFIG_FILE: &str = "config.toml";
+pub const ENV_FILE: &str = "env.toml";
+pub const EPISODES_FILE: &str = "episodes.jsonl";
+pub const BEST_FILE: &str = "best.json";
+
+/// One finished episode, as written to `episodes.jsonl` (one JSON object per line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeRecord {
+    pub episode: usize,
+    pub reward: f64,
+    pub accuracy: f64,
+    pub loss: f64,
+    pub params_kept: f64,
+    pub flops_kept: f64,
+    pub params: usize,
+    pub flops: usize,
+    pub best_reward: f64,
+    /// The policy's keep ratios, one per unit.
+    pub keeps: Vec<f64>,
+    /// Exactly the scalars logged to TensorBoard for this episode (tag -> value).
+    pub scalars: BTreeMap<String, f64>,
+    pub seconds: f64,
+}
+
+/// Reads the complete records of an episodes file; a torn last line (a crash mid-write) is
+/// dropped. Returns the records and the byte length they span.
+pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut records = Vec::new();
+    let mut valid = 0u64;
+    for line in text.split_inclusive('\n') {
+        if !line.ends_with('\n') {
+            break;
+        }
+        let record: EpisodeRecord = match serde_json::from_str(line.trim_end()) {
+            Ok(r) => r,
+            Err(_) => break,
+        };
+        if record.episode != records.len() {
+            return Err(Error::data(
+                path,
+                format!(
+                    "line {} records episode {}; the file is not a run's episode log",
+                    records.len() + 1,
+                    record.episode
+                ),
+            ));
+        }
+        records.push(record);
+        valid += line.len() as u64;
+    }
+    Ok((records, valid))
+}
+
+/// A run folder: config and env as the run uses them, the episode log, the best policy and
+/// the TensorBoard events.
+#[derive(Debug, Clone)]
+pub struct RunFolder {
+    pub dir: PathBuf,
+}
+
+impl RunFolder {
+    /// Creates a new run folder holding the config and env text. Refuses a folder that already
+    /// holds a run (use `--resume` for that).
+    pub fn create(dir: &Path, config: &SearchConfig, env_text: &str) -> Result<Self> {
+        if dir.join(EPISODES_FILE).exists() {
+            return Err(Error::Invalid {
+                path: dir.to_path_buf(),
+                key: "--logdir".into(),
+                message: "already holds a run; resume it with --resume, or choose another folder"
+                    .into(),
+            });
+        }
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
+        write_atomic(&dir.join(ENV_FILE), env_text)?;
+        write_atomic(&dir.join(EPISODES_FILE), "")?;
+        Ok(Self {
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// Opens a run folder to resume it: its config, its env and the episodes it finished.
+    pub fn open(dir: &Path) -> Result<(Self, SearchConfig, EnvSpec, Vec<EpisodeRecord>)> {
+        let config = SearchConfig::load(&dir.join(CONFIG_FILE))?;
+        let spec = EnvSpec::load(&dir.join(ENV_FILE))?;
+        let (records, valid) = read_records(&dir.join(EPISODES_FILE))?;
+        // Drop a torn last line so appends continue a clean file.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(dir.join(EPISODES_FILE))
+            .map_err(|e| Error::io(dir.join(EPISODES_FILE), e))?;
+        file.set_len(valid)
+            .map_err(|e| Error::io(dir.join(EPISODES_FILE), e))?;
+        Ok((
+            Self {
+                dir: dir.to_path_buf(),
+            },
+            config,
+            spec,
+            records,
+        ))
+    }
+}
+
+/// Writes a file through a temporary file and a rename.
+pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// How a search ended.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// Episodes finished (recorded), resumed ones included.
+    pub episodes: usize,
+    /// True when stopped early (Ctrl-C); the run folder can be resumed.
+    pub interrupted: bool,
+    /// The best policy so far, as a policy file (its `metrics` on the evaluation split).
+    pub best: Option<PolicyFile>,
+}
+
+/// Builds the agent a config asks for.
+pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn SearchAgent>> {
+    tch::manual_seed(config.seed as i64);
+    Ok(match config.agent {
+        AgentKind::Ddpg => Box::new(Ddpg::new(config.ddpg.clone(), STATE_DIM, config.seed)?),
+        AgentKind::Ppo => Box::new(Ppo::new(config.ppo.clone(), STATE_DIM, config.seed)?),
+        AgentKind::Evolution => Box::new(Evolution::new(
+            config.evolution.clone(),
+            env.wall().clone(),
+            config.seed,
+        )),
+        AgentKind::Random => Box::new(RandomSearch::new(env.wall().clone(), config.seed)),
+    })
+}
+
+/// Everything one search needs.
+pub struct Search<'a> {
+    pub config: &'a SearchConfig,
+    pub spec: &'a EnvSpec,
+    pub evaluator: &'a mut Evaluator,
+    pub folder: &'a RunFolder,
+    /// Episodes already recorded in the folder (resume), replayed before new ones.
+    pub recorded: Vec<EpisodeRecord>,
+    pub sink: &'a mut dyn MetricsSink,
+    pub progress: Progress,
+    /// Set (by Ctrl-C) to stop after the episode in flight.
+    pub stop: &'a AtomicBool,
+}
+
+impl Search<'_> {
+    /// Runs the remaining episodes.
+    pub fn run(self) -> Result<SearchOutcome> {
+        let Search {
+            config,
+            spec,
+            evaluator,
+            folder,
+            recorded,
+            sink,
+            progress,
+            stop,
+        } = self;
+        let wall = evaluator.wall(&spec.path)?;
+        let [lo, hi] = wall.budget().bounds;
+        let span = (hi - lo).max(1e-12);
+        let mut env = PruneEnv::new(wall);
+        let mut agent = build_agent(config, &env)?;
+        let units: Vec<String> = env.costs().units().iter().map(|u| u.name.clone()).collect();
+        let model = fingerprint(env.costs().graph());
+        let episodes_path = folder.dir.join(EPISODES_FILE);
+        let mut log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&episodes_path)
+            .map_err(|e| Error::io(&episodes_path, e))?;
+        if recorded.is_empty() {
+            let text = format!(
+                "config:\n\n```toml\n{}\n```\n\nenv:\n\n```toml\n{}\n```",
+                config.to_toml(),
+                std::fs::read_to_string(folder.dir.join(ENV_FILE)).unwrap_or_default()
+            );
+            sink.text("config", &text, 0);
+        }
+        let bar = progress.bar(
+            config.episodes as u64,
+            &format!("{} {}", config.agent.name(), spec.name),
+        );
+        bar.set_position(recorded.len().min(config.episodes) as u64);
+        let mut best: Option<(f64, Vec<f64>, Score)> = None;
+        let mut finished = 0;
+        let mut interrupted = false;
+        for index in 0..config.episodes {
+            if index >= recorded.len() && stop.load(Ordering::SeqCst) {
+                interrupted = true;
+                break;
+            }
+            let started = Instant::now();
+            agent.begin_episode(index);
+            let (proposed, transitions) = match agent.mode() {
+                Mode::Sequential => {
+                    let mut state = env.reset();
+                    let mut proposed = Vec::with_capacity(env.len());
+                    let mut transitions = Vec::with_capacity(env.len());
+                    loop {
+                        let action = agent
+                            .act(Observation::Unit(&state), true)
+                            .first()
+                            .copied()
+                            .unwrap_or(0.5);
+                        proposed.push(action);
+                        let step = env.step(action);
+                        transitions.push(Transition {
+                            state: state.clone(),
+                            action: action.clamp(0.0, 1.0),
+                            next_state: step.next_state.clone(),
+                        });
+                        match step.next_state {
+                            Some(next) => state = next,
+                            None => break,
+                        }
+                    }
+                    (proposed, transitions)
+                }
+                Mode::OneShot => {
+                    let actions = agent.act(Observation::Graph(env.graph_state()), true);
+                    let keeps: Vec<f64> = actions
+                        .iter()
+                        .map(|a| lo + a.clamp(0.0, 1.0) * span)
+                        .collect();
+                    env.step_all(&keeps);
+                    (actions, Vec::new())
+                }
+            };
+            let policy = env.policy();
+            let taken: Vec<f64> = policy
+                .iter()
+                .map(|k| ((k - lo) / span).clamp(0.0, 1.0))
+                .collect();
+            let score = match recorded.get(index) {
+                Some(record) => {
+                    let same = record.keeps.len() == policy.len()
+                        && record
+                            .keeps
+                            .iter()
+                            .zip(&policy)
+                            .all(|(a, b)| (a - b).abs() <= 1e-12);
+                    if !same {
+                        return Err(Error::Invalid {
+                            path: folder.dir.clone(),
+                            key: EPISODES_FILE.into(),
+                            message: format!("episode {index} chose another policy than the one recorded; the run cannot be resumed with this build or device"),
+                        });
+                    }
+                    score_from_record(record, &units, spec.data.eval_split)
+                }
+                None => evaluator.evaluate(&policy)?,
+            };
+            agent.learn(&Episode {
+                index,
+                transitions,
+                proposed,
+                taken,
+                reward: score.reward,
+            })?;
+            let improved = best.as_ref().is_none_or(|(r, _, _)| score.reward > *r);
+            if improved {
+                best = Some((score.reward, policy.clone(), score.clone()));
+            }
+            let best_reward = best.as_ref().map(|b| b.0).unwrap_or(score.reward);
+            if index >= recorded.len() {
+                let mut scalars = BTreeMap::new();
+                scalars.insert("reward".to_string(), score.reward);
+                scalars.insert("accuracy".to_string(), score.accuracy);
+                scalars.insert("params_kept".to_string(), score.params_kept);
+                scalars.insert("flops_kept".to_string(), score.flops_kept);
+                scalars.insert("best/reward".to_string(), best_reward);
+                for (name, keep) in units.iter().zip(&policy) {
+                    scalars.insert(format!("keep/{name}"), *keep);
+                }
+                let record = EpisodeRecord {
+                    episode: index,
+                    reward: score.reward,
+                    accuracy: score.accuracy,
+                    loss: score.loss,
+                    params_kept: score.params_kept,
+                    flops_kept: score.flops_kept,
+                    params: score.params,
+                    flops: score.flops,
+                    best_reward,
+                    keeps: policy.clone(),
+                    scalars,
+                    seconds: started.elapsed().as_secs_f64(),
+                };
+                for (tag, value) in &record.scalars {
+                    sink.scalar(tag, *value, index);
+                }
+                sink.histogram("keeps", &policy, index);
+                if improved {
+                    let best_file = best_policy_file(config, spec, &model, &score, index + 1);
+                    sink.text("best_policy", &policy_text(&best_file), index);
+                    best_file.save(&folder.dir.join(BEST_FILE))?;
+                }
+                sink.flush();
+                let line = serde_json::to_string(&record)
+                    .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
+                log.write_all(format!("{line}\n").as_bytes())
+                    .and_then(|_| log.flush())
+                    .map_err(|e| Error::io(&episodes_path, e))?;
+            }
+            finished = index + 1;
+            bar.set_position(finished as u64);
+            bar.set_message(format!("best reward {best_reward:.4}"));
+        }
+        bar.finish_and_clear();
+        let best =
+            best.map(|(_, _, score)| best_policy_file(config, spec, &model, &score, finished));
+        Ok(SearchOutcome {
+            episodes: finished,
+            interrupted,
+            best,
+        })
+    }
+}
+
+/// The score an episode record stands for.
+fn score_from_record(record: &EpisodeRecord, units: &[String], split: SplitName) -> Score {
+    Score {
+        accuracy: record.accuracy,
+        loss: record.loss,
+        params_kept: record.params_kept,
+        flops_kept: record.flops_kept,
+        params: record.params,
+        flops: record.flops,
+        reward: record.reward,
+        layers: units
+            .iter()
+            .zip(&record.keeps)
+            .map(|(name, &keep)| LayerKeep {
+                name: name.clone(),
+                keep,
+            })
+            .collect(),
+        split,
+        seconds: record.seconds,
+    }
+}
+
+fn best_policy_file(
+    config: &SearchConfig,
+    spec: &EnvSpec,
+    model: &str,
+    score: &Score,
+    episodes: usize,
+) -> PolicyFile {
+    PolicyFile {
+        schema: SCHEMA,
+        env: spec.name.clone(),
+        model: model.to_string(),
+        granularity: spec.prune.granularity,
+        target: spec.prune.target,
+        layers: score.layers.clone(),
+        metrics: score.clone(),
+        agent: config.agent.name().into(),
+        episodes,
+        seed: config.seed,
+        created: now_rfc3339(),
+    }
+}
+
+/// A Markdown table of a policy, for TensorBoard's text tab.
+fn policy_text(policy: &PolicyFile) -> String {
+    let mut text = format!(
+        "reward {:.4}, {:?} accuracy {:.4}, params kept {:.4}, FLOPs kept {:.4}\n\n| layer | keep |\n|---|---|\n",
+        policy.metrics.reward, policy.metrics.split, policy.metrics.accuracy, policy.metrics.params_kept, policy.metrics.flops_kept
+    );
+    for layer in &policy.layers {
+        text.push_str(&format!("| {} | {:.4} |\n", layer.name, layer.keep));
+    }
+    text
+}
+
+/// Scores the best policy once on the test split (the report, never a selection).
+pub fn test_score(evaluator: &mut Evaluator, policy: &PolicyFile) -> Result<Score> {
+    let keeps: Vec<f64> = policy.layers.iter().map(|l| l.keep).collect();
+    evaluator.evaluate_on(&keeps, SplitName::Test)
+}

@@ -1,0 +1,382 @@
+//! `autoprune search` end to end on the synthetic env: TensorBoard events read back by
+//! TensorBoard's own reader equal the JSONL log; a run killed mid-way resumes to the same
+//! result as an uninterrupted one; Ctrl-C stops cleanly; every agent runs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_autoprune"));
+    c.current_dir(repo());
+    c
+}
+
+/// A copy of the synthetic env whose checkpoint lives in `dir`, and a config pointing at it.
+fn setup(dir: &Path, agent: &str, episodes: usize) -> PathBuf {
+    let env = std::fs::read_to_string(repo().join("envs/synthetic-mlp.toml")).unwrap();
+    let ckpt = dir.join("mlp.safetensors");
+    std::fs::write(
+        dir.join("env.toml"),
+        env.replace(
+            "checkpoints/synthetic-mlp.safetensors",
+            ckpt.to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    let config = std::fs::read_to_string(repo().join("configs/synthetic-ddpg.toml")).unwrap();
+    let config = config
+        .replace(
+            "envs/synthetic-mlp.toml",
+            dir.join("env.toml").to_str().unwrap(),
+        )
+        .replace("agent = \"ddpg\"", &format!("agent = \"{agent}\""))
+        .replace("episodes = 30", &format!("episodes = {episodes}"));
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config).unwrap();
+    // Pretrain once, so runs measure only the search.
+    let out = bin()
+        .args([
+            "pretrain",
+            "--env",
+            dir.join("env.toml").to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path
+}
+
+fn run(args: &[&str]) -> Output {
+    bin().args(args).output().expect("runs")
+}
+
+fn records(run: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run.join("episodes.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn python() -> PathBuf {
+    repo().join(".venv/bin/python")
+}
+
+#[test]
+fn tensorboard_events_equal_the_jsonl_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "ddpg", 25);
+    let logdir = dir.path().join("run");
+    let out = run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(result["episodes"], 25);
+    assert!(result["test_accuracy"].as_f64().unwrap() > 0.0);
+    assert!(result["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9);
+
+    let read = Command::new(python())
+        .arg(repo().join("scripts/read_tensorboard.py"))
+        .arg(&logdir)
+        .output()
+        .unwrap();
+    assert!(
+        read.status.success(),
+        "{}",
+        String::from_utf8_lossy(&read.stderr)
+    );
+    let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let records = records(&logdir);
+    assert_eq!(records.len(), 25);
+    let scalars = events["scalars"].as_object().unwrap();
+    let mut expected_tags: Vec<&String> =
+        records[0]["scalars"].as_object().unwrap().keys().collect();
+    expected_tags.sort();
+    let mut tags: Vec<&String> = scalars.keys().collect();
+    tags.sort();
+    assert_eq!(tags, expected_tags);
+    for tag in [
+        "reward",
+        "accuracy",
+        "params_kept",
+        "flops_kept",
+        "best/reward",
+        "keep/fc1",
+        "keep/classifier",
+    ] {
+        assert!(scalars.contains_key(tag), "missing {tag}");
+    }
+    let mut compared = 0;
+    for (tag, points) in scalars {
+        let points = points.as_array().unwrap();
+        assert_eq!(points.len(), records.len(), "{tag}: one point per episode");
+        for point in points {
+            let step = point[0].as_u64().unwrap() as usize;
+            let value = point[1].as_f64().unwrap();
+            let logged = records[step]["scalars"][tag].as_f64().unwrap();
+            assert_eq!(value as f32, logged as f32, "{tag} at step {step}");
+            compared += 1;
+        }
+    }
+    assert_eq!(compared, 25 * expected_tags.len());
+    assert_eq!(events["histograms"]["keeps"].as_array().unwrap().len(), 25);
+    let best = events["texts"]["best_policy"].as_array().unwrap();
+    assert!(!best.is_empty() && best[0][1].as_str().unwrap().contains("| fc1 |"));
+    assert!(events["texts"]["config"][0][1]
+        .as_str()
+        .unwrap()
+        .contains("agent = \"ddpg\""));
+    // The policy file is the best episode on validation.
+    let policy: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(logdir.join("policy.json")).unwrap())
+            .unwrap();
+    let best_reward = records
+        .iter()
+        .map(|r| r["reward"].as_f64().unwrap())
+        .fold(f64::NEG_INFINITY, f64::max);
+    assert_eq!(policy["metrics"]["reward"].as_f64().unwrap(), best_reward);
+    assert_eq!(policy["agent"], "ddpg");
+}
+
+fn strip_times(mut records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
+    for r in &mut records {
+        r.as_object_mut().unwrap().remove("seconds");
+    }
+    records
+}
+
+#[test]
+fn a_killed_search_resumes_to_the_uninterrupted_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "ddpg", 120);
+    let full = dir.path().join("full");
+    let out = run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        full.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let uninterrupted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+
+    for (attempt, kill_after) in [7usize, 40].into_iter().enumerate() {
+        let logdir = dir.path().join(format!("killed{attempt}"));
+        let mut child = bin()
+            .args([
+                "search",
+                "--config",
+                config.to_str().unwrap(),
+                "--logdir",
+                logdir.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let lines = std::fs::read_to_string(logdir.join("episodes.jsonl"))
+                .map(|t| t.lines().count())
+                .unwrap_or(0);
+            if lines >= kill_after || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        let done = records(&logdir).len();
+        assert!(
+            done >= kill_after && done < 120,
+            "killed after {done} episodes"
+        );
+
+        let out = run(&["search", "--resume", logdir.to_str().unwrap(), "--json"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let resumed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(resumed["episodes"], 120);
+        assert_eq!(
+            resumed["layers"], uninterrupted["layers"],
+            "same best policy"
+        );
+        assert_eq!(resumed["test_accuracy"], uninterrupted["test_accuracy"]);
+        assert_eq!(
+            strip_times(records(&logdir)),
+            strip_times(records(&full)),
+            "same episodes, in order, none twice"
+        );
+    }
+}
+
+#[test]
+fn ctrl_c_stops_after_the_episode_in_flight_and_resume_finishes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "evolution", 3000);
+    let logdir = dir.path().join("run");
+    let child = bin()
+        .args([
+            "search",
+            "--config",
+            config.to_str().unwrap(),
+            "--logdir",
+            logdir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while records_len(&logdir) < 5 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--resume"), "{stderr}");
+    let done = records_len(&logdir);
+    assert!(done >= 5 && done < 3000);
+    // The event file is complete up to the last finished episode.
+    let read = Command::new(python())
+        .arg(repo().join("scripts/read_tensorboard.py"))
+        .arg(&logdir)
+        .output()
+        .unwrap();
+    let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    assert_eq!(events["scalars"]["reward"].as_array().unwrap().len(), done);
+    let out = run(&[
+        "search",
+        "--resume",
+        logdir.to_str().unwrap(),
+        "--episodes",
+        &(done + 3).to_string(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(records_len(&logdir), done + 3);
+}
+
+fn records_len(run: &Path) -> usize {
+    std::fs::read_to_string(run.join("episodes.jsonl"))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn every_agent_finds_a_feasible_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    for agent in ["ppo", "evolution", "random", "ddpg"] {
+        let config = setup(dir.path(), agent, 20);
+        let logdir = dir.path().join(agent);
+        let out = run(&[
+            "search",
+            "--config",
+            config.to_str().unwrap(),
+            "--logdir",
+            logdir.to_str().unwrap(),
+            "--out",
+            dir.path().join(format!("{agent}.json")).to_str().unwrap(),
+            "--json",
+        ]);
+        assert!(
+            out.status.success(),
+            "{agent}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(
+            result["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9,
+            "{agent}: {result}"
+        );
+        assert_eq!(result["agent"], agent);
+        assert_eq!(records_len(&logdir), 20);
+        // The written policy applies to the env and scores what the search said.
+        let applied = run(&[
+            "apply",
+            "--env",
+            dir.path().join("env.toml").to_str().unwrap(),
+            "--policy",
+            dir.path().join(format!("{agent}.json")).to_str().unwrap(),
+            "--json",
+        ]);
+        let applied: serde_json::Value = serde_json::from_slice(&applied.stdout).unwrap();
+        assert_eq!(applied["accuracy"], result["accuracy"], "{agent}");
+    }
+}
+
+#[test]
+fn a_used_run_folder_is_refused_and_bad_configs_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "random", 3);
+    let logdir = dir.path().join("run");
+    assert!(run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let out = run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("warmup = 10", "warmup = 10\nwarm_up = 3");
+    std::fs::write(&config, text).unwrap();
+    let out = run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        dir.path().join("other").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("key `ddpg.warm_up`")
+            && stderr.contains("unknown field"),
+        "{stderr}"
+    );
+}
