@@ -13,6 +13,7 @@ pub mod graph;
 pub mod model;
 pub mod policy;
 pub mod prune;
+pub mod report;
 pub mod runlog;
 pub mod search;
 

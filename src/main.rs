@@ -153,6 +153,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Draws a PNG of one or more runs: reward curves and the best policy's per-layer keep
+    /// profile beside uniform and LAMP at the same budget.
+    Report {
+        /// Run folders (from `search`).
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        /// PNG to write (default: <first run folder>/report.png).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph {
         /// Env file (envs/*.toml).
@@ -187,6 +200,7 @@ fn run(cli: Cli) -> Result<()> {
         } => pretrain(&env, epochs, &run, json),
         Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
+        Command::Report { runs, out, json } => report_png(&runs, out, json),
         Command::Search {
             config,
             env,
@@ -854,6 +868,78 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
             folder.dir.display(),
             folder.dir.display()
         );
+    }
+    Ok(())
+}
+
+fn report_png(runs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> {
+    use autoprune::report::{render, Profile, RunCurve};
+    use autoprune::search::{read_records, BEST_FILE, ENV_FILE, EPISODES_FILE};
+    let mut curves = Vec::new();
+    for dir in runs {
+        let (records, _) = read_records(&dir.join(EPISODES_FILE))?;
+        anyhow::ensure!(
+            !records.is_empty(),
+            "{}: no finished episode to report",
+            dir.join(EPISODES_FILE).display()
+        );
+        let best = PolicyFile::load(&dir.join(BEST_FILE))?;
+        let label = format!(
+            "{} ({})",
+            best.agent,
+            dir.file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default()
+        );
+        curves.push(RunCurve {
+            label,
+            rewards: records.iter().map(|r| r.reward).collect(),
+            best_rewards: records.iter().map(|r| r.best_reward).collect(),
+            best_keeps: best.layers.iter().map(|l| l.keep).collect(),
+        });
+    }
+    let spec = EnvSpec::load(&runs[0].join(ENV_FILE))?;
+    let run = RunOptions {
+        device: "auto".into(),
+        threads: None,
+        seed: 0,
+    };
+    let (evaluator, _) = evaluator_for(&spec, &run)?;
+    let wall = evaluator.wall(&spec.path)?;
+    let units: Vec<String> = evaluator
+        .costs()
+        .units()
+        .iter()
+        .map(|u| u.name.clone())
+        .collect();
+    let references = [Method::Uniform, Method::Lamp]
+        .into_iter()
+        .map(|m| Profile {
+            label: m.name().to_string(),
+            keeps: allocate(m, &wall, evaluator.costs(), evaluator.unit_scores(), 0),
+        })
+        .collect::<Vec<_>>();
+    for curve in &curves {
+        anyhow::ensure!(
+            curve.best_keeps.len() == units.len(),
+            "{}: the runs are for different models; report runs of one env together",
+            curve.label
+        );
+    }
+    let path = out.unwrap_or_else(|| runs[0].join("report.png"));
+    ensure_writable(&path)?;
+    let title = format!(
+        "{}: keep {} of {:?} ({})",
+        spec.name,
+        spec.prune.target.keep,
+        spec.prune.target.metric,
+        String::from(spec.prune.granularity)
+    );
+    render(&path, &title, &curves, &references, &units)?;
+    if json {
+        println!("{}", json!({"report": path, "runs": runs}));
+    } else {
+        println!("report written to {}", path.display());
     }
     Ok(())
 }

@@ -380,3 +380,55 @@ fn a_used_run_folder_is_refused_and_bad_configs_name_the_key() {
         "{stderr}"
     );
 }
+
+#[test]
+fn report_draws_reward_curves_and_keep_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "ddpg", 12);
+    let a = dir.path().join("a");
+    let b = dir.path().join("b");
+    assert!(run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        a.to_str().unwrap()
+    ])
+    .status
+    .success());
+    assert!(run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        b.to_str().unwrap(),
+        "--agent",
+        "random"
+    ])
+    .status
+    .success());
+    let png = dir.path().join("report.png");
+    let out = run(&[
+        "report",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        png.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1400, 560));
+    assert!(
+        bytes.len() > 20_000,
+        "a drawn chart, not a blank image: {} bytes",
+        bytes.len()
+    );
+}

@@ -1,0 +1,219 @@
+//! `autoprune report`: one PNG per call with the reward curves of one or more runs and the
+//! per-layer keep profile of each run's best policy beside reference profiles (uniform and
+//! LAMP at the same budget).
+
+use crate::error::{Error, Result};
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+use std::path::Path;
+
+/// One run's curve and its best policy's profile.
+#[derive(Debug, Clone)]
+pub struct RunCurve {
+    pub label: String,
+    pub rewards: Vec<f64>,
+    pub best_rewards: Vec<f64>,
+    pub best_keeps: Vec<f64>,
+}
+
+/// A named keep profile (one ratio per unit).
+#[derive(Debug, Clone)]
+pub struct Profile {
+    pub label: String,
+    pub keeps: Vec<f64>,
+}
+
+/// Where a TrueType font is looked for (`AUTOPRUNE_FONT` first).
+const FONT_PATHS: [&str; 4] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf",
+];
+
+fn register_font() -> Result<()> {
+    let candidates = std::env::var("AUTOPRUNE_FONT")
+        .into_iter()
+        .chain(FONT_PATHS.iter().map(|p| p.to_string()));
+    for path in candidates {
+        if let Ok(bytes) = std::fs::read(&path) {
+            let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                return Ok(());
+            }
+        }
+    }
+    Err(Error::data(
+        FONT_PATHS[0],
+        "no TrueType font found for the chart's text; install fonts-dejavu-core or point AUTOPRUNE_FONT at a .ttf file",
+    ))
+}
+
+fn plot_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::data(path, format!("cannot draw the report: {e}"))
+}
+
+/// Draws the report to `path` (PNG). `units` names the layers on the profile's x axis.
+pub fn render(
+    path: &Path,
+    title: &str,
+    runs: &[RunCurve],
+    references: &[Profile],
+    units: &[String],
+) -> Result<()> {
+    register_font()?;
+    let root = BitMapBackend::new(path, (1400, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let root = root
+        .titled(title, ("sans-serif", 22))
+        .map_err(|e| plot_error(path, e))?;
+    let (left, right) = root.split_horizontally(680);
+    let palette = [BLUE, RED, GREEN, MAGENTA, CYAN, BLACK];
+
+    let episodes = runs
+        .iter()
+        .map(|r| r.rewards.len())
+        .max()
+        .unwrap_or(1)
+        .max(2);
+    let all: Vec<f64> = runs
+        .iter()
+        .flat_map(|r| r.rewards.iter().copied())
+        .filter(|v| v.is_finite())
+        .collect();
+    let (lo, hi) = all
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &v| {
+            (a.min(v), b.max(v))
+        });
+    let (lo, hi) = if lo < hi {
+        (lo, hi)
+    } else {
+        (lo - 0.5, lo + 0.5)
+    };
+    let pad = (hi - lo) * 0.05;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            "reward per episode (thin) and best so far (thick)",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..(episodes - 1) as f64, (lo - pad)..(hi + pad))
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("episode")
+        .y_desc("reward")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    for (i, run) in runs.iter().enumerate() {
+        let color = palette[i % palette.len()];
+        chart
+            .draw_series(LineSeries::new(
+                run.rewards.iter().enumerate().map(|(x, &y)| (x as f64, y)),
+                color.mix(0.3),
+            ))
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .draw_series(LineSeries::new(
+                run.best_rewards
+                    .iter()
+                    .enumerate()
+                    .map(|(x, &y)| (x as f64, y)),
+                color.stroke_width(3),
+            ))
+            .map_err(|e| plot_error(path, e))?
+            .label(run.label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(3))
+            });
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+
+    let n = units.len().max(2);
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            "keep ratio per layer of the best policy",
+            ("sans-serif", 16),
+        )
+        .margin(12)
+        .margin_right(48)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(0f64..(n - 1) as f64, 0f64..1.05)
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc("layer (graph order)")
+        .y_desc("keep ratio")
+        .label_style(("sans-serif", 13))
+        .x_label_formatter(&|x| units.get(x.round() as usize).cloned().unwrap_or_default())
+        .x_labels(n.min(12))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    let profiles: Vec<(String, Vec<f64>, RGBColor, bool)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            (
+                r.label.clone(),
+                r.best_keeps.clone(),
+                palette[i % palette.len()],
+                true,
+            )
+        })
+        .chain(references.iter().enumerate().map(|(i, p)| {
+            (
+                p.label.clone(),
+                p.keeps.clone(),
+                [RGBColor(120, 120, 120), RGBColor(230, 140, 0)][i % 2],
+                false,
+            )
+        }))
+        .collect();
+    for (label, keeps, color, solid) in profiles {
+        let points: Vec<(f64, f64)> = keeps
+            .iter()
+            .enumerate()
+            .map(|(x, &y)| (x as f64, y))
+            .collect();
+        let style = if solid {
+            color.stroke_width(3)
+        } else {
+            color.stroke_width(2)
+        };
+        chart
+            .draw_series(LineSeries::new(points.clone(), style))
+            .map_err(|e| plot_error(path, e))?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        chart
+            .draw_series(
+                points
+                    .into_iter()
+                    .map(|p| Circle::new(p, 3, color.filled())),
+            )
+            .map_err(|e| plot_error(path, e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))?;
+    Ok(())
+}
