@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The README's search comparison: test accuracy, mean ± std over seeds, of a search config's
+# best policy (selected on validation) beside uniform, global, LAMP, ERK and random at the
+# same budget, no fine-tuning.
+#   scripts/search_table.sh CONFIG [SEEDS]      e.g. scripts/search_table.sh configs/amc-ddpg.toml "0 1 2"
+# Runs go to runs/table-<config>-s<seed>; an existing finished run is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+config=$1
+seeds=${2:-"0 1 2"}
+bin=${BIN:-./target/release/autoprune}
+name=$(basename "$config" .toml)
+env=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["env"])' "$config")
+results=$(mktemp)
+for seed in $seeds; do
+    run=runs/table-$name-s$seed
+    if [ -f "$run/result.json" ]; then
+        cp "$run/result.json" "$results.$seed"
+    else
+        if [ -f "$run/episodes.jsonl" ]; then
+            "$bin" search --resume "$run" --json > "$results.$seed"
+        else
+            "$bin" search --config "$config" --seed "$seed" --logdir "$run" --json > "$results.$seed"
+        fi
+        cp "$results.$seed" "$run/result.json"
+    fi
+    echo "search $(cat "$results.$seed" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["agent"], r["test_accuracy"])')" >> "$results"
+    for method in uniform global lamp erk random; do
+        "$bin" baseline --env "$env" --method "$method" --seed "$seed" --json \
+            | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["method"], r["test_accuracy"])' >> "$results"
+    done
+done
+python3 - "$results" "$name" "$env" <<'PY'
+import statistics, sys
+rows = {}
+for line in open(sys.argv[1]):
+    method, acc = line.split()
+    rows.setdefault(method, []).append(100 * float(acc))
+print(f"{sys.argv[2]} on {sys.argv[3]}: test accuracy (%), mean ± std over {len(rows['search'])} seeds")
+print()
+print("| method | test accuracy |")
+print("|---|---|")
+for method, accs in rows.items():
+    std = statistics.stdev(accs) if len(accs) > 1 else 0.0
+    label = "search (best on validation)" if method == "search" else method
+    print(f"| {label} | {statistics.mean(accs):.2f} ± {std:.2f} |")
+PY
