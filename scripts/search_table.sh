@@ -24,7 +24,7 @@ for seed in $seeds; do
         fi
         cp "$results.$seed" "$run/result.json"
     fi
-    echo "search $(cat "$results.$seed" | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["agent"], r["test_accuracy"])')" >> "$results"
+    echo "search $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_accuracy"])' "$results.$seed")" >> "$results"
     for method in uniform global lamp erk random; do
         "$bin" baseline --env "$env" --method "$method" --seed "$seed" --json \
             | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["method"], r["test_accuracy"])' >> "$results"
