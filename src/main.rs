@@ -350,18 +350,7 @@ fn pretrain(env: &Path, epochs: Option<usize>, run: &RunOptions, json: bool) -> 
 fn evaluate(env: &Path, run: &RunOptions, json: bool) -> Result<()> {
     let started = Instant::now();
     let spec = EnvSpec::load(env)?;
-    let device = setup_run(run)?;
-    let graph = spec.build_graph()?;
-    let data = data::load(&spec.data_options(), device)?;
-    let progress = Progress::stderr();
-    let net = load_or_train(
-        graph,
-        &spec.checkpoint_path(),
-        &data,
-        &spec.train,
-        run.seed,
-        &progress,
-    )?;
+    let (net, data, device) = pretrained(&spec, run)?;
     let eval_split = data.split(spec.data.eval_split);
     let on_eval = net.evaluate(eval_split, 1000)?;
     let test = net.evaluate(&data.test, 1000)?;
@@ -495,20 +484,28 @@ fn load_env(path: &Path, overrides: &Overrides) -> Result<EnvSpec> {
     Ok(spec)
 }
 
-/// The pretrained model and an evaluator over it.
-fn evaluator_for(spec: &EnvSpec, run: &RunOptions) -> Result<(Evaluator, tch::Device)> {
+/// The env's data set and pretrained model (pretrained first if its checkpoint is missing).
+fn pretrained(
+    spec: &EnvSpec,
+    run: &RunOptions,
+) -> Result<(GraphNet, autoprune::data::Dataset, tch::Device)> {
     let device = setup_run(run)?;
     let graph = spec.build_graph()?;
     let data = data::load(&spec.data_options(), device)?;
-    let progress = Progress::stderr();
     let net = load_or_train(
         graph,
         &spec.checkpoint_path(),
         &data,
         &spec.train,
         run.seed,
-        &progress,
+        &Progress::stderr(),
     )?;
+    Ok((net, data, device))
+}
+
+/// The pretrained model and an evaluator over it.
+fn evaluator_for(spec: &EnvSpec, run: &RunOptions) -> Result<(Evaluator, tch::Device)> {
+    let (net, data, device) = pretrained(spec, run)?;
     let evaluator = Evaluator::new(&net, &data, EvalConfig::from_env(spec, run.seed)?)?;
     Ok((evaluator, device))
 }
@@ -762,18 +759,8 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
         threads,
         seed: config.seed,
     };
-    let device = setup_run(&run)?;
-    let graph = spec.build_graph()?;
-    let data = data::load(&spec.data_options(), device)?;
+    let (net, data, _) = pretrained(&spec, &run)?;
     let progress = Progress::stderr();
-    let net = load_or_train(
-        graph,
-        &spec.checkpoint_path(),
-        &data,
-        &spec.train,
-        config.seed,
-        &progress,
-    )?;
     let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
     eval_config.eval_samples = config.eval_samples;
     let mut evaluator = Evaluator::new(&net, &data, eval_config)?;

@@ -264,26 +264,41 @@ impl Op {
         }
     }
 
-    /// Number of learned parameters (BatchNorm: scale and shift; running statistics are
-    /// buffers, not parameters).
-    pub fn params(&self) -> usize {
+    /// Shape of the op's weight tensor: `[out, in / groups, k, k]` for a conv, `[out, in]` for
+    /// a linear layer; `None` for ops without one (BatchNorm's scale is a per-channel vector).
+    pub fn weight_shape(&self) -> Option<Vec<usize>> {
         match self {
             Op::Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
                 groups,
-                bias,
                 ..
-            } => {
-                out_channels * (in_channels / groups) * kernel * kernel
-                    + usize::from(*bias) * out_channels
-            }
+            } => Some(vec![*out_channels, in_channels / groups, *kernel, *kernel]),
             Op::Linear {
                 in_features,
                 out_features,
-                bias,
-            } => in_features * out_features + usize::from(*bias) * out_features,
+                ..
+            } => Some(vec![*out_features, *in_features]),
+            _ => None,
+        }
+    }
+
+    /// Weights (not biases) of a conv or linear op; 0 for other ops.
+    pub fn weight_count(&self) -> usize {
+        self.weight_shape().map(|s| s.iter().product()).unwrap_or(0)
+    }
+
+    /// Number of learned parameters (BatchNorm: scale and shift; running statistics are
+    /// buffers, not parameters).
+    pub fn params(&self) -> usize {
+        match self {
+            Op::Conv2d {
+                out_channels, bias, ..
+            } => self.weight_count() + usize::from(*bias) * out_channels,
+            Op::Linear {
+                out_features, bias, ..
+            } => self.weight_count() + usize::from(*bias) * out_features,
             Op::BatchNorm { features } => 2 * features,
             _ => 0,
         }

@@ -84,44 +84,22 @@ impl GraphNet {
                 .split('.')
                 .fold(vs.root(), |path, part| path / part);
             params[index.index()] = match &node.op {
-                Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    kernel,
-                    groups,
-                    bias,
-                    ..
-                } => {
-                    let (k, out, per_group) = (
-                        *kernel as i64,
-                        *out_channels as i64,
-                        (in_channels / groups) as i64,
-                    );
+                Op::Conv2d { bias, .. } | Op::Linear { bias, .. } => {
+                    // Shape [out, fan_in...]: PyTorch's layout for both.
+                    let shape: Vec<i64> = node
+                        .op
+                        .weight_shape()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|&d| d as i64)
+                        .collect();
+                    let fan_in = shape[1..].iter().product::<i64>() as usize;
+                    let conv = matches!(node.op, Op::Conv2d { .. });
                     NodeParams::Weighted {
-                        weight: path.var("weight", &[out, per_group, k, k], kaiming(true)),
-                        bias: bias.then(|| {
-                            path.var(
-                                "bias",
-                                &[out],
-                                bias_init(in_channels / groups * kernel * kernel),
-                            )
-                        }),
+                        weight: path.var("weight", &shape, kaiming(conv)),
+                        bias: bias.then(|| path.var("bias", &[shape[0]], bias_init(fan_in))),
                     }
                 }
-                Op::Linear {
-                    in_features,
-                    out_features,
-                    bias,
-                } => NodeParams::Weighted {
-                    weight: path.var(
-                        "weight",
-                        &[*out_features as i64, *in_features as i64],
-                        kaiming(false),
-                    ),
-                    bias: bias.then(|| {
-                        path.var("bias", &[*out_features as i64], bias_init(*in_features))
-                    }),
-                },
                 Op::BatchNorm { features } => {
                     let n = *features as i64;
                     NodeParams::BatchNorm {

@@ -3,7 +3,6 @@
 
 use super::units::{CostModel, UnitKind};
 use super::wall::ActionWall;
-use crate::graph::Op;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -135,21 +134,11 @@ pub fn erk_raw(costs: &CostModel, unit: usize) -> f64 {
         UnitKind::Layer(node) => node,
         UnitKind::Group(g) => graph.prunable_groups()[g].producers[0],
     };
-    let dims: Vec<usize> = match &graph.node(node).op {
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            groups,
-            ..
-        } => vec![*out_channels, in_channels / groups, *kernel, *kernel],
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => vec![*out_features, *in_features],
-        _ => vec![1],
-    };
+    let dims = graph
+        .node(node)
+        .op
+        .weight_shape()
+        .unwrap_or_else(|| vec![1]);
     dims.iter().sum::<usize>() as f64 / dims.iter().product::<usize>().max(1) as f64
 }
 

@@ -372,28 +372,13 @@ fn has_bias(op: &Op) -> bool {
     )
 }
 
-/// Shape of a conv or linear weight; empty for other ops.
-pub fn weight_shape(op: &Op) -> Vec<i64> {
-    match op {
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            groups,
-            ..
-        } => vec![
-            *out_channels as i64,
-            (in_channels / groups) as i64,
-            *kernel as i64,
-            *kernel as i64,
-        ],
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => vec![*out_features as i64, *in_features as i64],
-        _ => Vec::new(),
-    }
+/// Shape of a conv or linear weight as tch wants it; empty for other ops.
+fn weight_shape(op: &Op) -> Vec<i64> {
+    op.weight_shape()
+        .unwrap_or_default()
+        .iter()
+        .map(|&d| d as i64)
+        .collect()
 }
 
 /// Indices by decreasing score; ties keep the lower index first, so masks are deterministic.

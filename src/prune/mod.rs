@@ -11,7 +11,7 @@ mod units;
 mod wall;
 
 pub use allocate::{allocate, erk_raw, lamp_scores, Method};
-pub use mask::{weight_shape, Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
+pub use mask::{Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
 pub use slim::slim;
-pub use units::{kept_count, nm_layout, weight_count, CostModel, Counts, Unit, UnitKind};
+pub use units::{kept_count, nm_layout, CostModel, Counts, Unit, UnitKind};
 pub use wall::{ActionWall, Budget};

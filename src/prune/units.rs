@@ -53,21 +53,9 @@ impl Counts {
 /// Rows and row length of a weight seen as `[rows, input]` with the input dimension last
 /// (the dimension N:M patterns run along).
 pub fn nm_layout(op: &Op) -> Option<(usize, usize)> {
-    match op {
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            groups,
-            ..
-        } => Some((out_channels * kernel * kernel, in_channels / groups)),
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => Some((*out_features, *in_features)),
-        _ => None,
-    }
+    let shape = op.weight_shape()?;
+    let input = shape[1];
+    Some((shape.iter().product::<usize>() / input.max(1), input))
 }
 
 /// Units and costs of one model under one granularity.
@@ -119,7 +107,7 @@ impl CostModel {
                 .map(|&i| Unit {
                     name: graph.node(i).name.clone(),
                     kind: UnitKind::Layer(i),
-                    size: weight_count(&graph.node(i).op),
+                    size: graph.node(i).op.weight_count(),
                 })
                 .collect(),
         };
@@ -296,25 +284,6 @@ fn ratio(part: f64, whole: usize) -> f64 {
         1.0
     } else {
         part / whole as f64
-    }
-}
-
-/// Weights (not biases) of a conv or linear op.
-pub fn weight_count(op: &Op) -> usize {
-    match op {
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel,
-            groups,
-            ..
-        } => out_channels * (in_channels / groups) * kernel * kernel,
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => in_features * out_features,
-        _ => 0,
     }
 }
 
