@@ -181,6 +181,12 @@ enum Command {
 }
 
 fn main() {
+    // Like other command-line tools, end quietly when the reader of stdout goes away
+    // (`autoprune graph --json | head`) instead of panicking on the failed write.
+    // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Err(error) = run(cli) {
         // One line: the library's errors already say what, where and how to fix it.
