@@ -8,7 +8,7 @@ use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator, Score};
 use autoprune::graph::ModelGraph;
 use autoprune::model::{load_or_train, train, GraphNet};
-use autoprune::policy::{fingerprint, now_rfc3339, PolicyFile, SCHEMA};
+use autoprune::policy::{file_fingerprint, fingerprint, now_rfc3339, PolicyFile, SCHEMA};
 use autoprune::prune::{allocate, slim, Method};
 use autoprune::runlog::Progress;
 use clap::{Args, Parser, Subcommand};
@@ -758,6 +758,7 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
     if request.resume.is_some() {
         if let Some(episodes) = request.episodes {
             config.episodes = episodes;
+            config.validate()?;
         }
     }
     let run = RunOptions {
@@ -766,6 +767,10 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
         seed: config.seed,
     };
     let (net, data, _) = pretrained(&spec, &run)?;
+    folder.check_weights(
+        &file_fingerprint(&spec.checkpoint_path())?,
+        &spec.checkpoint_path(),
+    )?;
     let progress = Progress::stderr();
     let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
     eval_config.eval_samples = config.eval_samples;
@@ -912,7 +917,15 @@ fn report_png(runs: &[PathBuf], out: Option<PathBuf>, json: bool) -> Result<()> 
             keeps: allocate(m, &wall, evaluator.costs(), evaluator.unit_scores(), 0),
         })
         .collect::<Vec<_>>();
-    for curve in &curves {
+    let model = fingerprint(evaluator.costs().graph());
+    for (dir, curve) in runs.iter().zip(&curves) {
+        let best = PolicyFile::load(&dir.join(BEST_FILE))?;
+        anyhow::ensure!(
+            best.model == model && best.env == spec.name,
+            "{}: a run of another env or model than {}; report runs of one env together",
+            dir.display(),
+            spec.name
+        );
         anyhow::ensure!(
             curve.best_keeps.len() == units.len(),
             "{}: the runs are for different models; report runs of one env together",

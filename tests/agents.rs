@@ -10,8 +10,10 @@ use autoprune::model::zoo;
 use autoprune::prune::{ActionWall, Budget, CostModel};
 use std::path::Path;
 
-/// Three units and no binding budget: any keep ratios are feasible.
+/// Three units and no binding budget: any keep ratios are feasible. (Also keeps libtorch to
+/// one thread: these networks are tiny, and the tests run side by side.)
 fn env() -> PruneEnv {
+    tch::set_num_threads(1);
     let graph = zoo::mlp(&vec![1, 4, 4], 3, &[16, 16]).unwrap();
     let costs = CostModel::new(&graph, Granularity::Unstructured);
     let budget = Budget {

@@ -432,3 +432,84 @@ fn report_draws_reward_curves_and_keep_profiles() {
         bytes.len()
     );
 }
+
+#[test]
+fn resume_drops_a_torn_last_line_and_refuses_a_damaged_log_or_other_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = setup(dir.path(), "random", 5);
+    let logdir = dir.path().join("run");
+    assert!(run(&[
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap()
+    ])
+    .status
+    .success());
+    let log = logdir.join("episodes.jsonl");
+    let complete = std::fs::read_to_string(&log).unwrap();
+    // A crash mid-write leaves a line without its newline: dropped, then the run goes on.
+    std::fs::write(&log, format!("{complete}{{\"episode\": 5, \"rew")).unwrap();
+    let out = run(&[
+        "search",
+        "--resume",
+        logdir.to_str().unwrap(),
+        "--episodes",
+        "7",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(records_len(&logdir), 7);
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .starts_with(&complete));
+
+    // A damaged line in the middle is an error, and the log is left as it was.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[2] = "not json";
+    let damaged = lines.join("\n") + "\n";
+    std::fs::write(&log, &damaged).unwrap();
+    let out = run(&[
+        "search",
+        "--resume",
+        logdir.to_str().unwrap(),
+        "--episodes",
+        "9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("line 3") && stderr.contains("damaged"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), damaged);
+
+    // Other pretrained weights: refused, the run's scores would not mix.
+    std::fs::write(&log, &text).unwrap();
+    let env = dir.path().join("env.toml");
+    assert!(bin()
+        .args(["pretrain", "--env", env.to_str().unwrap(), "--seed", "9"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = run(&[
+        "search",
+        "--resume",
+        logdir.to_str().unwrap(),
+        "--episodes",
+        "9",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("model.checkpoint")
+            && stderr.contains("not the ones"),
+        "{stderr}"
+    );
+}

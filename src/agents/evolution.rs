@@ -83,15 +83,17 @@ impl FeasibleSampler {
         self.wall.cost(&self.keeps(actions)) <= self.wall.budget().keep + 1e-12
     }
 
-    /// The first feasible candidate `draw` produces, or the last one made feasible.
+    /// The first feasible candidate `draw` produces that `fresh` accepts, or else the last one
+    /// made feasible.
     pub fn sample(
         &self,
         rng: &mut StdRng,
         mut draw: impl FnMut(&mut StdRng) -> Vec<f64>,
+        fresh: impl Fn(&[f64]) -> bool,
     ) -> Vec<f64> {
         let mut candidate = draw(rng);
         for _ in 1..self.max_tries {
-            if self.feasible(&candidate) {
+            if self.feasible(&candidate) && fresh(&candidate) {
                 return candidate;
             }
             candidate = draw(rng);
@@ -122,6 +124,8 @@ pub struct Evolution {
     queue: Vec<Vec<f64>>,
     /// Everything evaluated: (reward, normalised actions), best first after each generation.
     evaluated: Vec<(f64, Vec<f64>)>,
+    /// Every candidate proposed so far (bit patterns), so none is evaluated twice.
+    seen: std::collections::HashSet<Vec<u64>>,
 }
 
 impl std::fmt::Debug for Evolution {
@@ -141,61 +145,87 @@ impl Evolution {
             rng: StdRng::seed_from_u64(seed),
             queue: Vec::new(),
             evaluated: Vec::new(),
+            seen: std::collections::HashSet::new(),
         }
     }
 
     fn next_generation(&mut self) {
         let n = self.sampler.units();
         let sampler = self.sampler.clone();
-        if self.evaluated.len() < self.config.top_k {
-            self.queue = (0..self.config.population)
-                .map(|_| {
-                    sampler.sample(&mut self.rng, |r| {
-                        (0..n).map(|_| r.random::<f64>()).collect()
-                    })
-                })
-                .collect();
-            return;
-        }
-        self.evaluated.sort_by(|a, b| b.0.total_cmp(&a.0));
-        let parents: Vec<Vec<f64>> = self
-            .evaluated
-            .iter()
-            .take(self.config.top_k)
-            .map(|(_, p)| p.clone())
-            .collect();
-        let crossovers = (self.config.population as f64 * self.config.crossover).round() as usize;
         let mut queue = Vec::with_capacity(self.config.population);
-        for i in 0..self.config.population {
+        if self.evaluated.len() < self.config.top_k {
+            for _ in 0..self.config.population {
+                let seen = &self.seen;
+                let child = sampler.sample(
+                    &mut self.rng,
+                    |r| (0..n).map(|_| r.random::<f64>()).collect(),
+                    |c| !seen.contains(&key(c)),
+                );
+                self.seen.insert(key(&child));
+                queue.push(child);
+            }
+        } else {
+            self.evaluated.sort_by(|a, b| b.0.total_cmp(&a.0));
+            let parents: Vec<Vec<f64>> = self
+                .evaluated
+                .iter()
+                .take(self.config.top_k)
+                .map(|(_, p)| p.clone())
+                .collect();
+            let crossovers =
+                (self.config.population as f64 * self.config.crossover).round() as usize;
             let p = self.config.mutation_prob;
-            let child = if i < crossovers {
-                sampler.sample(&mut self.rng, |r| {
-                    let a = &parents[r.random_range(0..parents.len())];
-                    let b = &parents[r.random_range(0..parents.len())];
-                    a.iter()
-                        .zip(b)
-                        .map(|(x, y)| if r.random::<bool>() { *x } else { *y })
-                        .collect()
-                })
-            } else {
-                sampler.sample(&mut self.rng, |r| {
-                    let a = &parents[r.random_range(0..parents.len())];
-                    a.iter()
-                        .map(|&x| {
-                            if r.random::<f64>() < p {
-                                r.random::<f64>()
-                            } else {
-                                x
-                            }
-                        })
-                        .collect()
-                })
-            };
-            queue.push(child);
+            for i in 0..self.config.population {
+                let seen = &self.seen;
+                let fresh = |c: &[f64]| !seen.contains(&key(c));
+                let child = if i < crossovers && parents.len() > 1 {
+                    sampler.sample(
+                        &mut self.rng,
+                        |r| {
+                            let a = r.random_range(0..parents.len());
+                            let b = (a + r.random_range(1..parents.len())) % parents.len();
+                            parents[a]
+                                .iter()
+                                .zip(&parents[b])
+                                .map(|(x, y)| if r.random::<bool>() { *x } else { *y })
+                                .collect()
+                        },
+                        fresh,
+                    )
+                } else {
+                    sampler.sample(
+                        &mut self.rng,
+                        |r| {
+                            let parent = &parents[r.random_range(0..parents.len())];
+                            // At least one gene changes, so a mutant is never its parent.
+                            let forced = r.random_range(0..parent.len().max(1));
+                            parent
+                                .iter()
+                                .enumerate()
+                                .map(|(g, &x)| {
+                                    if g == forced || r.random::<f64>() < p {
+                                        r.random::<f64>()
+                                    } else {
+                                        x
+                                    }
+                                })
+                                .collect()
+                        },
+                        fresh,
+                    )
+                };
+                self.seen.insert(key(&child));
+                queue.push(child);
+            }
         }
         queue.reverse();
         self.queue = queue;
     }
+}
+
+/// A candidate's identity: the bit patterns of its genes.
+fn key(candidate: &[f64]) -> Vec<u64> {
+    candidate.iter().map(|x| x.to_bits()).collect()
 }
 
 impl Agent for Evolution {

@@ -35,9 +35,11 @@ impl Agent for RandomSearch {
 
     fn act(&mut self, _observation: Observation<'_>, _explore: bool) -> Vec<f64> {
         let n = self.sampler.units();
-        self.sampler.sample(&mut self.rng, |r| {
-            (0..n).map(|_| r.random::<f64>()).collect()
-        })
+        self.sampler.sample(
+            &mut self.rng,
+            |r| (0..n).map(|_| r.random::<f64>()).collect(),
+            |_| true,
+        )
     }
 }
 

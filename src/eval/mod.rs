@@ -120,8 +120,10 @@ pub struct Evaluator {
     /// Each unit's importance values (per weight, or per channel), for threshold allocators.
     unit_scores: Vec<Vec<f32>>,
     train: Split,
-    eval: Split,
+    val: Split,
     test: Split,
+    /// The evaluation split, cut to `eval_samples`: what `evaluate` scores on.
+    eval: Split,
     config: EvalConfig,
 }
 
@@ -162,6 +164,7 @@ impl Evaluator {
             costs,
             unit_scores,
             train: split(&data.train),
+            val: split(&data.val),
             eval: split(&match config.eval_samples {
                 Some(n) => data.split(config.eval_split).head(n),
                 None => split(data.split(config.eval_split)),
@@ -193,9 +196,9 @@ impl Evaluator {
         ActionWall::new(&self.costs, self.config.budget, source)
     }
 
-    /// Scores keep ratios (one per unit) on the evaluation split.
+    /// Scores keep ratios (one per unit) on the evaluation split (cut to `eval_samples`).
     pub fn evaluate(&mut self, keeps: &[f64]) -> Result<Score> {
-        self.evaluate_on(keeps, self.config.eval_split)
+        self.score(keeps, None)
     }
 
     /// Scores several policies, one after another on the same working copy.
@@ -203,15 +206,21 @@ impl Evaluator {
         policies.iter().map(|keeps| self.evaluate(keeps)).collect()
     }
 
-    /// Scores keep ratios on the given split (`test` for the one final report).
+    /// Scores keep ratios on the whole of a split (`test` for the one final report).
     pub fn evaluate_on(&mut self, keeps: &[f64], split: SplitName) -> Result<Score> {
+        self.score(keeps, Some(split))
+    }
+
+    fn score(&mut self, keeps: &[f64], split: Option<SplitName>) -> Result<Score> {
         let started = Instant::now();
         self.apply(keeps)?;
         let data = match split {
-            SplitName::Train => &self.train,
-            SplitName::Val => &self.eval,
-            SplitName::Test => &self.test,
+            None => &self.eval,
+            Some(SplitName::Train) => &self.train,
+            Some(SplitName::Val) => &self.val,
+            Some(SplitName::Test) => &self.test,
         };
+        let split = split.unwrap_or(self.config.eval_split);
         let evaluation = self.net.evaluate(data, self.config.eval_batch_size)?;
         let counts = self.costs.counts(keeps);
         let layers = self

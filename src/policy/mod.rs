@@ -38,16 +38,17 @@ pub struct PolicyFile {
     pub created: String,
 }
 
+/// FNV-1a, 64 bit.
+fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325, |hash, b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
 /// FNV-1a (64 bit) over the graph's nodes in order: names, ops with their sizes, inputs and
 /// output shapes. Two graphs share a fingerprint only if they are the same model.
 pub fn fingerprint(graph: &ModelGraph) -> String {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut feed = |bytes: &[u8]| {
-        for &b in bytes {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut text = String::new();
     for &i in graph.order() {
         let node = graph.node(i);
         let inputs: Vec<&str> = graph
@@ -56,18 +57,21 @@ pub fn fingerprint(graph: &ModelGraph) -> String {
             .map(|&j| graph.node(j).name.as_str())
             .collect();
         let op = serde_json::to_string(&node.op).unwrap_or_default();
-        feed(
-            format!(
-                "{}|{}|{}|{:?}\n",
-                node.name,
-                op,
-                inputs.join(","),
-                node.out_shape
-            )
-            .as_bytes(),
-        );
+        text.push_str(&format!(
+            "{}|{}|{}|{:?}\n",
+            node.name,
+            op,
+            inputs.join(","),
+            node.out_shape
+        ));
     }
-    format!("fnv1a64:{hash:016x}")
+    format!("fnv1a64:{:016x}", fnv1a(text.bytes()))
+}
+
+/// FNV-1a (64 bit) of a file's bytes, e.g. to tell whether a checkpoint changed.
+pub fn file_fingerprint(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("fnv1a64:{:016x}", fnv1a(bytes)))
 }
 
 impl PolicyFile {

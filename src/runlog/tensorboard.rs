@@ -1,7 +1,7 @@
 //! TensorBoard event files through `tensorboard-rs`.
 //!
-//! `tensorboard-rs` writes on a background thread: `flush` only queues a message, and the
-//! data is on disk once the writer is dropped (its Drop joins the thread). Its `add_text`
+//! `tensorboard-rs` writes on a background thread: `flush` only queues a message, and
+//! everything queued is on disk once the writer is dropped (its Drop joins the thread). Its `add_text`
 //! and `add_histogram` panic (unimplemented), so text and histogram summaries are built here
 //! and sent with `add_summary` / `add_histogram_raw`. One writer per run folder.
 

@@ -33,6 +33,7 @@ pub const CONFIG_FILE: &str = "config.toml";
 pub const ENV_FILE: &str = "env.toml";
 pub const EPISODES_FILE: &str = "episodes.jsonl";
 pub const BEST_FILE: &str = "best.json";
+pub const WEIGHTS_FILE: &str = "weights.txt";
 
 /// One finished episode, as written to `episodes.jsonl` (one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,24 +54,29 @@ pub struct EpisodeRecord {
     pub seconds: f64,
 }
 
-/// Reads the complete records of an episodes file; a torn last line (a crash mid-write) is
-/// dropped. Returns the records and the byte length they span.
+/// Reads the complete records of an episodes file. A torn last line (a crash mid-write, no
+/// newline yet) is dropped; any other line that is not a record is an error. Returns the
+/// records and the byte length they span.
 pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(text) => text,
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(Error::io(path, e)),
     };
     let mut records = Vec::new();
     let mut valid = 0u64;
-    for line in text.split_inclusive('\n') {
-        if !line.ends_with('\n') {
-            break;
-        }
-        let record: EpisodeRecord = match serde_json::from_str(line.trim_end()) {
-            Ok(r) => r,
-            Err(_) => break,
-        };
+    let mut rest = bytes.as_slice();
+    while let Some(end) = rest.iter().position(|&b| b == b'\n') {
+        let line = &rest[..end];
+        let record: EpisodeRecord = serde_json::from_slice(line).map_err(|e| {
+            Error::data(
+                path,
+                format!(
+                    "line {} is not an episode record ({e}); the log is damaged",
+                    records.len() + 1
+                ),
+            )
+        })?;
         if record.episode != records.len() {
             return Err(Error::data(
                 path,
@@ -82,7 +88,8 @@ pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
             ));
         }
         records.push(record);
-        valid += line.len() as u64;
+        valid += end as u64 + 1;
+        rest = &rest[end + 1..];
     }
     Ok((records, valid))
 }
@@ -135,6 +142,27 @@ impl RunFolder {
             spec,
             records,
         ))
+    }
+}
+
+impl RunFolder {
+    /// Ties the run to the pretrained weights it scores: the first call records their
+    /// fingerprint, later calls (resume) refuse other weights, whose scores would not mix.
+    pub fn check_weights(&self, fingerprint: &str, checkpoint: &Path) -> Result<()> {
+        let path = self.dir.join(WEIGHTS_FILE);
+        match std::fs::read_to_string(&path) {
+            Ok(recorded) if recorded.trim() == fingerprint => Ok(()),
+            Ok(recorded) => Err(Error::Invalid {
+                path: checkpoint.to_path_buf(),
+                key: "model.checkpoint".into(),
+                message: format!(
+                    "these weights ({fingerprint}) are not the ones the run in {} was scored with ({}); restore them to resume",
+                    self.dir.display(),
+                    recorded.trim()
+                ),
+            }),
+            Err(_) => write_atomic(&path, &format!("{fingerprint}\n")),
+        }
     }
 }
 
@@ -201,7 +229,20 @@ impl Search<'_> {
         let wall = evaluator.wall(&spec.path)?;
         let [lo, hi] = wall.budget().bounds;
         let span = (hi - lo).max(1e-12);
+        if spec.data.eval_split == SplitName::Test {
+            return Err(Error::Invalid {
+                path: spec.path.clone(),
+                key: "data.eval_split".into(),
+                message: "a search selects its policy on the evaluation split, so it must be `val`; test accuracy is reported once at the end".into(),
+            });
+        }
         let mut env = PruneEnv::new(wall);
+        if env.is_empty() {
+            return Err(Error::graph(
+                "<model>",
+                "has no prunable units at this granularity; nothing to search",
+            ));
+        }
         let mut agent = build_agent(config, &env)?;
         let units: Vec<String> = env.costs().units().iter().map(|u| u.name.clone()).collect();
         let model = fingerprint(env.costs().graph());
@@ -328,6 +369,13 @@ impl Search<'_> {
                     scalars,
                     seconds: started.elapsed().as_secs_f64(),
                 };
+                // The log line first: it is what resume trusts. Events and best.json follow;
+                // a crash between them loses at most this episode's events.
+                let line = serde_json::to_string(&record)
+                    .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
+                log.write_all(format!("{line}\n").as_bytes())
+                    .and_then(|_| log.flush())
+                    .map_err(|e| Error::io(&episodes_path, e))?;
                 for (tag, value) in &record.scalars {
                     sink.scalar(tag, *value, index);
                 }
@@ -338,11 +386,12 @@ impl Search<'_> {
                     best_file.save(&folder.dir.join(BEST_FILE))?;
                 }
                 sink.flush();
-                let line = serde_json::to_string(&record)
-                    .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
-                log.write_all(format!("{line}\n").as_bytes())
-                    .and_then(|_| log.flush())
-                    .map_err(|e| Error::io(&episodes_path, e))?;
+            } else if index + 1 == recorded.len() {
+                // The last replayed episode: make best.json agree with the log.
+                if let Some((_, _, best_score)) = &best {
+                    best_policy_file(config, spec, &model, best_score, index + 1)
+                        .save(&folder.dir.join(BEST_FILE))?;
+                }
             }
             finished = index + 1;
             bar.set_position(finished as u64);

@@ -23,7 +23,7 @@ pub struct DdpgConfig {
     pub noise: f64,
     /// Per-episode decay of the noise deviation (after warm-up).
     pub noise_decay: f64,
-    /// Weight of the newest reward in the moving-average reward baseline.
+    /// Weight of the newest minibatch mean reward in the moving-average baseline.
     pub baseline_alpha: f64,
 }
 

@@ -1,8 +1,9 @@
 //! DDPG as in AMC: an actor maps a unit's state to a keep ratio, a critic scores
 //! (state, action); uniform random actions for the warm-up episodes, then the actor's action
 //! with truncated-normal noise whose deviation decays per episode; every transition of an
-//! episode gets the episode's reward minus a moving-average baseline; after each episode, one
-//! minibatch update per unit, with soft target updates.
+//! episode carries the episode's reward, and updates subtract a moving average of minibatch
+//! mean rewards (AMC's baseline); after each episode, one minibatch update per unit, with soft
+//! target updates.
 
 mod buffer;
 mod config;
@@ -34,7 +35,7 @@ pub struct Ddpg {
     buffer: ReplayBuffer,
     rng: StdRng,
     episode: usize,
-    /// Moving average of episode rewards (None before the first episode).
+    /// Moving average of minibatch mean rewards (None before the first update).
     baseline: Option<f64>,
 }
 
@@ -108,8 +109,21 @@ impl Ddpg {
         );
         let actions =
             Tensor::from_slice(&batch.iter().map(|b| b.action).collect::<Vec<_>>()).view([-1, 1]);
-        let rewards =
-            Tensor::from_slice(&batch.iter().map(|b| b.reward).collect::<Vec<_>>()).view([-1, 1]);
+        // AMC's baseline: a moving average of minibatch mean rewards, subtracted at sampling
+        // time, so every stored reward is compared with the current baseline.
+        let mean = batch.iter().map(|b| f64::from(b.reward)).sum::<f64>() / batch.len() as f64;
+        let baseline = match self.baseline {
+            None => mean,
+            Some(b) => b + self.config.baseline_alpha * (mean - b),
+        };
+        self.baseline = Some(baseline);
+        let rewards = Tensor::from_slice(
+            &batch
+                .iter()
+                .map(|b| b.reward - baseline as f32)
+                .collect::<Vec<_>>(),
+        )
+        .view([-1, 1]);
         let live = Tensor::from_slice(
             &batch
                 .iter()
@@ -167,19 +181,11 @@ impl Agent for Ddpg {
 
 impl Learner for Ddpg {
     fn learn(&mut self, episode: &Episode) -> Result<()> {
-        let baseline = match self.baseline {
-            None => episode.reward,
-            Some(b) => {
-                self.config.baseline_alpha * episode.reward + (1.0 - self.config.baseline_alpha) * b
-            }
-        };
-        self.baseline = Some(baseline);
-        let reward = (episode.reward - baseline) as f32;
         for t in &episode.transitions {
             self.buffer.push(Stored {
                 state: t.state.clone(),
                 action: t.action as f32,
-                reward,
+                reward: episode.reward as f32,
                 terminal: t.next_state.is_none(),
                 next_state: t.next_state.clone().unwrap_or_else(|| t.state.clone()),
             });
