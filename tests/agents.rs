@@ -56,13 +56,11 @@ fn episode(agent: &mut dyn SearchAgent, env: &mut PruneEnv, index: usize, explor
     }
     let r = reward(&env.policy());
     if explore {
-        let taken = proposed.clone();
         agent
             .learn(&Episode {
                 index,
                 transitions,
                 proposed,
-                taken,
                 reward: r,
             })
             .unwrap();
@@ -158,13 +156,11 @@ fn evolution_improves_on_its_first_generation() {
         );
         let r = reward(&keeps);
         rewards.push(r);
-        let taken = actions.clone();
         agent
             .learn(&Episode {
                 index,
                 transitions: Vec::new(),
                 proposed: actions,
-                taken,
                 reward: r,
             })
             .unwrap();

@@ -53,8 +53,6 @@ pub struct Episode {
     pub transitions: Vec<Transition>,
     /// The normalised actions the agent proposed (before the wall), one per unit.
     pub proposed: Vec<f64>,
-    /// The normalised actions taken (after the wall), one per unit.
-    pub taken: Vec<f64>,
     /// The evaluator's reward for the policy.
     pub reward: f64,
 }

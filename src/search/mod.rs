@@ -310,10 +310,6 @@ impl Search<'_> {
                 }
             };
             let policy = env.policy();
-            let taken: Vec<f64> = policy
-                .iter()
-                .map(|k| ((k - lo) / span).clamp(0.0, 1.0))
-                .collect();
             let score = match recorded.get(index) {
                 Some(record) => {
                     let same = record.keeps.len() == policy.len()
@@ -337,7 +333,6 @@ impl Search<'_> {
                 index,
                 transitions,
                 proposed,
-                taken,
                 reward: score.reward,
             })?;
             let improved = best.as_ref().is_none_or(|(r, _, _)| score.reward > *r);
