@@ -119,30 +119,8 @@ enum Command {
     },
     /// Searches a per-layer keep-ratio policy with an agent, logging to TensorBoard.
     Search {
-        /// Search config (configs/*.toml).
-        #[arg(long, required_unless_present = "resume")]
-        config: Option<PathBuf>,
-        /// Env file (overrides the config's env).
-        #[arg(long)]
-        env: Option<PathBuf>,
-        /// Agent (overrides the config's agent).
-        #[arg(long, value_enum)]
-        agent: Option<AgentKind>,
-        /// Episodes (overrides the config's episodes).
-        #[arg(long)]
-        episodes: Option<usize>,
-        /// Seed (overrides the config's seed).
-        #[arg(long)]
-        seed: Option<u64>,
-        /// Run folder (default: runs/<config>-<env>-s<seed>-<time>).
-        #[arg(long)]
-        logdir: Option<PathBuf>,
-        /// Write the best policy here (default: <run folder>/policy.json).
-        #[arg(long)]
-        out: Option<PathBuf>,
-        /// Continue the run in this folder (after a crash or Ctrl-C).
-        #[arg(long, conflicts_with_all = ["config", "env", "agent", "seed", "logdir"])]
-        resume: Option<PathBuf>,
+        #[command(flatten)]
+        request: SearchRequest,
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
@@ -208,30 +186,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Graph { env, dot, json } => graph(&env, dot, json),
         Command::Report { runs, out, json } => report_png(&runs, out, json),
         Command::Search {
-            config,
-            env,
-            agent,
-            episodes,
-            seed,
-            logdir,
-            out,
-            resume,
+            request,
             device,
             threads,
             json,
-        } => {
-            let request = SearchRequest {
-                config,
-                env,
-                agent,
-                episodes,
-                seed,
-                logdir,
-                out,
-                resume,
-            };
-            search(request, &device, threads, json)
-        }
+        } => search(request, &device, threads, json),
         Command::Baseline {
             env,
             method,
@@ -686,14 +645,31 @@ fn save_pruned(
 }
 
 /// What `search` was asked to do.
+#[derive(Args)]
 struct SearchRequest {
+    /// Search config (configs/*.toml).
+    #[arg(long, required_unless_present = "resume")]
     config: Option<PathBuf>,
+    /// Env file (overrides the config's env).
+    #[arg(long)]
     env: Option<PathBuf>,
+    /// Agent (overrides the config's agent).
+    #[arg(long, value_enum)]
     agent: Option<AgentKind>,
+    /// Episodes (overrides the config's episodes).
+    #[arg(long)]
     episodes: Option<usize>,
+    /// Seed (overrides the config's seed).
+    #[arg(long)]
     seed: Option<u64>,
+    /// Run folder (default: runs/<config>-<env>-s<seed>-<time>).
+    #[arg(long)]
     logdir: Option<PathBuf>,
+    /// Write the best policy here (default: <run folder>/policy.json).
+    #[arg(long)]
     out: Option<PathBuf>,
+    /// Continue the run in this folder (after a crash or Ctrl-C).
+    #[arg(long, conflicts_with_all = ["config", "env", "agent", "seed", "logdir"])]
     resume: Option<PathBuf>,
 }
 
