@@ -6,9 +6,11 @@ BIN := ./target/release/autoprune
 setup:
 	@scripts/setup.sh
 
-## The main job on the default env: pretrain fmnist-vgg, print its graph summary and test accuracy.
+## The main job on the default env: a short DDPG search for fmnist-vgg at 5% of its params
+## (pretrained weights ship in checkpoints/), ending with the best policy's score and the
+## TensorBoard log folder.
 demo: setup
-	$(BIN) pretrain --env envs/fmnist-vgg.toml
+	$(BIN) search --config configs/demo.toml
 
 ## Formatting, lints and the whole test suite.
 test: setup
@@ -20,6 +22,7 @@ test: setup
 bench: setup
 	cargo bench --bench graphnet
 	cargo bench --bench evaluate
+	cargo bench --bench search
 
 ## The README's baseline table (pretrains fmnist-vgg and fmnist-resnet20 if needed; long).
 baseline-table: setup
@@ -32,5 +35,7 @@ pretrain-report: setup
 fmt:
 	cargo fmt
 
+## Build outputs, runs and the checkpoints pretrain wrote (the shipped one stays).
 clean:
-	rm -rf target checkpoints
+	rm -rf target runs
+	git ls-files --others --ignored --exclude-standard -z checkpoints | xargs -0 rm -f

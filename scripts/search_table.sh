@@ -3,12 +3,15 @@
 # best policy (selected on validation) beside uniform, global, LAMP, ERK and random at the
 # same budget, no fine-tuning.
 #   scripts/search_table.sh CONFIG [SEEDS]      e.g. scripts/search_table.sh configs/amc-ddpg.toml "0 1 2"
-# Runs go to runs/table-<config>-s<seed>; an existing finished run is reused.
+# Runs go to runs/table-<config>-s<seed>; an existing finished run is reused, so seeds can be
+# run in parallel beforehand (e.g. THREADS=1 and one seed per call).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 config=$1
 seeds=${2:-"0 1 2"}
 bin=${BIN:-./target/release/autoprune}
+threads=()
+[ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 name=$(basename "$config" .toml)
 env=$(python3 -c 'import sys, tomllib; print(tomllib.load(open(sys.argv[1], "rb"))["env"])' "$config")
 results=$(mktemp)
@@ -18,15 +21,15 @@ for seed in $seeds; do
         cp "$run/result.json" "$results.$seed"
     else
         if [ -f "$run/episodes.jsonl" ]; then
-            "$bin" search --resume "$run" --json > "$results.$seed"
+            "$bin" search --resume "$run" "${threads[@]}" --json > "$results.$seed"
         else
-            "$bin" search --config "$config" --seed "$seed" --logdir "$run" --json > "$results.$seed"
+            "$bin" search --config "$config" --seed "$seed" --logdir "$run" "${threads[@]}" --json > "$results.$seed"
         fi
         cp "$results.$seed" "$run/result.json"
     fi
     echo "search $(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_accuracy"])' "$results.$seed")" >> "$results"
     for method in uniform global lamp erk random; do
-        "$bin" baseline --env "$env" --method "$method" --seed "$seed" --json \
+        "$bin" baseline --env "$env" --method "$method" --seed "$seed" "${threads[@]}" --json \
             | python3 -c 'import json, sys; r = json.load(sys.stdin); print(r["method"], r["test_accuracy"])' >> "$results"
     done
 done

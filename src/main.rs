@@ -783,7 +783,7 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
         }
         .run()
     }?;
-    let Some(mut best) = outcome.best else {
+    let Some(mut best) = outcome.best.clone() else {
         anyhow::bail!(
             "the search stopped before its first episode finished; resume it with --resume {}",
             folder.dir.display()
@@ -823,6 +823,8 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
             "policy": out,
             "logdir": folder.dir,
             "search_seconds": started.elapsed().as_secs_f64(),
+            "seconds_per_episode": outcome.seconds_per_episode(),
+            "outside_evaluator_share": outcome.outside_evaluator_share(),
         });
         println!("{}", report(&best.metrics, &test, extra)?);
     } else {
@@ -836,6 +838,14 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
             &best.metrics,
             &test,
         );
+        if outcome.new_episodes > 0 {
+            println!(
+                "{} episodes run: {:.2} s per episode, {:.1}% of it outside the evaluator",
+                outcome.new_episodes,
+                outcome.seconds_per_episode(),
+                100.0 * outcome.outside_evaluator_share()
+            );
+        }
         println!("policy written to {}", out.display());
         println!(
             "TensorBoard logs in {} (tensorboard --logdir {})",

@@ -108,6 +108,24 @@ fn tensorboard_events_equal_the_jsonl_log() {
     let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
     let records = records(&logdir);
     assert_eq!(records.len(), 25);
+    // Timing: the evaluator's share is part of each episode's time, and the totals agree.
+    let mut eval_total = 0.0;
+    for r in &records {
+        let (seconds, eval) = (
+            r["seconds"].as_f64().unwrap(),
+            r["eval_seconds"].as_f64().unwrap(),
+        );
+        assert!(eval > 0.0 && eval <= seconds, "{r}");
+        eval_total += eval;
+    }
+    let per_episode = result["seconds_per_episode"].as_f64().unwrap();
+    let outside = result["outside_evaluator_share"].as_f64().unwrap();
+    assert!((0.0..1.0).contains(&outside), "{result}");
+    let implied_eval = per_episode * 25.0 * (1.0 - outside);
+    assert!(
+        (implied_eval - eval_total).abs() <= 1e-6 * eval_total.max(1.0),
+        "{result}"
+    );
     let scalars = events["scalars"].as_object().unwrap();
     let mut expected_tags: Vec<&String> =
         records[0]["scalars"].as_object().unwrap().keys().collect();
@@ -161,6 +179,7 @@ fn tensorboard_events_equal_the_jsonl_log() {
 fn strip_times(mut records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
     for r in &mut records {
         r.as_object_mut().unwrap().remove("seconds");
+        r.as_object_mut().unwrap().remove("eval_seconds");
     }
     records
 }

@@ -51,7 +51,11 @@ pub struct EpisodeRecord {
     pub keeps: Vec<f64>,
     /// Exactly the scalars logged to TensorBoard for this episode (tag -> value).
     pub scalars: BTreeMap<String, f64>,
+    /// Wall time of the episode (agent, environment, evaluator).
     pub seconds: f64,
+    /// The part of `seconds` spent in the evaluator.
+    #[serde(default)]
+    pub eval_seconds: f64,
 }
 
 /// Reads the complete records of an episodes file. A torn last line (a crash mid-write, no
@@ -182,6 +186,33 @@ pub struct SearchOutcome {
     pub interrupted: bool,
     /// The best policy so far, as a policy file (its `metrics` on the evaluation split).
     pub best: Option<PolicyFile>,
+    /// Episodes run by this call (replayed ones not included).
+    pub new_episodes: usize,
+    /// Wall time of those episodes, logging included.
+    pub seconds: f64,
+    /// The part of `seconds` spent in the evaluator.
+    pub eval_seconds: f64,
+}
+
+impl SearchOutcome {
+    /// Seconds per episode run by this call (0 when none ran).
+    pub fn seconds_per_episode(&self) -> f64 {
+        if self.new_episodes == 0 {
+            0.0
+        } else {
+            self.seconds / self.new_episodes as f64
+        }
+    }
+
+    /// The share of this call's search time spent outside the evaluator (agent, environment,
+    /// logging), in [0, 1].
+    pub fn outside_evaluator_share(&self) -> f64 {
+        if self.seconds <= 0.0 {
+            0.0
+        } else {
+            ((self.seconds - self.eval_seconds) / self.seconds).clamp(0.0, 1.0)
+        }
+    }
 }
 
 /// Builds the agent a config asks for.
@@ -267,6 +298,7 @@ impl Search<'_> {
         let mut best: Option<(f64, Vec<f64>, Score)> = None;
         let mut finished = 0;
         let mut interrupted = false;
+        let (mut new_episodes, mut seconds, mut eval_seconds) = (0, 0.0, 0.0);
         for index in 0..config.episodes {
             if index >= recorded.len() && stop.load(Ordering::SeqCst) {
                 interrupted = true;
@@ -327,7 +359,11 @@ impl Search<'_> {
                     }
                     score_from_record(record, &units, spec.data.eval_split)
                 }
-                None => evaluator.evaluate(&policy)?,
+                None => {
+                    let score = evaluator.evaluate(&policy)?;
+                    eval_seconds += score.seconds;
+                    score
+                }
             };
             agent.learn(&Episode {
                 index,
@@ -363,6 +399,7 @@ impl Search<'_> {
                     keeps: policy.clone(),
                     scalars,
                     seconds: started.elapsed().as_secs_f64(),
+                    eval_seconds: score.seconds,
                 };
                 // The log line first: it is what resume trusts. Events and best.json follow;
                 // a crash between them loses at most this episode's events.
@@ -381,6 +418,8 @@ impl Search<'_> {
                     best_file.save(&folder.dir.join(BEST_FILE))?;
                 }
                 sink.flush();
+                new_episodes += 1;
+                seconds += started.elapsed().as_secs_f64();
             } else if index + 1 == recorded.len() {
                 // The last replayed episode: make best.json agree with the log.
                 if let Some((_, _, best_score)) = &best {
@@ -399,6 +438,9 @@ impl Search<'_> {
             episodes: finished,
             interrupted,
             best,
+            new_episodes,
+            seconds,
+            eval_seconds,
         })
     }
 }

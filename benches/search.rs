@@ -1,0 +1,95 @@
+//! Seconds per search episode, and the share of search time spent outside the evaluator
+//! (agent acting and learning, the environment and its wall, the JSONL log, TensorBoard
+//! events, best.json), for each agent's shipped config, side by side in one run.
+//!
+//! `cargo bench --bench search [-- --episodes N --device cpu]`
+//! Runs each config (configs/amc-ddpg.toml, ppo.toml, evolution.toml, random.toml) for N
+//! episodes (default 30; DDPG's warm-up is cut to a third of them so that most episodes
+//! learn). Needs the env's data (`make setup`); uses its checkpoint when present, else random
+//! weights (timing does not depend on the values).
+
+use autoprune::data;
+use autoprune::device::{device_name, parse_device};
+use autoprune::env::EnvSpec;
+use autoprune::eval::{EvalConfig, Evaluator};
+use autoprune::model::GraphNet;
+use autoprune::runlog::{Progress, TensorBoardSink};
+use autoprune::search::{RunFolder, Search, SearchConfig};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+
+fn arg(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
+fn main() {
+    let episodes: usize = arg("--episodes").and_then(|r| r.parse().ok()).unwrap_or(30);
+    let device = parse_device(&arg("--device").unwrap_or_else(|| "auto".into())).expect("device");
+    let stop = AtomicBool::new(false);
+    let scratch = tempfile::tempdir().expect("temporary folder");
+    let mut rows = Vec::new();
+    let mut header = None;
+    for name in ["amc-ddpg", "ppo", "evolution", "random"] {
+        let path = PathBuf::from(format!("configs/{name}.toml"));
+        let mut config = SearchConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        config.episodes = episodes;
+        config.ddpg.warmup = (episodes / 3).max(1);
+        let env_text = std::fs::read_to_string(&config.env).expect("env file");
+        let spec = EnvSpec::parse(&env_text, &config.env).unwrap_or_else(|e| panic!("{e}"));
+        let data = data::load(&spec.data_options(), device)
+            .unwrap_or_else(|e| panic!("{e} (run `make setup`)"));
+        let mut net = GraphNet::new(spec.build_graph().expect("graph"), device);
+        let weights = if spec.checkpoint_path().exists() {
+            net.load(&spec.checkpoint_path()).expect("checkpoint");
+            "pretrained"
+        } else {
+            "random"
+        };
+        let mut eval_config = EvalConfig::from_env(&spec, config.seed).expect("eval config");
+        eval_config.eval_samples = config.eval_samples;
+        let mut evaluator = Evaluator::new(&net, &data, eval_config).expect("evaluator");
+        let dir = scratch.path().join(name);
+        let folder = RunFolder::create(&dir, &config, &env_text).expect("run folder");
+        let outcome = {
+            let mut sink = TensorBoardSink::new(Path::new(&folder.dir));
+            Search {
+                config: &config,
+                spec: &spec,
+                evaluator: &mut evaluator,
+                folder: &folder,
+                recorded: Vec::new(),
+                sink: &mut sink,
+                progress: Progress::stderr(),
+                stop: &stop,
+            }
+            .run()
+            .unwrap_or_else(|e| panic!("{e}"))
+        };
+        header.get_or_insert_with(|| {
+            format!(
+                "{} ({weights} weights) on {}, {} episodes per agent, eval_samples {:?}",
+                spec.name,
+                device_name(device),
+                episodes,
+                config.eval_samples
+            )
+        });
+        rows.push(format!(
+            "| {} | {:.2} | {:.2} | {:.1}% |",
+            config.agent.name(),
+            outcome.seconds_per_episode(),
+            outcome.eval_seconds / outcome.new_episodes.max(1) as f64,
+            100.0 * outcome.outside_evaluator_share()
+        ));
+    }
+    println!("{}", header.unwrap_or_default());
+    println!("| agent | seconds per episode | of which evaluator | outside the evaluator |");
+    println!("|---|---|---|---|");
+    for row in rows {
+        println!("{row}");
+    }
+}
