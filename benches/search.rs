@@ -55,7 +55,7 @@ fn main() {
         let dir = scratch.path().join(name);
         let folder = RunFolder::create(&dir, &config, &env_text).expect("run folder");
         let outcome = {
-            let mut sink = TensorBoardSink::new(Path::new(&folder.dir));
+            let mut sink = TensorBoardSink::new(Path::new(&folder.dir)).expect("event file");
             Search {
                 config: &config,
                 spec: &spec,

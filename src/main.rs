@@ -770,7 +770,7 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
     // The writer lives in this scope only: it is dropped (and its events are on disk) on
     // every way out of it, errors included.
     let outcome = {
-        let mut sink = autoprune::runlog::TensorBoardSink::new(&folder.dir);
+        let mut sink = autoprune::runlog::TensorBoardSink::new(&folder.dir)?;
         Search {
             config: &config,
             spec: &spec,

@@ -12,7 +12,8 @@ pub trait MetricsSink {
     fn scalar(&mut self, tag: &str, value: f64, step: usize);
     fn histogram(&mut self, tag: &str, values: &[f64], step: usize);
     fn text(&mut self, tag: &str, text: &str, step: usize);
-    fn flush(&mut self);
+    /// Puts everything logged so far on disk; the first failed write is reported here.
+    fn flush(&mut self) -> crate::error::Result<()>;
 }
 
 /// A sink that drops everything.
@@ -23,7 +24,9 @@ impl MetricsSink for NoSink {
     fn scalar(&mut self, _tag: &str, _value: f64, _step: usize) {}
     fn histogram(&mut self, _tag: &str, _values: &[f64], _step: usize) {}
     fn text(&mut self, _tag: &str, _text: &str, _step: usize) {}
-    fn flush(&mut self) {}
+    fn flush(&mut self) -> crate::error::Result<()> {
+        Ok(())
+    }
 }
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -1,40 +1,98 @@
-//! TensorBoard event files through `tensorboard-rs`.
+//! TensorBoard event files, built with `tensorboard-rs`'s summary builders and record writer.
 //!
-//! `tensorboard-rs` writes on a background thread: `flush` only queues a message, and
-//! everything queued is on disk once the writer is dropped (its Drop joins the thread). Its `add_text`
-//! and `add_histogram` panic (unimplemented), so text and histogram summaries are built here
-//! and sent with `add_summary` / `add_histogram_raw`. One writer per run folder.
+//! `tensorboard-rs`'s own `FileWriter` writes on a background thread that panics on any I/O
+//! error (a full disk, a removed folder) and takes the process down with it. This sink writes
+//! the same records synchronously instead, so a failed write is an error the search reports
+//! (and everything logged before it stays readable). Its `add_text` and `add_histogram` panic
+//! (unimplemented), so text and histogram summaries are built here. One file per process and
+//! run folder.
 
 use super::MetricsSink;
-use protobuf::RepeatedField;
-use std::path::Path;
+use crate::error::{Error, Result};
+use protobuf::{Message, RepeatedField};
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tensorboard_proto::event::Event;
 use tensorboard_proto::summary::{
     Summary, SummaryMetadata, SummaryMetadata_PluginData, Summary_Value,
 };
 use tensorboard_proto::tensor::TensorProto;
 use tensorboard_proto::tensor_shape::TensorShapeProto;
 use tensorboard_proto::types::DataType;
+use tensorboard_rs::record_writer::RecordWriter;
 use tensorboard_rs::summary::{histogram_raw, scalar};
-use tensorboard_rs::summary_writer::FileWriter;
 
 /// Scalars, histograms and text into one event file in the run folder.
 pub struct TensorBoardSink {
-    writer: FileWriter,
+    path: PathBuf,
+    writer: RecordWriter<BufWriter<File>>,
+    /// The first write error; reported by `flush`, after which nothing more is written.
+    failed: Option<std::io::Error>,
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 impl TensorBoardSink {
-    /// Opens the writer in `dir` (which must exist and be writable: the writer thread panics
-    /// on I/O errors, so the caller checks first).
-    pub fn new(dir: &Path) -> Self {
-        Self {
-            writer: FileWriter::new(dir),
+    /// Creates `events.out.tfevents.<time>.autoprune.<pid>.0` in `dir` (which must exist) and
+    /// writes the file-version event.
+    pub fn new(dir: &Path) -> Result<Self> {
+        let started = now();
+        let path = dir.join(format!(
+            "events.out.tfevents.{:010}.autoprune.{}.0",
+            started as u64,
+            std::process::id()
+        ));
+        let file = File::create(&path).map_err(|e| Error::io(&path, e))?;
+        let mut sink = Self {
+            path,
+            writer: RecordWriter::new(BufWriter::new(file)),
+            failed: None,
+        };
+        let mut event = Event::new();
+        event.set_wall_time(started);
+        event.set_file_version("brain.Event:2".to_string());
+        sink.write(event);
+        sink.flush()?;
+        Ok(sink)
+    }
+
+    /// The event file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&mut self, event: Event) {
+        if self.failed.is_some() {
+            return;
         }
+        let result = event
+            .write_to_bytes()
+            .map_err(|e| std::io::Error::other(e.to_string()))
+            .and_then(|bytes| self.writer.write(&bytes));
+        if let Err(e) = result {
+            self.failed = Some(e);
+        }
+    }
+
+    fn add_summary(&mut self, summary: Summary, step: usize) {
+        let mut event = Event::new();
+        event.set_wall_time(now());
+        event.set_step(step as i64);
+        event.set_summary(summary);
+        self.write(event);
     }
 }
 
 impl MetricsSink for TensorBoardSink {
     fn scalar(&mut self, tag: &str, value: f64, step: usize) {
-        self.writer.add_summary(scalar(tag, value as f32), step);
+        self.add_summary(scalar(tag, value as f32), step);
     }
 
     fn histogram(&mut self, tag: &str, values: &[f64], step: usize) {
@@ -56,15 +114,26 @@ impl MetricsSink for TensorBoardSink {
             &buckets,
             &counts,
         );
-        self.writer.add_summary(summary, step);
+        self.add_summary(summary, step);
     }
 
     fn text(&mut self, tag: &str, text: &str, step: usize) {
-        self.writer.add_summary(text_summary(tag, text), step);
+        self.add_summary(text_summary(tag, text), step);
     }
 
-    fn flush(&mut self) {
-        self.writer.flush();
+    fn flush(&mut self) -> Result<()> {
+        if self.failed.is_none() {
+            if let Err(e) = self.writer.flush() {
+                self.failed = Some(e);
+            }
+        }
+        match &self.failed {
+            None => Ok(()),
+            Some(e) => Err(Error::io(
+                &self.path,
+                std::io::Error::new(e.kind(), format!("cannot write TensorBoard events: {e}")),
+            )),
+        }
     }
 }
 

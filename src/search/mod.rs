@@ -417,7 +417,7 @@ impl Search<'_> {
                     sink.text("best_policy", &policy_text(&best_file), index);
                     best_file.save(&folder.dir.join(BEST_FILE))?;
                 }
-                sink.flush();
+                sink.flush()?;
                 new_episodes += 1;
                 seconds += started.elapsed().as_secs_f64();
             } else if index + 1 == recorded.len() {
