@@ -9,6 +9,7 @@ pub mod device;
 pub mod env;
 pub mod error;
 pub mod eval;
+pub mod fsio;
 pub mod graph;
 pub mod model;
 pub mod policy;

@@ -168,8 +168,18 @@ fn main() {
     let cli = Cli::parse();
     if let Err(error) = run(cli) {
         // One line: the library's errors already say what, where and how to fix it.
-        let chain: Vec<String> = error.chain().map(|e| e.to_string()).collect();
-        eprintln!("error: {}", chain.join(": "));
+        // A cause whose text is already in the line (an I/O error under its path) is not
+        // repeated.
+        let mut line = String::new();
+        for cause in error.chain().map(|e| e.to_string()) {
+            if !line.contains(&cause) {
+                if !line.is_empty() {
+                    line.push_str(": ");
+                }
+                line.push_str(&cause);
+            }
+        }
+        eprintln!("error: {line}");
         std::process::exit(1);
     }
 }
@@ -615,8 +625,17 @@ fn graph_sidecar(path: &Path) -> PathBuf {
 
 fn ensure_writable(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("{}: cannot create the output folder", dir.display()))?;
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            let why = if dir.ancestors().any(|a| a.is_file()) {
+                "a file is in the way".to_string()
+            } else {
+                e.to_string()
+            };
+            anyhow::bail!(
+                "{}: cannot create the output folder ({why}); choose another path",
+                dir.display()
+            );
+        }
     }
     Ok(())
 }
@@ -636,10 +655,7 @@ fn save_pruned(
     };
     let graph_json = serde_json::to_string_pretty(&pruned.graph().to_json())?;
     let sidecar = graph_sidecar(path);
-    let tmp = sidecar.with_extension("json.tmp");
-    std::fs::write(&tmp, graph_json).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    std::fs::rename(&tmp, &sidecar)
-        .with_context(|| format!("{}: cannot write", sidecar.display()))?;
+    autoprune::fsio::write_atomic(&sidecar, graph_json.as_bytes())?;
     pruned.save(path)?;
     Ok(())
 }

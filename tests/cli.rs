@@ -1,6 +1,9 @@
 //! The `autoprune` binary end to end: graph export, pretrain and evaluate on the synthetic
 //! env, and bad input (each one clear line on stderr and a non-zero exit).
 
+mod common;
+
+use common::{one_error_line, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -10,10 +13,6 @@ fn autoprune(args: &[&str], cwd: &Path) -> Output {
         .current_dir(cwd)
         .output()
         .expect("the binary runs")
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn stdout_json(out: &Output) -> serde_json::Value {
@@ -29,16 +28,6 @@ fn stdout_json(out: &Output) -> serde_json::Value {
         "exactly one JSON object on stdout: {text}"
     );
     serde_json::from_str(&text).unwrap()
-}
-
-/// The error lines on stderr: exactly one, which is returned.
-fn one_error_line(out: &Output) -> String {
-    assert!(!out.status.success(), "expected a failure");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
-    assert_eq!(errors.len(), 1, "one error line, got: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    errors[0].to_string()
 }
 
 #[test]

@@ -2,75 +2,11 @@
 //! TensorBoard's own reader equal the JSONL log; a run killed mid-way resumes to the same
 //! result as an uninterrupted one; Ctrl-C stops cleanly; every agent runs.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::{bin, python, records, records_len, repo, run, setup, strip_times};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_autoprune"));
-    c.current_dir(repo());
-    c
-}
-
-/// A copy of the synthetic env whose checkpoint lives in `dir`, and a config pointing at it.
-fn setup(dir: &Path, agent: &str, episodes: usize) -> PathBuf {
-    let env = std::fs::read_to_string(repo().join("envs/synthetic-mlp.toml")).unwrap();
-    let ckpt = dir.join("mlp.safetensors");
-    std::fs::write(
-        dir.join("env.toml"),
-        env.replace(
-            "checkpoints/synthetic-mlp.safetensors",
-            ckpt.to_str().unwrap(),
-        ),
-    )
-    .unwrap();
-    let config = std::fs::read_to_string(repo().join("configs/synthetic-ddpg.toml")).unwrap();
-    let config = config
-        .replace(
-            "envs/synthetic-mlp.toml",
-            dir.join("env.toml").to_str().unwrap(),
-        )
-        .replace("agent = \"ddpg\"", &format!("agent = \"{agent}\""))
-        .replace("episodes = 30", &format!("episodes = {episodes}"));
-    let path = dir.join("config.toml");
-    std::fs::write(&path, config).unwrap();
-    // Pretrain once, so runs measure only the search.
-    let out = bin()
-        .args([
-            "pretrain",
-            "--env",
-            dir.join("env.toml").to_str().unwrap(),
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path
-}
-
-fn run(args: &[&str]) -> Output {
-    bin().args(args).output().expect("runs")
-}
-
-fn records(run: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run.join("episodes.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn python() -> PathBuf {
-    repo().join(".venv/bin/python")
-}
 
 #[test]
 fn tensorboard_events_equal_the_jsonl_log() {
@@ -174,14 +110,6 @@ fn tensorboard_events_equal_the_jsonl_log() {
         .fold(f64::NEG_INFINITY, f64::max);
     assert_eq!(policy["metrics"]["reward"].as_f64().unwrap(), best_reward);
     assert_eq!(policy["agent"], "ddpg");
-}
-
-fn strip_times(mut records: Vec<serde_json::Value>) -> Vec<serde_json::Value> {
-    for r in &mut records {
-        r.as_object_mut().unwrap().remove("seconds");
-        r.as_object_mut().unwrap().remove("eval_seconds");
-    }
-    records
 }
 
 #[test]
@@ -307,12 +235,6 @@ fn ctrl_c_stops_after_the_episode_in_flight_and_resume_finishes() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(records_len(&logdir), done + 3);
-}
-
-fn records_len(run: &Path) -> usize {
-    std::fs::read_to_string(run.join("episodes.jsonl"))
-        .map(|t| t.lines().count())
-        .unwrap_or(0)
 }
 
 #[test]

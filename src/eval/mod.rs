@@ -45,8 +45,13 @@ pub struct Score {
     pub layers: Vec<LayerKeep>,
     /// The split `accuracy` and `loss` were measured on.
     pub split: SplitName,
-    /// Wall time of this evaluation.
+    /// Wall time of this evaluation (left out of files when 0, as in policy files).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub seconds: f64,
+}
+
+fn is_zero(value: &f64) -> bool {
+    *value == 0.0
 }
 
 /// The reward for an accuracy at a cost.

@@ -341,21 +341,16 @@ impl GraphNet {
         })
     }
 
-    /// Writes every parameter and buffer to a safetensors file (through a temporary file and a
-    /// rename, so an interrupted save never leaves a truncated checkpoint).
+    /// Writes every parameter and buffer to a safetensors file, atomically (see
+    /// [`crate::fsio`]): an interrupted save never leaves a truncated checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let tmp = path.with_extension("tmp.safetensors");
         let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
         named.sort_by(|a, b| a.0.cmp(&b.0));
         let named: Vec<(String, Tensor)> = named
             .into_iter()
             .map(|(n, t)| (n, t.to_device(Device::Cpu)))
             .collect();
-        Tensor::write_safetensors(&named, &tmp)?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::fsio::write_with(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
     }
 
     /// Loads a safetensors checkpoint. Every tensor of the model must be present with the same
@@ -368,13 +363,17 @@ impl GraphNet {
                 message: "no such file; run `autoprune pretrain` to create it".into(),
             });
         }
-        let stored = Tensor::read_safetensors(path).map_err(|e| Error::Checkpoint {
-            path: path.to_path_buf(),
-            tensor: "-".into(),
-            message: format!(
-                "not a readable safetensors file ({}); delete it and run `autoprune pretrain` again",
-                e.to_string().lines().next().unwrap_or_default()
-            ),
+        let stored = Tensor::read_safetensors(path).map_err(|e| {
+            let detail = e.to_string();
+            let detail = detail.lines().next().unwrap_or_default();
+            // tch names the file again; keep only what went wrong.
+            let detail = detail.rsplit(": ").next().unwrap_or(detail);
+            Error::data(
+                path,
+                format!(
+                    "not a readable safetensors file ({detail}: truncated or not a checkpoint); delete it and run `autoprune pretrain` again"
+                ),
+            )
         })?;
         let stored: std::collections::HashMap<String, Tensor> = stored.into_iter().collect();
         let variables = self.vs.variables();

@@ -78,10 +78,11 @@ impl PolicyFile {
     /// Reads and checks a policy file (schema, finite keep ratios in (0, 1]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let policy: PolicyFile = serde_json::from_str(&text).map_err(|e| Error::Invalid {
-            path: path.to_path_buf(),
-            key: "-".into(),
-            message: format!("not a valid policy file: {e}"),
+        let policy: PolicyFile = serde_json::from_str(&text).map_err(|e| {
+            Error::data(
+                path,
+                format!("not a valid policy file: {e} (NaN and infinities are not JSON numbers)"),
+            )
         })?;
         if policy.schema != SCHEMA {
             return Err(Error::Invalid {
@@ -105,19 +106,17 @@ impl PolicyFile {
         Ok(policy)
     }
 
-    /// Writes the file through a temporary file and a rename, so it is never left half written.
+    /// Writes the file atomically (see [`crate::fsio`]). Timing is not part of a policy: the
+    /// evaluation's `seconds` is left out, so the same search writes the same bytes.
     pub fn save(&self, path: &Path) -> Result<()> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Invalid {
+        let mut file = self.clone();
+        file.metrics.seconds = 0.0;
+        let text = serde_json::to_string_pretty(&file).map_err(|e| Error::Invalid {
             path: path.to_path_buf(),
             key: "-".into(),
             message: format!("cannot encode the policy: {e}"),
         })?;
-        let tmp = path.with_extension("json.tmp");
-        std::fs::write(&tmp, text + "\n").map_err(|e| Error::io(&tmp, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+        crate::fsio::write_atomic(path, (text + "\n").as_bytes())
     }
 
     /// The keep ratios for `costs`' units, after checking that the policy was made for this
@@ -173,10 +172,16 @@ impl PolicyFile {
 
 /// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ`.
 pub fn now_rfc3339() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+    // SOURCE_DATE_EPOCH (seconds), when set, stands for "now": reproducible files.
+    let secs = std::env::var("SOURCE_DATE_EPOCH")
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .unwrap_or(0)
+        });
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;

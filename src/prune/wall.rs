@@ -58,12 +58,46 @@ impl ActionWall {
             costs: costs.clone(),
             budget,
         };
-        let floor = wall.cost(&vec![lo; costs.units().len()]);
+        let n = costs.units().len();
+        let floor = wall.cost(&vec![lo; n]);
         if floor > budget.keep + 1e-12 {
+            // Name the layers whose rounding keeps more than the bound asks, and the largest
+            // lower bound that would fit.
+            let effective = costs.effective_keeps(&vec![lo; n]);
+            let lifted: Vec<String> = costs
+                .units()
+                .iter()
+                .zip(&effective)
+                .filter(|(_, &e)| e > lo + 1e-9)
+                .map(|(u, e)| format!("{} keeps at least {e:.4}", u.name))
+                .take(4)
+                .collect();
+            let (mut good, mut bad) = (0.0, lo);
+            for _ in 0..BISECTION_STEPS {
+                let mid = 0.5 * (good + bad);
+                if wall.cost(&vec![mid; n]) <= budget.keep + 1e-12 {
+                    good = mid;
+                } else {
+                    bad = mid;
+                }
+            }
+            let fix = if good > 0.0 && wall.cost(&vec![good; n]) <= budget.keep + 1e-12 {
+                format!("lower keep_bounds[0] to at most {good:.4} or raise target.keep")
+            } else {
+                format!(
+                    "no lower bound fits: raise target.keep above {:.4}",
+                    wall.cost(&vec![1e-9; n])
+                )
+            };
+            let layers = if lifted.is_empty() {
+                String::new()
+            } else {
+                format!(" (after rounding, {})", lifted.join(", "))
+            };
             return Err(invalid(
                 "prune.keep_bounds",
                 format!(
-                    "with every layer at the lower bound {lo} the model keeps {floor:.4} of its {:?}, more than the target {}; lower keep_bounds[0] or raise target.keep",
+                    "with every layer at the lower bound {lo} the model keeps {floor:.4} of its {:?}, more than the target {}{layers}; {fix}",
                     budget.metric, budget.keep
                 ),
             ));

@@ -29,6 +29,38 @@ impl MetricsSink for NoSink {
     }
 }
 
+/// Resident memory of this process, now and at its peak, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub resident: u64,
+    pub peak: u64,
+}
+
+/// This process's memory from `/proc/self/status` (`VmRSS`, `VmHWM`); zeros elsewhere.
+pub fn memory() -> Memory {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return Memory::default();
+    };
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|rest| {
+                rest.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+            })
+            .map(|kb| kb * 1024)
+            .unwrap_or(0)
+    };
+    Memory {
+        resident: field("VmRSS:"),
+        peak: field("VmHWM:"),
+    }
+}
+
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 /// Where progress goes: bars and lines on stderr, or nothing.

@@ -56,6 +56,12 @@ pub struct EpisodeRecord {
     /// The part of `seconds` spent in the evaluator.
     #[serde(default)]
     pub eval_seconds: f64,
+    /// Resident memory of the process after the episode, and its peak so far, in bytes
+    /// (0 where the system does not say).
+    #[serde(default)]
+    pub rss_bytes: u64,
+    #[serde(default)]
+    pub peak_rss_bytes: u64,
 }
 
 /// Reads the complete records of an episodes file. A torn last line (a crash mid-write, no
@@ -117,7 +123,12 @@ impl RunFolder {
                     .into(),
             });
         }
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::data(
+                dir,
+                format!("cannot create the run folder ({e}); choose another --logdir"),
+            )
+        })?;
         write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
         write_atomic(&dir.join(ENV_FILE), env_text)?;
         write_atomic(&dir.join(EPISODES_FILE), "")?;
@@ -128,6 +139,16 @@ impl RunFolder {
 
     /// Opens a run folder to resume it: its config, its env and the episodes it finished.
     pub fn open(dir: &Path) -> Result<(Self, SearchConfig, EnvSpec, Vec<EpisodeRecord>)> {
+        if !dir.join(CONFIG_FILE).is_file() || !dir.join(EPISODES_FILE).is_file() {
+            return Err(Error::Invalid {
+                path: dir.to_path_buf(),
+                key: "--resume".into(),
+                message: format!(
+                    "holds no run ({CONFIG_FILE} or {EPISODES_FILE} is missing); give the folder a search wrote, or start one with --config"
+                ),
+            });
+        }
+        crate::fsio::remove_stale_temporaries(dir);
         let config = SearchConfig::load(&dir.join(CONFIG_FILE))?;
         let spec = EnvSpec::load(&dir.join(ENV_FILE))?;
         let (records, valid) = read_records(&dir.join(EPISODES_FILE))?;
@@ -170,11 +191,9 @@ impl RunFolder {
     }
 }
 
-/// Writes a file through a temporary file and a rename.
-pub fn write_atomic(path: &Path, text: &str) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, text).map_err(|e| Error::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+/// Writes a text file of the run folder atomically.
+fn write_atomic(path: &Path, text: &str) -> Result<()> {
+    crate::fsio::write_atomic(path, text.as_bytes())
 }
 
 /// How a search ended.
@@ -377,6 +396,7 @@ impl Search<'_> {
             }
             let best_reward = best.as_ref().map(|b| b.0).unwrap_or(score.reward);
             if index >= recorded.len() {
+                let memory = crate::runlog::memory();
                 let mut scalars = BTreeMap::new();
                 scalars.insert("reward".to_string(), score.reward);
                 scalars.insert("accuracy".to_string(), score.accuracy);
@@ -400,6 +420,8 @@ impl Search<'_> {
                     scalars,
                     seconds: started.elapsed().as_secs_f64(),
                     eval_seconds: score.seconds,
+                    rss_bytes: memory.resident,
+                    peak_rss_bytes: memory.peak,
                 };
                 // The log line first: it is what resume trusts. Events and best.json follow;
                 // a crash between them loses at most this episode's events.

@@ -1,0 +1,98 @@
+//! Crash-safe file writes: every file the engine writes whole (checkpoints, policy files, the
+//! run folder's config, env and best policy) goes through a temporary file in the same folder,
+//! is synced, and then renamed over the target. A crash, a kill or a full disk leaves either
+//! the old file or the new one, never a truncated one.
+
+use crate::error::{Error, Result};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// The temporary file `path` is written through (same folder, so the rename is atomic).
+fn temporary(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+/// Creates `path`'s folder, lets `write` fill a temporary file beside it, syncs that file and
+/// renames it to `path`. On any failure the temporary file is removed and `path` is untouched.
+pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let tmp = temporary(path);
+    let result = write(&tmp)
+        .and_then(|_| {
+            File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| Error::io(&tmp, e))
+        })
+        .and_then(|_| std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e)));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return result;
+    }
+    // The rename itself is durable once the folder is synced (best effort: not every
+    // file system can sync a folder).
+    if let Ok(folder) = File::open(dir) {
+        let _ = folder.sync_all();
+    }
+    Ok(())
+}
+
+/// Removes the temporary files that a killed writer left in `dir` (names `.NAME.PID.tmp`);
+/// returns how many.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with('.') && name.ends_with(".tmp")
+        })
+        .filter(|e| std::fs::remove_file(e.path()).is_ok())
+        .count()
+}
+
+/// Writes `bytes` to `path` atomically (see [`write_with`]).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    write_with(path, |tmp| {
+        std::fs::write(tmp, bytes).map_err(|e| Error::io(tmp, e))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_keeps_the_old_file_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        write_atomic(&path, b"old").unwrap();
+        let failed = write_with(&path, |tmp| {
+            std::fs::write(tmp, b"half").unwrap();
+            Err(Error::data(tmp, "simulated failure"))
+        });
+        assert!(failed.is_err());
+        assert_eq!(std::fs::read(&path).unwrap(), b"old");
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("a.json")]);
+        write_atomic(&path, b"new").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        // What a killed writer leaves behind is cleaned up; other files are not touched.
+        std::fs::write(temporary(&path), b"torn").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()), 1);
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(remove_stale_temporaries(dir.path()), 0);
+    }
+}
