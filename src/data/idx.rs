@@ -15,6 +15,12 @@ pub struct IdxArray {
 /// Reads a whole file, un-gzipping it when it starts with the gzip magic bytes.
 pub(crate) fn read_maybe_gz(path: &Path) -> Result<Vec<u8>> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_maybe_gz(raw, path)
+}
+
+/// A file's bytes, un-gzipped when they start with the gzip magic bytes; `path` is named in
+/// errors.
+pub fn decode_maybe_gz(raw: Vec<u8>, path: &Path) -> Result<Vec<u8>> {
     if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         GzDecoder::new(raw.as_slice())

@@ -8,7 +8,7 @@ mod cifar;
 mod idx;
 
 pub use cifar::read_cifar_batch;
-pub use idx::{parse_idx, read_idx, IdxArray};
+pub use idx::{decode_maybe_gz, parse_idx, read_idx, IdxArray};
 
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;

@@ -78,11 +78,18 @@ impl PolicyFile {
     /// Reads and checks a policy file (schema, finite keep ratios in (0, 1]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let policy: PolicyFile = serde_json::from_str(&text).map_err(|e| {
-            Error::data(
-                path,
-                format!("not a valid policy file: {e} (NaN and infinities are not JSON numbers)"),
-            )
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks a policy file's text; `path` is named in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let policy: PolicyFile = serde_json::from_str(text).map_err(|e| {
+            let hint = if ["NaN", "inf", "Infinity"].iter().any(|t| text.contains(t)) {
+                " (NaN and infinities are not JSON numbers)"
+            } else {
+                ""
+            };
+            Error::data(path, format!("not a valid policy file: {e}{hint}"))
         })?;
         if policy.schema != SCHEMA {
             return Err(Error::Invalid {
