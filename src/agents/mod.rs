@@ -11,6 +11,7 @@
 
 pub mod ddpg;
 pub mod evolution;
+pub mod gnn;
 pub mod ppo;
 pub mod random;
 mod util;

@@ -344,40 +344,12 @@ impl GraphNet {
     /// Writes every parameter and buffer to a safetensors file, atomically (see
     /// [`crate::fsio`]): an interrupted save never leaves a truncated checkpoint.
     pub fn save(&self, path: &Path) -> Result<()> {
-        let mut named: Vec<(String, Tensor)> = self.vs.variables().into_iter().collect();
-        named.sort_by(|a, b| a.0.cmp(&b.0));
-        let named: Vec<(String, Tensor)> = named
-            .into_iter()
-            .map(|(n, t)| (n, t.to_device(Device::Cpu)))
-            .collect();
-        crate::fsio::write_with(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+        super::checkpoint::save_var_store(&self.vs, path)
     }
 
     /// Loads a safetensors checkpoint. Every tensor of the model must be present with the same
     /// shape; otherwise the error names the first tensor (in graph order) that differs.
     pub fn load(&mut self, path: &Path) -> Result<()> {
-        if !path.is_file() {
-            return Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                tensor: "-".into(),
-                message: "no such file; run `autoprune pretrain` to create it".into(),
-            });
-        }
-        let stored = Tensor::read_safetensors(path).map_err(|e| {
-            let detail = e.to_string();
-            let detail = detail.lines().next().unwrap_or_default();
-            // tch names the file again; keep only what went wrong.
-            let detail = detail.rsplit(": ").next().unwrap_or(detail);
-            Error::data(
-                path,
-                format!(
-                    "not a readable safetensors file ({detail}: truncated or not a checkpoint); delete it and run `autoprune pretrain` again"
-                ),
-            )
-        })?;
-        let stored: std::collections::HashMap<String, Tensor> = stored.into_iter().collect();
-        let variables = self.vs.variables();
-        let mut names: Vec<&String> = variables.keys().collect();
         // Graph order, then weight, bias, running_mean, running_var within a node.
         let rank = |name: &str| {
             let (node, tensor) = name.rsplit_once('.').unwrap_or((name, ""));
@@ -385,51 +357,9 @@ impl GraphNet {
             let within = ["weight", "bias", "running_mean", "running_var"]
                 .iter()
                 .position(|t| *t == tensor);
-            (
-                position.unwrap_or(usize::MAX),
-                within.unwrap_or(usize::MAX),
-                name.to_string(),
-            )
+            (position.unwrap_or(usize::MAX), within.unwrap_or(usize::MAX))
         };
-        names.sort_by_key(|n| rank(n));
-        for name in &names {
-            let expected = variables[*name].size();
-            match stored.get(*name) {
-                None => {
-                    return Err(Error::Checkpoint {
-                        path: path.to_path_buf(),
-                        tensor: (*name).clone(),
-                        message: format!(
-                            "missing (the model expects shape {expected:?}); the checkpoint is for another model"
-                        ),
-                    })
-                }
-                Some(t) if t.size() != expected => {
-                    return Err(Error::Checkpoint {
-                        path: path.to_path_buf(),
-                        tensor: (*name).clone(),
-                        message: format!(
-                            "has shape {:?}, the model expects {expected:?}; the checkpoint is for another model",
-                            t.size()
-                        ),
-                    })
-                }
-                Some(_) => {}
-            }
-        }
-        if let Some(extra) = stored.keys().filter(|k| !variables.contains_key(*k)).min() {
-            return Err(Error::Checkpoint {
-                path: path.to_path_buf(),
-                tensor: extra.clone(),
-                message: "is not a tensor of this model; the checkpoint is for another model"
-                    .into(),
-            });
-        }
-        let _guard = tch::no_grad_guard();
-        for (name, mut var) in variables {
-            var.copy_(&stored[&name].to_kind(var.kind()));
-        }
-        Ok(())
+        super::checkpoint::load_var_store(&self.vs, path, rank, "autoprune pretrain")
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! Must not know about agents.
 
+pub mod checkpoint;
 mod graphnet;
 mod train;
 pub mod zoo;

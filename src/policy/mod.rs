@@ -207,3 +207,13 @@ pub fn now_rfc3339() -> String {
         rem % 60
     )
 }
+
+/// Writes an agent's network (its `VarStore`) as a safetensors checkpoint, atomically.
+pub fn save_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    crate::model::checkpoint::save_var_store(vs, path)
+}
+
+/// Loads an agent checkpoint written by [`save_agent`] into a network of the same shape.
+pub fn load_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
+    crate::model::checkpoint::load_var_store(vs, path, |_| (0, 0), "autoprune search")
+}
