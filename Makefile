@@ -23,6 +23,7 @@ bench: setup
 	cargo bench --bench graphnet
 	cargo bench --bench evaluate
 	cargo bench --bench search
+	cargo bench --bench gnn
 
 ## The README's baseline table (pretrains fmnist-vgg and fmnist-resnet20 if needed; long).
 baseline-table: setup

@@ -217,3 +217,58 @@ pub fn render(
     root.present().map_err(|e| plot_error(path, e))?;
     Ok(())
 }
+
+/// A log-log scatter with a line: `points` are (x, y), e.g. graph edges against seconds.
+pub fn render_scaling(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    points: &[(f64, f64)],
+) -> Result<()> {
+    register_font()?;
+    let positive: Vec<(f64, f64)> = points
+        .iter()
+        .copied()
+        .filter(|(x, y)| *x > 0.0 && *y > 0.0)
+        .collect();
+    if positive.is_empty() {
+        return Err(plot_error(path, "no positive points to draw"));
+    }
+    let (x_lo, x_hi) = positive
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.0), b.max(p.0)));
+    let (y_lo, y_hi) = positive
+        .iter()
+        .fold((f64::INFINITY, 0f64), |(a, b), p| (a.min(p.1), b.max(p.1)));
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(
+            (x_lo / 1.5..x_hi * 1.5).log_scale(),
+            (y_lo / 1.5..y_hi * 1.5).log_scale(),
+        )
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .draw_series(LineSeries::new(
+            positive.iter().copied(),
+            BLUE.stroke_width(2),
+        ))
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .draw_series(positive.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))?;
+    Ok(())
+}

@@ -1,8 +1,10 @@
 //! The learning agents learn: on a toy reward with a known best policy, DDPG and PPO move
-//! their greedy actions towards it; evolution improves on its first generation.
+//! their greedy actions towards it, and so does the graph agent (one-shot, PPO); evolution
+//! improves on its first generation.
 
 use autoprune::agents::ddpg::{Ddpg, DdpgConfig};
 use autoprune::agents::evolution::{Evolution, EvolutionConfig};
+use autoprune::agents::gnn::{GnnConfig, GraphAgent};
 use autoprune::agents::ppo::{Ppo, PpoConfig};
 use autoprune::agents::{Agent, Episode, Learner, Observation, SearchAgent, Transition};
 use autoprune::env::{Granularity, Metric, PruneEnv, STATE_DIM};
@@ -61,6 +63,35 @@ fn episode(agent: &mut dyn SearchAgent, env: &mut PruneEnv, index: usize, explor
                 index,
                 transitions,
                 proposed,
+                reward: r,
+            })
+            .unwrap();
+    }
+    r
+}
+
+/// Runs one one-shot episode (a whole policy at once); returns the reward.
+fn one_shot_episode(
+    agent: &mut dyn SearchAgent,
+    env: &mut PruneEnv,
+    index: usize,
+    explore: bool,
+) -> f64 {
+    agent.begin_episode(index);
+    let actions = agent.act(Observation::Graph(env.graph_state()), explore);
+    let keeps = env.step_all(
+        &actions
+            .iter()
+            .map(|a| 0.0001 + a * (1.0 - 0.0001))
+            .collect::<Vec<_>>(),
+    );
+    let r = reward(&keeps);
+    if explore {
+        agent
+            .learn(&Episode {
+                index,
+                transitions: Vec::new(),
+                proposed: actions,
                 reward: r,
             })
             .unwrap();
@@ -144,27 +175,9 @@ fn evolution_improves_on_its_first_generation() {
         max_tries: 10,
     };
     let mut agent = Evolution::new(config, wall, 1);
-    let mut rewards = Vec::new();
-    for index in 0..100 {
-        agent.begin_episode(index);
-        let actions = agent.act(Observation::Graph(env.graph_state()), true);
-        let keeps = env.step_all(
-            &actions
-                .iter()
-                .map(|a| 0.0001 + a * (1.0 - 0.0001))
-                .collect::<Vec<_>>(),
-        );
-        let r = reward(&keeps);
-        rewards.push(r);
-        agent
-            .learn(&Episode {
-                index,
-                transitions: Vec::new(),
-                proposed: actions,
-                reward: r,
-            })
-            .unwrap();
-    }
+    let rewards: Vec<f64> = (0..100)
+        .map(|index| one_shot_episode(&mut agent, &mut env, index, true))
+        .collect();
     let first = rewards[..10]
         .iter()
         .copied()
@@ -176,5 +189,28 @@ fn evolution_improves_on_its_first_generation() {
     assert!(
         last > first,
         "best of the first generation {first}, of the last {last}"
+    );
+}
+
+#[test]
+fn the_graph_agent_learns_a_toy_policy() {
+    let mut env = env();
+    let config = GnnConfig {
+        hidden: 32,
+        layers: 2,
+        lr: 3e-3,
+        std: 0.2,
+        ..GnnConfig::default()
+    };
+    let mut agent = GraphAgent::new(config, env.costs(), 1.0, 0).unwrap();
+    let rewards: Vec<f64> = (0..400)
+        .map(|index| one_shot_episode(&mut agent, &mut env, index, true))
+        .collect();
+    assert_learned("gnn", &rewards, 16);
+    let greedy = one_shot_episode(&mut agent, &mut env, 400, false);
+    assert!(
+        greedy > -0.05,
+        "greedy policy {:?} far from {TARGET:?}",
+        env.policy()
     );
 }

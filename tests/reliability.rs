@@ -170,7 +170,7 @@ fn random_sigkills_never_damage_the_run_folder_and_resume_finishes() {
 #[test]
 fn the_same_seed_writes_byte_identical_policy_files() {
     let dir = tempfile::tempdir().unwrap();
-    for agent in ["ddpg", "ppo", "evolution", "random"] {
+    for agent in ["ddpg", "ppo", "evolution", "random", "gnn"] {
         let config = setup(dir.path(), agent, 40);
         let mut files = Vec::new();
         for attempt in 0..2 {

@@ -240,7 +240,7 @@ fn ctrl_c_stops_after_the_episode_in_flight_and_resume_finishes() {
 #[test]
 fn every_agent_finds_a_feasible_policy() {
     let dir = tempfile::tempdir().unwrap();
-    for agent in ["ppo", "evolution", "random", "ddpg"] {
+    for agent in ["ppo", "evolution", "random", "ddpg", "gnn"] {
         let config = setup(dir.path(), agent, 20);
         let logdir = dir.path().join(agent);
         let out = run(&[

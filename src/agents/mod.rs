@@ -89,6 +89,7 @@ pub enum AgentKind {
     Ppo,
     Evolution,
     Random,
+    Gnn,
 }
 
 impl AgentKind {
@@ -98,6 +99,7 @@ impl AgentKind {
             AgentKind::Ppo => "ppo",
             AgentKind::Evolution => "evolution",
             AgentKind::Random => "random",
+            AgentKind::Gnn => "gnn",
         }
     }
 }

@@ -39,6 +39,12 @@ pub(crate) fn truncated_normal(rng: &mut impl Rng, mean: f64, sigma: f64) -> f64
     mean.clamp(0.0, 1.0)
 }
 
+/// Log-density of `actions` under N(mean, exp(log_std)), element by element.
+pub(crate) fn gaussian_log_prob(mean: &Tensor, log_std: &Tensor, actions: &Tensor) -> Tensor {
+    let z = (actions - mean) / log_std.exp();
+    z.square() * -0.5 - log_std - 0.5 * (2.0 * std::f64::consts::PI).ln()
+}
+
 /// `target = (1 - tau) target + tau source`, variable by variable.
 pub(crate) fn soft_update(target: &nn::VarStore, source: &nn::VarStore, tau: f64) {
     let source = source.variables();

@@ -3,6 +3,7 @@
 
 use crate::agents::ddpg::DdpgConfig;
 use crate::agents::evolution::EvolutionConfig;
+use crate::agents::gnn::GnnConfig;
 use crate::agents::ppo::PpoConfig;
 use crate::agents::AgentKind;
 use crate::error::{Error, Result};
@@ -30,6 +31,8 @@ pub struct SearchConfig {
     pub ppo: PpoConfig,
     #[serde(default)]
     pub evolution: EvolutionConfig,
+    #[serde(default)]
+    pub gnn: GnnConfig,
     /// The file it was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -71,6 +74,7 @@ impl SearchConfig {
             AgentKind::Ppo => self.ppo.check(),
             AgentKind::Evolution => self.evolution.check(),
             AgentKind::Random => None,
+            AgentKind::Gnn => self.gnn.check(),
         };
         match problem {
             Some((key, message)) => Err(invalid(key, message)),

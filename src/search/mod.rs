@@ -12,6 +12,7 @@ pub use config::SearchConfig;
 
 use crate::agents::ddpg::Ddpg;
 use crate::agents::evolution::Evolution;
+use crate::agents::gnn::GraphAgent;
 use crate::agents::ppo::Ppo;
 use crate::agents::random::RandomSearch;
 use crate::agents::{AgentKind, Episode, Mode, Observation, SearchAgent, Transition};
@@ -246,6 +247,12 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
             config.seed,
         )),
         AgentKind::Random => Box::new(RandomSearch::new(env.wall().clone(), config.seed)),
+        AgentKind::Gnn => Box::new(GraphAgent::new(
+            config.gnn.clone(),
+            env.costs(),
+            env.wall().budget().keep,
+            config.seed,
+        )?),
     })
 }
 

@@ -3,8 +3,10 @@
 //! in (0, 1), and a critic on the pooled graph embedding. It runs on graphs of any size and
 //! any model, including ones it never saw.
 
+mod agent;
 mod encoder;
 
+pub use agent::{GnnConfig, GraphAgent};
 pub use encoder::{DynamicState, GraphEncoder, GraphInput, NODE_FEATURES};
 
 use crate::prune::CostModel;

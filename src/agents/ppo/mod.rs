@@ -2,7 +2,7 @@
 //! keep ratio with a learned log-deviation, a value network, the episode's reward (minus a
 //! moving-average baseline) at its last step, updates every few episodes.
 
-use super::util::{mlp, rows_to_tensor, standard_normal};
+use super::util::{gaussian_log_prob, mlp, rows_to_tensor, standard_normal};
 use super::{Agent, Episode, Learner, Mode, Observation};
 use crate::error::Result;
 use rand::rngs::StdRng;
@@ -150,9 +150,7 @@ impl Ppo {
 
     /// Log-density of `actions` under N(mean, std).
     fn log_prob(&self, mean: &Tensor, actions: &Tensor) -> Tensor {
-        let std = self.log_std.exp();
-        let z = (actions - mean) / &std;
-        z.square() * -0.5 - &self.log_std - 0.5 * (2.0 * std::f64::consts::PI).ln()
+        gaussian_log_prob(mean, &self.log_std, actions)
     }
 
     fn update(&mut self) -> Result<()> {

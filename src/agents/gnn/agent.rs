@@ -1,0 +1,233 @@
+//! The graph agent as a search agent: one-shot, it sees the whole model graph through the
+//! [`GraphPolicy`] and proposes every unit's keep action at once; trained with PPO (clipped
+//! surrogate; the advantage is the episode's reward minus the critic's value, normalised over
+//! each batch of episodes).
+
+use super::{DynamicState, GraphInput, GraphPolicy};
+use crate::agents::util::{gaussian_log_prob, standard_normal};
+use crate::agents::{Agent, Episode, Learner, Mode, Observation};
+use crate::error::Result;
+use crate::prune::CostModel;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+/// `[gnn]` in a search config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GnnConfig {
+    /// Width of the encoder and heads.
+    pub hidden: usize,
+    /// Message-passing layers.
+    pub layers: usize,
+    pub lr: f64,
+    /// Clip range of the probability ratio.
+    pub clip: f64,
+    /// Passes over the collected episodes per update.
+    pub epochs: usize,
+    /// Episodes collected between updates.
+    pub episodes_per_update: usize,
+    /// Initial deviation of the Gaussian policy (learned afterwards).
+    pub std: f64,
+    pub value_coef: f64,
+    pub entropy_coef: f64,
+}
+
+impl Default for GnnConfig {
+    fn default() -> Self {
+        Self {
+            hidden: 64,
+            layers: 3,
+            lr: 1e-3,
+            clip: 0.2,
+            epochs: 4,
+            episodes_per_update: 8,
+            std: 0.15,
+            value_coef: 0.5,
+            entropy_coef: 0.0,
+        }
+    }
+}
+
+impl GnnConfig {
+    /// What is wrong with the values, if anything: (key, message).
+    pub fn check(&self) -> Option<(&'static str, String)> {
+        if self.hidden == 0 || self.layers == 0 || self.epochs == 0 || self.episodes_per_update == 0
+        {
+            return Some((
+                "gnn",
+                "hidden, layers, epochs and episodes_per_update must be at least 1".into(),
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite() && self.std > 0.0 && self.std.is_finite()) {
+            return Some(("gnn", "lr and std must be positive numbers".into()));
+        }
+        if !(0.0..1.0).contains(&self.clip) {
+            return Some(("gnn", "clip must be in [0, 1)".into()));
+        }
+        None
+    }
+}
+
+/// One explored episode kept for the next update.
+struct Sample {
+    actions: Vec<f32>,
+    log_prob: f32,
+    value: f32,
+    reward: f32,
+}
+
+pub struct GraphAgent {
+    config: GnnConfig,
+    policy: GraphPolicy,
+    log_std: Tensor,
+    optimizer: nn::Optimizer,
+    input: GraphInput,
+    rng: StdRng,
+    /// The current episode's sampled actions, log-probability and value.
+    pending: Option<(Vec<f32>, f32, f32)>,
+    samples: Vec<Sample>,
+}
+
+impl std::fmt::Debug for GraphAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GraphAgent")
+            .field("units", &self.input.units())
+            .field("samples", &self.samples.len())
+            .finish()
+    }
+}
+
+impl GraphAgent {
+    /// An agent for `costs`' graph and units at the budget `budget` (fraction kept).
+    pub fn new(config: GnnConfig, costs: &CostModel, budget: f64, seed: u64) -> Result<Self> {
+        tch::manual_seed(seed as i64);
+        let policy = GraphPolicy::new(config.hidden, config.layers, Device::Cpu);
+        let log_std =
+            policy
+                .var_store()
+                .root()
+                .var("log_std", &[1], nn::Init::Const(config.std.ln()));
+        let optimizer = nn::Adam::default().build(policy.var_store(), config.lr)?;
+        let input = GraphInput::new(
+            costs,
+            &DynamicState::initial(costs.units().len(), budget),
+            Device::Cpu,
+        );
+        Ok(Self {
+            config,
+            policy,
+            log_std,
+            optimizer,
+            input,
+            rng: StdRng::seed_from_u64(seed),
+            pending: None,
+            samples: Vec::new(),
+        })
+    }
+
+    /// The network (for checkpoints and transfer).
+    pub fn policy(&self) -> &GraphPolicy {
+        &self.policy
+    }
+
+    fn update(&mut self) -> Result<()> {
+        let n = self.samples.len() as i64;
+        let units = self.input.units() as i64;
+        let flat: Vec<f32> = self
+            .samples
+            .iter()
+            .flat_map(|s| s.actions.iter().copied())
+            .collect();
+        let actions = Tensor::from_slice(&flat).view([n, units]);
+        let column = |f: &dyn Fn(&Sample) -> f32| {
+            Tensor::from_slice(&self.samples.iter().map(f).collect::<Vec<f32>>())
+        };
+        let old_log_prob = column(&|s| s.log_prob);
+        let returns = column(&|s| s.reward);
+        let advantages = &returns - column(&|s| s.value);
+        let advantages = if n > 1 {
+            (&advantages - advantages.mean(Kind::Float)) / (advantages.std(true) + 1e-8)
+        } else {
+            advantages
+        };
+        for _ in 0..self.config.epochs {
+            let (mean, value) = self.policy.forward(&self.input);
+            let log_prob = gaussian_log_prob(&mean.unsqueeze(0), &self.log_std, &actions)
+                .sum_dim_intlist(1, false, Kind::Float);
+            let ratio = (log_prob - &old_log_prob).exp();
+            let clipped = ratio.clamp(1.0 - self.config.clip, 1.0 + self.config.clip);
+            let surrogate = (&ratio * &advantages)
+                .minimum(&(clipped * &advantages))
+                .mean(Kind::Float);
+            let value_loss = (value - &returns).square().mean(Kind::Float);
+            let entropy = (&self.log_std
+                + 0.5 * (2.0 * std::f64::consts::PI * std::f64::consts::E).ln())
+            .sum(Kind::Float);
+            let loss = -surrogate + value_loss * self.config.value_coef
+                - entropy * self.config.entropy_coef;
+            self.optimizer.zero_grad();
+            loss.backward();
+            self.optimizer.step();
+        }
+        self.samples.clear();
+        Ok(())
+    }
+}
+
+impl Agent for GraphAgent {
+    fn mode(&self) -> Mode {
+        Mode::OneShot
+    }
+
+    fn begin_episode(&mut self, _index: usize) {
+        self.pending = None;
+    }
+
+    fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
+        let _guard = tch::no_grad_guard();
+        let (mean, value) = self.policy.forward(&self.input);
+        let mean: Vec<f64> = Vec::try_from(mean.to_kind(Kind::Double)).unwrap_or_default();
+        if !explore {
+            return mean;
+        }
+        let std = f64::try_from(self.log_std.exp().view([-1]).get(0)).unwrap_or(self.config.std);
+        let sampled: Vec<f32> = mean
+            .iter()
+            .map(|m| (m + std * standard_normal(&mut self.rng)) as f32)
+            .collect();
+        let mean_t = Tensor::from_slice(&mean.iter().map(|&m| m as f32).collect::<Vec<f32>>());
+        let log_prob = f64::try_from(
+            gaussian_log_prob(&mean_t, &self.log_std, &Tensor::from_slice(&sampled))
+                .sum(Kind::Float),
+        )
+        .unwrap_or(0.0);
+        let value = f64::try_from(value).unwrap_or(0.0);
+        let actions = sampled
+            .iter()
+            .map(|&a| (a as f64).clamp(0.0, 1.0))
+            .collect();
+        self.pending = Some((sampled, log_prob as f32, value as f32));
+        actions
+    }
+}
+
+impl Learner for GraphAgent {
+    fn learn(&mut self, episode: &Episode) -> Result<()> {
+        let Some((actions, log_prob, value)) = self.pending.take() else {
+            return Ok(());
+        };
+        self.samples.push(Sample {
+            actions,
+            log_prob,
+            value,
+            reward: episode.reward as f32,
+        });
+        if self.samples.len() >= self.config.episodes_per_update {
+            self.update()?;
+        }
+        Ok(())
+    }
+}
