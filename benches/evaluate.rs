@@ -6,27 +6,17 @@
 //! Needs the env's data (`make setup`); uses its checkpoint when present, else random weights
 //! (timing does not depend on the values).
 
+mod common;
+
 use autoprune::data;
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::GraphNet;
 use autoprune::prune::{allocate, Method};
+use common::{arg, median};
 use std::path::PathBuf;
 use std::time::Instant;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let env = PathBuf::from(arg("--env").unwrap_or_else(|| "envs/fmnist-vgg.toml".into()));

@@ -4,26 +4,16 @@
 //!
 //! `cargo bench --bench gnn [-- --rounds N --device cpu --out PNG]`
 
+mod common;
+
 use autoprune::agents::gnn::{DynamicState, GraphInput, GraphPolicy};
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::Granularity;
 use autoprune::model::zoo;
 use autoprune::prune::CostModel;
+use common::{arg, median};
 use std::path::PathBuf;
 use std::time::Instant;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn main() {
     let rounds: usize = arg("--rounds").and_then(|r| r.parse().ok()).unwrap_or(21);

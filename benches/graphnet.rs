@@ -3,7 +3,10 @@
 //!
 //! `cargo bench --bench graphnet [-- --rounds N --steps N --threads N]`
 
+mod common;
+
 use autoprune::model::{zoo, GraphNet};
+use common::{arg, median};
 use std::time::Instant;
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
@@ -98,26 +101,17 @@ fn time_steps(
     started.elapsed().as_secs_f64()
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
+/// A numeric command-line value, or `default`.
+fn number(name: &str, default: usize) -> usize {
+    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 fn main() {
-    let rounds = arg("--rounds", 11);
-    let steps = arg("--steps", 30);
+    let rounds = number("--rounds", 11);
+    let steps = number("--steps", 30);
     if let Some(threads) = std::env::args()
         .position(|a| a == "--threads")
-        .map(|_| arg("--threads", 1))
+        .map(|_| number("--threads", 1))
     {
         tch::set_num_threads(threads as i32);
     }

@@ -8,6 +8,8 @@
 //! learn). Needs the env's data (`make setup`); uses its checkpoint when present, else random
 //! weights (timing does not depend on the values).
 
+mod common;
+
 use autoprune::data;
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::EnvSpec;
@@ -15,16 +17,9 @@ use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::GraphNet;
 use autoprune::runlog::{Progress, TensorBoardSink};
 use autoprune::search::{RunFolder, Search, SearchConfig};
+use common::arg;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .cloned()
-}
 
 fn main() {
     let episodes: usize = arg("--episodes").and_then(|r| r.parse().ok()).unwrap_or(30);

@@ -6,7 +6,7 @@ use autoprune::agents::ddpg::{Ddpg, DdpgConfig};
 use autoprune::agents::evolution::{Evolution, EvolutionConfig};
 use autoprune::agents::gnn::{GnnConfig, GraphAgent};
 use autoprune::agents::ppo::{Ppo, PpoConfig};
-use autoprune::agents::{Agent, Episode, Learner, Observation, SearchAgent, Transition};
+use autoprune::agents::{Episode, Observation, SearchAgent, Transition};
 use autoprune::env::{Granularity, Metric, PruneEnv, STATE_DIM};
 use autoprune::model::zoo;
 use autoprune::prune::{ActionWall, Budget, CostModel};
