@@ -10,14 +10,14 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A file could not be read or written.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {source}", one_line(&.path.display().to_string()))]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A TOML file did not parse (syntax, unknown key or wrong type).
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}:{line}:{column}: {}", one_line(&.path.display().to_string()), one_line(.message))]
     Toml {
         path: PathBuf,
         line: usize,
@@ -25,30 +25,30 @@ pub enum Error {
         message: String,
     },
     /// A value parsed but is out of range or inconsistent.
-    #[error("{}: key `{key}`: {message}", path.display())]
+    #[error("{}: key `{}`: {}", one_line(&.path.display().to_string()), one_line(.key), one_line(.message))]
     Invalid {
         path: PathBuf,
         key: String,
         message: String,
     },
     /// A data file is missing, truncated or not in the expected format.
-    #[error("{}: {message}", path.display())]
+    #[error("{}: {}", one_line(&.path.display().to_string()), one_line(.message))]
     Data { path: PathBuf, message: String },
     /// A checkpoint does not fit the model graph.
-    #[error("{}: tensor `{tensor}`: {message}", path.display())]
+    #[error("{}: tensor `{}`: {}", one_line(&.path.display().to_string()), one_line(.tensor), one_line(.message))]
     Checkpoint {
         path: PathBuf,
         tensor: String,
         message: String,
     },
     /// A model graph is malformed (shapes do not line up, a node has the wrong inputs).
-    #[error("graph node `{node}`: {message}")]
+    #[error("graph node `{}`: {}", one_line(.node), one_line(.message))]
     Graph { node: String, message: String },
     /// A requested device is not available or not understood.
-    #[error("device `{device}`: {message}")]
+    #[error("device `{}`: {}", one_line(.device), one_line(.message))]
     Device { device: String, message: String },
     /// Training or evaluation produced a NaN or infinite value.
-    #[error("{what} is not finite ({value}); lower the learning rate or check the data")]
+    #[error("{} is not finite ({value}); lower the learning rate or check the data", one_line(.what))]
     NonFinite { what: String, value: f64 },
     /// An error raised inside libtorch.
     #[error("libtorch: {}", first_line(&.0.to_string()))]
@@ -81,4 +81,35 @@ impl Error {
 /// libtorch messages carry a C++ backtrace after the first line; users need the first line.
 fn first_line(message: &str) -> &str {
     message.lines().next().unwrap_or(message)
+}
+
+/// Text from a user's file (a key, a name) or a parser, kept on one line: control characters
+/// such as a newline inside a quoted key are shown escaped.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_text_with_control_characters_stays_on_one_line() {
+        let error = Error::Invalid {
+            path: PathBuf::from("a\nb.toml"),
+            key: "gr\nularity".into(),
+            message: "unknown field `gr\nularity`\r".into(),
+        };
+        let text = error.to_string();
+        assert!(!text.contains('\n') && !text.contains('\r'), "{text}");
+        assert!(text.contains("gr\\nularity"), "{text}");
+    }
 }
