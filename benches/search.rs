@@ -60,6 +60,7 @@ fn main() {
                 sink: &mut sink,
                 progress: Progress::stderr(),
                 stop: &stop,
+                agent: None,
             }
             .run()
             .unwrap_or_else(|e| panic!("{e}"))

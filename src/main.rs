@@ -96,6 +96,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prunes an env's model with a trained graph agent: zero-shot (one forward pass, one
+    /// evaluation), or adapted for a few episodes first; writes the policy and scores it.
+    Transfer {
+        /// The graph agent's checkpoint (`agent.safetensors` of a search with agent = "gnn").
+        #[arg(long)]
+        agent: PathBuf,
+        /// Env file (envs/*.toml) of the model to prune.
+        #[arg(long)]
+        env: PathBuf,
+        /// Fine-tune the agent on this env for this many episodes (0: zero-shot).
+        #[arg(long, default_value_t = 0)]
+        adapt_episodes: usize,
+        /// Score adaptation episodes on only the first N validation samples.
+        #[arg(long)]
+        eval_samples: Option<usize>,
+        /// Run folder for the adaptation episodes (default: runs/transfer-<env>-s<seed>-<time>).
+        #[arg(long)]
+        logdir: Option<PathBuf>,
+        /// Write the policy file here (default: <logdir>/policy.json, or
+        /// transfer-<env>.json when zero-shot).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        run: RunOptions,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Applies a policy file to the env's model, scores it, and optionally saves the pruned model.
     Apply {
         /// Env file (envs/*.toml).
@@ -220,6 +248,25 @@ fn run(cli: Cli) -> Result<()> {
             };
             baseline(&env, method, &overrides, out.as_deref(), &run, json)
         }
+        Command::Transfer {
+            agent,
+            env,
+            adapt_episodes,
+            eval_samples,
+            logdir,
+            out,
+            run,
+            json,
+        } => transfer(
+            &agent,
+            &env,
+            adapt_episodes,
+            eval_samples,
+            logdir,
+            out,
+            &run,
+            json,
+        ),
         Command::Apply {
             env,
             policy,
@@ -660,6 +707,150 @@ fn save_pruned(
     Ok(())
 }
 
+/// `autoprune transfer`: a trained graph agent prunes another env's model.
+#[allow(clippy::too_many_arguments)]
+fn transfer(
+    agent_path: &Path,
+    env: &Path,
+    adapt_episodes: usize,
+    eval_samples: Option<usize>,
+    logdir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    run: &RunOptions,
+    json: bool,
+) -> Result<()> {
+    use autoprune::agents::gnn::GnnConfig;
+    use autoprune::agents::{Agent, AgentKind, Observation};
+    use autoprune::env::PruneEnv;
+    use autoprune::search::{RunFolder, Search, SearchConfig};
+    let env_text = std::fs::read_to_string(env)
+        .with_context(|| format!("{}: cannot read the env file", env.display()))?;
+    let spec = EnvSpec::parse(&env_text, env)?;
+    let (net, data, _) = pretrained(&spec, run)?;
+    let mut eval_config = EvalConfig::from_env(&spec, run.seed)?;
+    let mut evaluator = Evaluator::new(&net, &data, eval_config.clone())?;
+    let wall = evaluator.wall(&spec.path)?;
+    let budget = wall.budget().keep;
+    let mut agent = autoprune::policy::load_graph_agent(
+        agent_path,
+        evaluator.costs(),
+        budget,
+        run.seed,
+        GnnConfig::default(),
+    )?;
+    // Zero-shot: the agent's greedy actions, made feasible by the wall, scored once.
+    let mut prune_env = PruneEnv::new(wall);
+    let actions = agent.act(Observation::Graph(prune_env.graph_state()), false);
+    let keeps = prune_env.step_actions(&actions);
+    let zero_shot = evaluator.evaluate(&keeps)?;
+    let mut best = PolicyFile {
+        schema: SCHEMA,
+        env: spec.name.clone(),
+        model: fingerprint(evaluator.costs().graph()),
+        granularity: spec.prune.granularity,
+        target: spec.prune.target,
+        layers: zero_shot.layers.clone(),
+        metrics: zero_shot.clone(),
+        agent: "gnn-transfer".into(),
+        episodes: 0,
+        seed: run.seed,
+        created: now_rfc3339(),
+    };
+    let mut folder_dir = None;
+    if adapt_episodes > 0 {
+        let config = SearchConfig {
+            name: "transfer".into(),
+            env: env.to_path_buf(),
+            agent: AgentKind::Gnn,
+            episodes: adapt_episodes,
+            seed: run.seed,
+            eval_samples,
+            ddpg: Default::default(),
+            ppo: Default::default(),
+            evolution: Default::default(),
+            gnn: GnnConfig::default(),
+            path: PathBuf::from("transfer options"),
+        };
+        config.validate()?;
+        let dir = logdir.unwrap_or_else(|| {
+            PathBuf::from("runs").join(format!(
+                "transfer-{}-s{}-{}",
+                spec.name,
+                run.seed,
+                now_rfc3339().replace([':', '-'], "").trim_end_matches('Z')
+            ))
+        });
+        let folder = RunFolder::create(&dir, &config, &env_text)?;
+        folder.check_weights(
+            &file_fingerprint(&spec.checkpoint_path())?,
+            &spec.checkpoint_path(),
+        )?;
+        eval_config.eval_samples = eval_samples;
+        let mut adapt_evaluator = Evaluator::new(&net, &data, eval_config)?;
+        install_ctrl_c();
+        let outcome = {
+            let mut sink = autoprune::runlog::TensorBoardSink::new(&folder.dir)?;
+            Search {
+                config: &config,
+                spec: &spec,
+                evaluator: &mut adapt_evaluator,
+                folder: &folder,
+                recorded: Vec::new(),
+                sink: &mut sink,
+                progress: Progress::stderr(),
+                stop: &STOP,
+                agent: Some(Box::new(agent)),
+            }
+            .run()
+        }?;
+        if let Some(adapted) = outcome.best {
+            // Adapted policies were scored on `eval_samples`; rescore the best on the whole
+            // validation split before comparing it with the zero-shot policy.
+            let keeps: Vec<f64> = adapted.layers.iter().map(|l| l.keep).collect();
+            let score = evaluator.evaluate(&keeps)?;
+            if score.reward > best.metrics.reward {
+                best.layers = score.layers.clone();
+                best.metrics = score;
+            }
+            best.episodes = outcome.episodes;
+        }
+        folder_dir = Some(folder.dir.clone());
+    }
+    let keeps: Vec<f64> = best.layers.iter().map(|l| l.keep).collect();
+    let test = evaluator.evaluate_on(&keeps, autoprune::data::SplitName::Test)?;
+    let out = out.unwrap_or_else(|| match &folder_dir {
+        Some(dir) => dir.join("policy.json"),
+        None => PathBuf::from(format!("transfer-{}.json", spec.name)),
+    });
+    ensure_writable(&out)?;
+    best.save(&out)?;
+    if json {
+        let extra = json!({
+            "env": spec.name,
+            "agent": agent_path,
+            "adapt_episodes": adapt_episodes,
+            "zero_shot_reward": zero_shot.reward,
+            "zero_shot_accuracy": zero_shot.accuracy,
+            "policy": out,
+            "logdir": folder_dir,
+        });
+        println!("{}", report(&best.metrics, &test, extra)?);
+    } else {
+        print_score(
+            &format!(
+                "{} transferred to {} ({} adaptation episodes)",
+                agent_path.display(),
+                spec.name,
+                adapt_episodes
+            ),
+            &best.metrics,
+            &test,
+        );
+        println!("policy written to {}", out.display());
+    }
+    Ok(())
+}
+
 /// What `search` was asked to do.
 #[derive(Args)]
 struct SearchRequest {
@@ -796,6 +987,7 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
             sink: &mut sink,
             progress,
             stop: &STOP,
+            agent: None,
         }
         .run()
     }?;

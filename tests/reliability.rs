@@ -9,7 +9,9 @@ mod common;
 use autoprune::env::EnvSpec;
 use autoprune::policy::PolicyFile;
 use autoprune::search::{read_records, SearchConfig, BEST_FILE, CONFIG_FILE, ENV_FILE};
-use common::{bin, one_error_line, python, records, repo, run, setup, strip_times};
+use common::{
+    bin, one_error_line, python, records, repo, run, search_in, setup, strip_times, success_json,
+};
 use std::path::Path;
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
@@ -58,16 +60,7 @@ fn random_sigkills_never_damage_the_run_folder_and_resume_finishes() {
     let episodes = 300;
     let config = setup(dir.path(), "ddpg", episodes);
     let full = dir.path().join("full");
-    let out = run(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--logdir",
-        full.to_str().unwrap(),
-        "--json",
-    ]);
-    assert!(out.status.success());
-    let uninterrupted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let uninterrupted = success_json(&search_in(&config, &full, &["--json"]));
 
     for seed in 1..=3u64 {
         let mut state = seed;
@@ -213,15 +206,7 @@ fn memory_stays_flat_over_a_2000_episode_search() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "ddpg", 2000);
     let logdir = dir.path().join("long");
-    let out = run(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--logdir",
-        logdir.to_str().unwrap(),
-        "--threads",
-        "1",
-    ]);
+    let out = search_in(&config, &logdir, &["--threads", "1"]);
     assert!(
         out.status.success(),
         "{}",

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{bin, python, records, records_len, repo, run, setup, strip_times};
+use common::{bin, python, records, records_len, repo, run, search_in, setup, strip_times};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -13,14 +13,7 @@ fn tensorboard_events_equal_the_jsonl_log() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "ddpg", 25);
     let logdir = dir.path().join("run");
-    let out = run(&[
-        "search",
-        "--config",
-        config.to_str().unwrap(),
-        "--logdir",
-        logdir.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = search_in(&config, &logdir, &["--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -69,6 +69,11 @@ pub trait Agent {
 
     /// Called before each episode with its index.
     fn begin_episode(&mut self, index: usize);
+
+    /// The agent's network, for a checkpoint, if it has one worth keeping.
+    fn network(&self) -> Option<&tch::nn::VarStore> {
+        None
+    }
 }
 
 /// Learning: from finished episodes.

@@ -158,6 +158,17 @@ impl PruneEnv {
         &self.static_features
     }
 
+    /// One-shot step from normalised actions in [0, 1] (one per unit), placed between the
+    /// lower and upper keep bound, then made feasible by the wall.
+    pub fn step_actions(&mut self, actions: &[f64]) -> Vec<f64> {
+        let [lo, hi] = self.wall.budget().bounds;
+        let raw: Vec<f64> = actions
+            .iter()
+            .map(|a| lo + a.clamp(0.0, 1.0) * (hi - lo))
+            .collect();
+        self.step_all(&raw)
+    }
+
     /// One-shot step: a keep ratio per unit, made feasible by the wall.
     pub fn step_all(&mut self, raw: &[f64]) -> Vec<f64> {
         self.raw = raw.to_vec();

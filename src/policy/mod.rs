@@ -217,3 +217,64 @@ pub fn save_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
 pub fn load_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     crate::model::checkpoint::load_var_store(vs, path, |_| (0, 0), "autoprune search")
 }
+
+/// A graph agent from its checkpoint (the `agent.safetensors` of a `gnn` search), ready to act
+/// on `costs`' units at `budget`: its width and depth are read from the file, the rest of
+/// its settings (learning rate, clip, ...) come from `settings`.
+pub fn load_graph_agent(
+    path: &Path,
+    costs: &CostModel,
+    budget: f64,
+    seed: u64,
+    settings: crate::agents::gnn::GnnConfig,
+) -> Result<crate::agents::gnn::GraphAgent> {
+    let not_graph_agent = |message: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        tensor: "encoder.input.weight".into(),
+        message,
+    };
+    let shapes: std::collections::HashMap<String, Vec<i64>> = if path.is_file() {
+        tch::Tensor::read_safetensors(path)
+            .map_err(|e| {
+                Error::data(
+                    path,
+                    format!("not a readable safetensors file ({}); give the agent.safetensors of a gnn search", e.to_string().lines().next().unwrap_or_default()),
+                )
+            })?
+            .into_iter()
+            .map(|(name, t)| (name, t.size()))
+            .collect()
+    } else {
+        return Err(Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no such agent checkpoint"),
+        ));
+    };
+    let hidden = match shapes.get("encoder.input.weight").map(Vec::as_slice) {
+        Some(&[hidden, _]) if hidden > 0 => hidden as usize,
+        _ => {
+            return Err(not_graph_agent(
+                "missing: not a graph agent's checkpoint (train one with `autoprune search` and agent = \"gnn\")".into(),
+            ))
+        }
+    };
+    let layers = (0..)
+        .take_while(|l| shapes.contains_key(&format!("encoder.layer{l}.self.weight")))
+        .count();
+    let config = crate::agents::gnn::GnnConfig {
+        hidden,
+        layers,
+        ..settings
+    };
+    if let Some((key, message)) = config.check() {
+        return Err(not_graph_agent(format!("{key}: {message}")));
+    }
+    let agent = crate::agents::gnn::GraphAgent::new(config, costs, budget, seed)?;
+    crate::model::checkpoint::load_var_store(
+        agent.policy().var_store(),
+        path,
+        |_| (0, 0),
+        "autoprune search",
+    )?;
+    Ok(agent)
+}

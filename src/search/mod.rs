@@ -35,6 +35,8 @@ pub const ENV_FILE: &str = "env.toml";
 pub const EPISODES_FILE: &str = "episodes.jsonl";
 pub const BEST_FILE: &str = "best.json";
 pub const WEIGHTS_FILE: &str = "weights.txt";
+/// The agent's network at the end of the run (agents that have one).
+pub const AGENT_FILE: &str = "agent.safetensors";
 
 /// One finished episode, as written to `episodes.jsonl` (one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -268,6 +270,9 @@ pub struct Search<'a> {
     pub progress: Progress,
     /// Set (by Ctrl-C) to stop after the episode in flight.
     pub stop: &'a AtomicBool,
+    /// An agent to run instead of a fresh one built from the config (e.g. a trained graph
+    /// agent adapting to a new env). Such a run cannot be resumed.
+    pub agent: Option<Box<dyn SearchAgent>>,
 }
 
 impl Search<'_> {
@@ -282,10 +287,9 @@ impl Search<'_> {
             sink,
             progress,
             stop,
+            agent,
         } = self;
         let wall = evaluator.wall(&spec.path)?;
-        let [lo, hi] = wall.budget().bounds;
-        let span = (hi - lo).max(1e-12);
         if spec.data.eval_split == SplitName::Test {
             return Err(Error::Invalid {
                 path: spec.path.clone(),
@@ -300,7 +304,10 @@ impl Search<'_> {
                 "has no prunable units at this granularity; nothing to search",
             ));
         }
-        let mut agent = build_agent(config, &env)?;
+        let mut agent = match agent {
+            Some(agent) => agent,
+            None => build_agent(config, &env)?,
+        };
         let units: Vec<String> = env.costs().units().iter().map(|u| u.name.clone()).collect();
         let model = fingerprint(env.costs().graph());
         let episodes_path = folder.dir.join(EPISODES_FILE);
@@ -359,11 +366,7 @@ impl Search<'_> {
                 }
                 Mode::OneShot => {
                     let actions = agent.act(Observation::Graph(env.graph_state()), true);
-                    let keeps: Vec<f64> = actions
-                        .iter()
-                        .map(|a| lo + a.clamp(0.0, 1.0) * span)
-                        .collect();
-                    env.step_all(&keeps);
+                    env.step_actions(&actions);
                     (actions, Vec::new())
                 }
             };
@@ -461,6 +464,10 @@ impl Search<'_> {
             bar.set_message(format!("best reward {best_reward:.4}"));
         }
         bar.finish_and_clear();
+        // Agents with a network leave it in the run folder (for `autoprune transfer`).
+        if let Some(network) = agent.network() {
+            crate::policy::save_agent(network, &folder.dir.join(AGENT_FILE))?;
+        }
         let best =
             best.map(|(_, _, score)| best_policy_file(config, spec, &model, &score, finished));
         Ok(SearchOutcome {

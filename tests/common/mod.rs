@@ -95,3 +95,26 @@ pub fn one_error_line(out: &Output) -> String {
     assert!(!stderr.contains("panicked"), "{stderr}");
     errors[0].to_string()
 }
+
+/// `autoprune search --config CONFIG --logdir LOGDIR EXTRA...`.
+pub fn search_in(config: &Path, logdir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
+
+/// The one JSON object a successful command printed.
+pub fn success_json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}

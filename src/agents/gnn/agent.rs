@@ -186,6 +186,10 @@ impl Agent for GraphAgent {
         self.pending = None;
     }
 
+    fn network(&self) -> Option<&tch::nn::VarStore> {
+        Some(self.policy.var_store())
+    }
+
     fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
         let _guard = tch::no_grad_guard();
         let (mean, value) = self.policy.forward(&self.input);
