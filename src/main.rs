@@ -1047,10 +1047,15 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
             &test,
         );
         if outcome.new_episodes > 0 {
+            let per_episode = outcome.seconds_per_episode();
+            let per_episode = if per_episode < 0.1 {
+                format!("{:.1} ms", 1e3 * per_episode)
+            } else {
+                format!("{per_episode:.2} s")
+            };
             println!(
-                "{} episodes run: {:.2} s per episode, {:.1}% of it outside the evaluator",
+                "{} episodes run: {per_episode} per episode, {:.1}% of it outside the evaluator",
                 outcome.new_episodes,
-                outcome.seconds_per_episode(),
                 100.0 * outcome.outside_evaluator_share()
             );
         }
