@@ -145,6 +145,24 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Trains one graph agent on several models and budgets at once (for `transfer`).
+    TrainAgent {
+        /// Agent-training config (configs/gnn-train.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Run folder (default: runs/<config name>-s<seed>-<time>).
+        #[arg(long)]
+        logdir: Option<PathBuf>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Threads libtorch may use on the CPU.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Searches a per-layer keep-ratio policy with an agent, logging to TensorBoard.
     Search {
         #[command(flatten)]
@@ -223,6 +241,13 @@ fn run(cli: Cli) -> Result<()> {
         Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
         Command::Report { runs, out, json } => report_png(&runs, out, json),
+        Command::TrainAgent {
+            config,
+            logdir,
+            device,
+            threads,
+            json,
+        } => train_agent(&config, logdir, &device, threads, json),
         Command::Search {
             request,
             device,
@@ -704,6 +729,95 @@ fn save_pruned(
     let sidecar = graph_sidecar(path);
     autoprune::fsio::write_atomic(&sidecar, graph_json.as_bytes())?;
     pruned.save(path)?;
+    Ok(())
+}
+
+/// `autoprune train-agent`: one graph agent trained on every env of the config at every budget.
+fn train_agent(
+    path: &Path,
+    logdir: Option<PathBuf>,
+    device: &str,
+    threads: Option<i32>,
+    json: bool,
+) -> Result<()> {
+    use autoprune::search::train_agent::{train_graph_agent, Task, TrainAgentConfig};
+    let config = TrainAgentConfig::load(path)?;
+    let run = RunOptions {
+        device: device.to_string(),
+        threads,
+        seed: config.seed,
+    };
+    let mut tasks = Vec::new();
+    for env in &config.envs {
+        let base = EnvSpec::load(env)?;
+        let (net, data, _) = pretrained(&base, &run)?;
+        for &budget in &config.budgets {
+            let mut spec = base.clone();
+            spec.prune.target.keep = budget;
+            let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
+            eval_config.eval_samples = config.eval_samples;
+            let name = format!("{}@{budget}", spec.name);
+            anyhow::ensure!(
+                tasks.iter().all(|t: &Task| t.name != name),
+                "{}: key `envs`: two envs are named `{}` (or a budget repeats); give each env file its own `name`",
+                path.display(),
+                spec.name
+            );
+            tasks.push(Task {
+                name,
+                evaluator: Evaluator::new(&net, &data, eval_config)?,
+                spec,
+            });
+        }
+    }
+    let dir = logdir.unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{}-s{}-{}",
+            config.name,
+            config.seed,
+            now_rfc3339().replace([':', '-'], "").trim_end_matches('Z')
+        ))
+    });
+    anyhow::ensure!(
+        !dir.join(autoprune::search::EPISODES_FILE).exists(),
+        "{}: key `--logdir`: already holds a run; choose another folder",
+        dir.display()
+    );
+    install_ctrl_c();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
+    let outcome = {
+        let mut sink = autoprune::runlog::TensorBoardSink::new(&dir)?;
+        train_graph_agent(
+            &config,
+            &mut tasks,
+            &dir,
+            &mut sink,
+            Progress::stderr(),
+            &STOP,
+        )
+    }?;
+    if json {
+        let best: serde_json::Map<String, serde_json::Value> = outcome
+            .best
+            .iter()
+            .map(|(task, reward)| (task.clone(), json!(reward)))
+            .collect();
+        println!(
+            "{}",
+            json!({"episodes": outcome.episodes, "interrupted": outcome.interrupted, "tasks": tasks.len(), "best_reward": best, "agent": outcome.agent, "logdir": dir})
+        );
+    } else {
+        for (task, reward) in &outcome.best {
+            println!("{task}: best reward {reward:.4}");
+        }
+        println!(
+            "{} episodes on {} tasks; agent written to {} (use it with autoprune transfer --agent)",
+            outcome.episodes,
+            tasks.len(),
+            outcome.agent.display()
+        );
+    }
     Ok(())
 }
 

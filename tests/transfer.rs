@@ -10,6 +10,7 @@ use std::path::Path;
 fn other_env(dir: &Path) -> std::path::PathBuf {
     let text = std::fs::read_to_string(dir.join("env.toml")).unwrap();
     let text = text
+        .replace("name = \"synthetic-mlp\"", "name = \"other-mlp\"")
         .replace("hidden = [32, 16]", "hidden = [24, 12, 8]")
         .replace("mlp.safetensors", "other.safetensors");
     let path = dir.join("other.toml");
@@ -91,4 +92,67 @@ fn a_trained_graph_agent_prunes_an_unseen_model() {
         .unwrap();
     let line = one_error_line(&out);
     assert!(line.contains("not a graph agent's checkpoint"), "{line}");
+}
+
+#[test]
+fn one_agent_trains_on_several_models_and_budgets() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "gnn", 10);
+    let other = other_env(dir.path());
+    let config = dir.path().join("train.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"two-mlps\"\nenvs = [{:?}, {:?}]\nbudgets = [0.2, 0.4]\nepisodes = 24\nseed = 1\n\n[gnn]\nhidden = 32\nlayers = 2\n",
+            dir.path().join("env.toml"),
+            other
+        ),
+    )
+    .unwrap();
+    let logdir = dir.path().join("trained");
+    let result = success_json(&run(&[
+        "train-agent",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(result["episodes"], 24);
+    assert_eq!(result["tasks"], 4);
+    let best = result["best_reward"].as_object().unwrap();
+    assert_eq!(best.len(), 4);
+    assert!(best.contains_key("other-mlp@0.4"), "{best:?}");
+    // Episodes cycle through the tasks, six each.
+    let lines: Vec<serde_json::Value> = records(&logdir);
+    assert_eq!(lines.len(), 24);
+    for task in best.keys() {
+        assert_eq!(
+            lines.iter().filter(|l| l["task"] == task.as_str()).count(),
+            6
+        );
+    }
+    // The agent (width 32, depth 2, read from the file) prunes a third model zero-shot.
+    let third = dir.path().join("third.toml");
+    std::fs::write(
+        &third,
+        std::fs::read_to_string(&other)
+            .unwrap()
+            .replace("name = \"other-mlp\"", "name = \"third-mlp\"")
+            .replace("hidden = [24, 12, 8]", "hidden = [40]")
+            .replace("other.safetensors", "third.safetensors"),
+    )
+    .unwrap();
+    let zero = success_json(&run(&[
+        "transfer",
+        "--agent",
+        logdir.join("agent.safetensors").to_str().unwrap(),
+        "--env",
+        third.to_str().unwrap(),
+        "--out",
+        dir.path().join("third.json").to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(zero["layers"].as_array().unwrap().len(), 2);
+    assert!(zero["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9);
 }

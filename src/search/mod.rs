@@ -7,6 +7,7 @@
 //! evaluations, so a resumed run continues exactly where the uninterrupted one would be.
 
 mod config;
+pub mod train_agent;
 
 pub use config::SearchConfig;
 
@@ -118,20 +119,7 @@ impl RunFolder {
     /// Creates a new run folder holding the config and env text. Refuses a folder that already
     /// holds a run (use `--resume` for that).
     pub fn create(dir: &Path, config: &SearchConfig, env_text: &str) -> Result<Self> {
-        if dir.join(EPISODES_FILE).exists() {
-            return Err(Error::Invalid {
-                path: dir.to_path_buf(),
-                key: "--logdir".into(),
-                message: "already holds a run; resume it with --resume, or choose another folder"
-                    .into(),
-            });
-        }
-        std::fs::create_dir_all(dir).map_err(|e| {
-            Error::data(
-                dir,
-                format!("cannot create the run folder ({e}); choose another --logdir"),
-            )
-        })?;
+        new_run_dir(dir, "resume it with --resume, or choose another folder")?;
         write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
         write_atomic(&dir.join(ENV_FILE), env_text)?;
         write_atomic(&dir.join(EPISODES_FILE), "")?;
@@ -192,6 +180,23 @@ impl RunFolder {
             Err(_) => write_atomic(&path, &format!("{fingerprint}\n")),
         }
     }
+}
+
+/// Creates a run folder, refusing one that already holds a run (`instead` says what to do).
+fn new_run_dir(dir: &Path, instead: &str) -> Result<()> {
+    if dir.join(EPISODES_FILE).exists() {
+        return Err(Error::Invalid {
+            path: dir.to_path_buf(),
+            key: "--logdir".into(),
+            message: format!("already holds a run; {instead}"),
+        });
+    }
+    std::fs::create_dir_all(dir).map_err(|e| {
+        Error::data(
+            dir,
+            format!("cannot create the run folder ({e}); choose another --logdir"),
+        )
+    })
 }
 
 /// Writes a text file of the run folder atomically.

@@ -73,6 +73,7 @@ impl GnnConfig {
 
 /// One explored episode kept for the next update.
 struct Sample {
+    task: usize,
     actions: Vec<f32>,
     log_prob: f32,
     value: f32,
@@ -84,7 +85,9 @@ pub struct GraphAgent {
     policy: GraphPolicy,
     log_std: Tensor,
     optimizer: nn::Optimizer,
-    input: GraphInput,
+    /// One input per task (a model at a budget); `task` is the one the agent acts on.
+    inputs: Vec<GraphInput>,
+    task: usize,
     rng: StdRng,
     /// The current episode's sampled actions, log-probability and value.
     pending: Option<(Vec<f32>, f32, f32)>,
@@ -94,7 +97,7 @@ pub struct GraphAgent {
 impl std::fmt::Debug for GraphAgent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GraphAgent")
-            .field("units", &self.input.units())
+            .field("tasks", &self.inputs.len())
             .field("samples", &self.samples.len())
             .finish()
     }
@@ -103,6 +106,12 @@ impl std::fmt::Debug for GraphAgent {
 impl GraphAgent {
     /// An agent for `costs`' graph and units at the budget `budget` (fraction kept).
     pub fn new(config: GnnConfig, costs: &CostModel, budget: f64, seed: u64) -> Result<Self> {
+        Self::for_tasks(config, &[(costs, budget)], seed)
+    }
+
+    /// An agent trained on several tasks at once (models and budgets); [`Self::select_task`]
+    /// picks the one it acts on.
+    pub fn for_tasks(config: GnnConfig, tasks: &[(&CostModel, f64)], seed: u64) -> Result<Self> {
         tch::manual_seed(seed as i64);
         let policy = GraphPolicy::new(config.hidden, config.layers, Device::Cpu);
         let log_std =
@@ -111,21 +120,32 @@ impl GraphAgent {
                 .root()
                 .var("log_std", &[1], nn::Init::Const(config.std.ln()));
         let optimizer = nn::Adam::default().build(policy.var_store(), config.lr)?;
-        let input = GraphInput::new(
-            costs,
-            &DynamicState::initial(costs.units().len(), budget),
-            Device::Cpu,
-        );
+        let inputs = tasks
+            .iter()
+            .map(|(costs, budget)| {
+                GraphInput::new(
+                    costs,
+                    &DynamicState::initial(costs.units().len(), *budget),
+                    Device::Cpu,
+                )
+            })
+            .collect();
         Ok(Self {
             config,
             policy,
             log_std,
             optimizer,
-            input,
+            inputs,
+            task: 0,
             rng: StdRng::seed_from_u64(seed),
             pending: None,
             samples: Vec::new(),
         })
+    }
+
+    /// Acts on task `task` from now on (an index into the tasks it was built with).
+    pub fn select_task(&mut self, task: usize) {
+        self.task = task.min(self.inputs.len().saturating_sub(1));
     }
 
     /// The network (for checkpoints and transfer).
@@ -134,29 +154,56 @@ impl GraphAgent {
     }
 
     fn update(&mut self) -> Result<()> {
-        let n = self.samples.len() as i64;
-        let units = self.input.units() as i64;
-        let flat: Vec<f32> = self
-            .samples
-            .iter()
-            .flat_map(|s| s.actions.iter().copied())
-            .collect();
-        let actions = Tensor::from_slice(&flat).view([n, units]);
+        // Samples grouped by task: each task has its own graph (and number of units).
+        let mut order: Vec<usize> = (0..self.samples.len()).collect();
+        order.sort_by_key(|&i| self.samples[i].task);
+        let samples: Vec<&Sample> = order.iter().map(|&i| &self.samples[i]).collect();
         let column = |f: &dyn Fn(&Sample) -> f32| {
-            Tensor::from_slice(&self.samples.iter().map(f).collect::<Vec<f32>>())
+            Tensor::from_slice(&samples.iter().map(|s| f(s)).collect::<Vec<f32>>())
         };
         let old_log_prob = column(&|s| s.log_prob);
         let returns = column(&|s| s.reward);
         let advantages = &returns - column(&|s| s.value);
-        let advantages = if n > 1 {
+        let advantages = if samples.len() > 1 {
             (&advantages - advantages.mean(Kind::Float)) / (advantages.std(true) + 1e-8)
         } else {
             advantages
         };
+        let mut tasks: Vec<(usize, Tensor)> = Vec::new();
+        let mut start = 0;
+        while start < samples.len() {
+            let task = samples[start].task;
+            let end = samples[start..]
+                .iter()
+                .position(|s| s.task != task)
+                .map_or(samples.len(), |p| start + p);
+            let flat: Vec<f32> = samples[start..end]
+                .iter()
+                .flat_map(|s| s.actions.iter().copied())
+                .collect();
+            let units = self.inputs[task].units() as i64;
+            tasks.push((
+                task,
+                Tensor::from_slice(&flat).view([(end - start) as i64, units]),
+            ));
+            start = end;
+        }
         for _ in 0..self.config.epochs {
-            let (mean, value) = self.policy.forward(&self.input);
-            let log_prob = gaussian_log_prob(&mean.unsqueeze(0), &self.log_std, &actions)
-                .sum_dim_intlist(1, false, Kind::Float);
+            let mut log_probs = Vec::new();
+            let mut values = Vec::new();
+            for (task, actions) in &tasks {
+                let (mean, value) = self.policy.forward(&self.inputs[*task]);
+                log_probs.push(
+                    gaussian_log_prob(&mean.unsqueeze(0), &self.log_std, actions).sum_dim_intlist(
+                        1,
+                        false,
+                        Kind::Float,
+                    ),
+                );
+                values.push(value.expand([actions.size()[0]], false));
+            }
+            let log_prob = Tensor::cat(&log_probs, 0);
+            let value = Tensor::cat(&values, 0);
             let ratio = (log_prob - &old_log_prob).exp();
             let clipped = ratio.clamp(1.0 - self.config.clip, 1.0 + self.config.clip);
             let surrogate = (&ratio * &advantages)
@@ -192,7 +239,7 @@ impl Agent for GraphAgent {
 
     fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
         let _guard = tch::no_grad_guard();
-        let (mean, value) = self.policy.forward(&self.input);
+        let (mean, value) = self.policy.forward(&self.inputs[self.task]);
         let mean: Vec<f64> = Vec::try_from(mean.to_kind(Kind::Double)).unwrap_or_default();
         if !explore {
             return mean;
@@ -224,6 +271,7 @@ impl Learner for GraphAgent {
             return Ok(());
         };
         self.samples.push(Sample {
+            task: self.task,
             actions,
             log_prob,
             value,

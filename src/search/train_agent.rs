@@ -1,0 +1,196 @@
+//! Training one graph agent on several tasks at once (models and budgets), so that it learns
+//! what transfers: `autoprune train-agent --config C`. Episodes cycle through the tasks; each
+//! is scored by its own env's evaluator; the agent's network is written to the run folder
+//! (`agent.safetensors`) for `autoprune transfer`.
+
+use super::{write_atomic, AGENT_FILE, CONFIG_FILE};
+use crate::agents::gnn::{GnnConfig, GraphAgent};
+use crate::agents::{Agent, Episode, Learner, Observation};
+use crate::env::{EnvSpec, PruneEnv};
+use crate::error::{Error, Result};
+use crate::eval::Evaluator;
+use crate::runlog::{MetricsSink, Progress};
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// An agent-training config (`configs/gnn-train.toml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainAgentConfig {
+    pub name: String,
+    /// The env files whose models the agent trains on.
+    pub envs: Vec<PathBuf>,
+    /// Budgets (fraction of each env's target metric to keep); every env at every budget is
+    /// one task.
+    pub budgets: Vec<f64>,
+    pub episodes: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Score each episode on only the first this many validation samples.
+    #[serde(default)]
+    pub eval_samples: Option<usize>,
+    #[serde(default)]
+    pub gnn: GnnConfig,
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl TrainAgentConfig {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let mut config: TrainAgentConfig = crate::env::parse_toml(&text, path)?;
+        config.path = path.to_path_buf();
+        let invalid = |key: &str, message: &str| Error::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message: message.into(),
+        };
+        if config.envs.is_empty() {
+            return Err(invalid("envs", "name at least one env file"));
+        }
+        if config.budgets.is_empty() || config.budgets.iter().any(|b| !(*b > 0.0 && *b <= 1.0)) {
+            return Err(invalid(
+                "budgets",
+                "give at least one budget, each a fraction in (0, 1]",
+            ));
+        }
+        if config.episodes == 0 {
+            return Err(invalid("episodes", "must be at least 1"));
+        }
+        if config.eval_samples == Some(0) {
+            return Err(invalid("eval_samples", "must be at least 1"));
+        }
+        if let Some((key, message)) = config.gnn.check() {
+            return Err(invalid(key, &message));
+        }
+        Ok(config)
+    }
+
+    /// The config as TOML (written into the run folder).
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// One task: an env's model at one budget, with its own evaluator.
+pub struct Task {
+    /// `<env name>@<budget>`.
+    pub name: String,
+    pub evaluator: Evaluator,
+    pub spec: EnvSpec,
+}
+
+/// One training episode, as written to `episodes.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub episode: usize,
+    pub task: String,
+    pub reward: f64,
+    pub accuracy: f64,
+    pub params_kept: f64,
+    pub flops_kept: f64,
+    pub seconds: f64,
+}
+
+/// How a training run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub episodes: usize,
+    pub interrupted: bool,
+    /// The best reward reached on each task, in task order.
+    pub best: Vec<(String, f64)>,
+    pub agent: PathBuf,
+}
+
+/// Trains a graph agent on `tasks`, episodes cycling through them, logging to `dir` (which
+/// must not hold a run yet) and `sink`; writes the agent to `dir/agent.safetensors`.
+pub fn train_graph_agent(
+    config: &TrainAgentConfig,
+    tasks: &mut [Task],
+    dir: &Path,
+    sink: &mut dyn MetricsSink,
+    progress: Progress,
+    stop: &AtomicBool,
+) -> Result<TrainOutcome> {
+    let episodes_path = dir.join(super::EPISODES_FILE);
+    super::new_run_dir(dir, "choose another folder")?;
+    write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
+    let mut envs = Vec::with_capacity(tasks.len());
+    for task in tasks.iter() {
+        envs.push(PruneEnv::new(task.evaluator.wall(&task.spec.path)?));
+    }
+    let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
+        .iter()
+        .map(|e| (e.costs(), e.wall().budget().keep))
+        .collect();
+    let mut agent = GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed)?;
+    let mut log =
+        std::fs::File::create(&episodes_path).map_err(|e| Error::io(&episodes_path, e))?;
+    let bar = progress.bar(
+        config.episodes as u64,
+        &format!("gnn on {} tasks", tasks.len()),
+    );
+    let mut best = vec![f64::NEG_INFINITY; tasks.len()];
+    let mut finished = 0;
+    let mut interrupted = false;
+    for index in 0..config.episodes {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let started = Instant::now();
+        let t = index % tasks.len();
+        agent.select_task(t);
+        agent.begin_episode(index);
+        let actions = agent.act(Observation::Graph(envs[t].graph_state()), true);
+        let keeps = envs[t].step_actions(&actions);
+        let score = tasks[t].evaluator.evaluate(&keeps)?;
+        agent.learn(&Episode {
+            index,
+            transitions: Vec::new(),
+            proposed: actions,
+            reward: score.reward,
+        })?;
+        best[t] = best[t].max(score.reward);
+        let record = TaskRecord {
+            episode: index,
+            task: tasks[t].name.clone(),
+            reward: score.reward,
+            accuracy: score.accuracy,
+            params_kept: score.params_kept,
+            flops_kept: score.flops_kept,
+            seconds: started.elapsed().as_secs_f64(),
+        };
+        let line = serde_json::to_string(&record)
+            .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
+        log.write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| log.flush())
+            .map_err(|e| Error::io(&episodes_path, e))?;
+        sink.scalar(&format!("reward/{}", tasks[t].name), score.reward, index);
+        sink.scalar(
+            &format!("accuracy/{}", tasks[t].name),
+            score.accuracy,
+            index,
+        );
+        sink.scalar(&format!("best/reward/{}", tasks[t].name), best[t], index);
+        sink.flush()?;
+        finished = index + 1;
+        bar.set_position(finished as u64);
+    }
+    bar.finish_and_clear();
+    let agent_path = dir.join(AGENT_FILE);
+    crate::policy::save_agent(agent.policy().var_store(), &agent_path)?;
+    Ok(TrainOutcome {
+        episodes: finished,
+        interrupted,
+        best: tasks
+            .iter()
+            .zip(best)
+            .map(|(t, b)| (t.name.clone(), b))
+            .collect(),
+        agent: agent_path,
+    })
+}
