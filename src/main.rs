@@ -150,6 +150,9 @@ enum Command {
         /// Agent-training config (configs/gnn-train.toml).
         #[arg(long)]
         config: PathBuf,
+        /// Seed (overrides the config's seed).
+        #[arg(long)]
+        seed: Option<u64>,
         /// Run folder (default: runs/<config name>-s<seed>-<time>).
         #[arg(long)]
         logdir: Option<PathBuf>,
@@ -243,11 +246,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Report { runs, out, json } => report_png(&runs, out, json),
         Command::TrainAgent {
             config,
+            seed,
             logdir,
             device,
             threads,
             json,
-        } => train_agent(&config, logdir, &device, threads, json),
+        } => train_agent(&config, seed, logdir, &device, threads, json),
         Command::Search {
             request,
             device,
@@ -735,13 +739,17 @@ fn save_pruned(
 /// `autoprune train-agent`: one graph agent trained on every env of the config at every budget.
 fn train_agent(
     path: &Path,
+    seed: Option<u64>,
     logdir: Option<PathBuf>,
     device: &str,
     threads: Option<i32>,
     json: bool,
 ) -> Result<()> {
     use autoprune::search::train_agent::{train_graph_agent, Task, TrainAgentConfig};
-    let config = TrainAgentConfig::load(path)?;
+    let mut config = TrainAgentConfig::load(path)?;
+    if let Some(seed) = seed {
+        config.seed = seed;
+    }
     let run = RunOptions {
         device: device.to_string(),
         threads,
