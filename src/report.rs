@@ -257,14 +257,36 @@ pub fn render_scaling(
         .configure_mesh()
         .x_desc(x_desc)
         .y_desc(y_desc)
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.3}"))
         .label_style(("sans-serif", 13))
         .draw()
         .map_err(|e| plot_error(path, e))?;
+    // A line through the largest point, proportional to x: what linear growth looks like.
+    let (x_last, y_last) = positive[positive.len() - 1];
+    chart
+        .draw_series(LineSeries::new(
+            [x_lo, x_hi].map(|x| (x, y_last * x / x_last)),
+            BLACK.mix(0.4),
+        ))
+        .map_err(|e| plot_error(path, e))?
+        .label("proportional to x")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLACK.mix(0.4)));
     chart
         .draw_series(LineSeries::new(
             positive.iter().copied(),
             BLUE.stroke_width(2),
         ))
+        .map_err(|e| plot_error(path, e))?
+        .label("measured")
+        .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], BLUE.stroke_width(2)));
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
         .map_err(|e| plot_error(path, e))?;
     chart
         .draw_series(positive.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))

@@ -188,3 +188,21 @@ fn a_checkpoint_loads_back_exactly() {
         "{error}"
     );
 }
+
+#[test]
+fn the_scaling_curve_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("curve.png");
+    let points = [(7.0, 0.2), (83.0, 0.3), (875.0, 1.0), (2603.0, 3.1)];
+    autoprune::report::render_scaling(&png, "t", "edges", "ms", &points).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // Width and height from the IHDR chunk.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (800, 560));
+    let error = autoprune::report::render_scaling(&png, "t", "x", "y", &[(0.0, 1.0)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no positive points"), "{error}");
+}
