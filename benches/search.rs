@@ -67,11 +67,14 @@ fn main() {
         };
         header.get_or_insert_with(|| {
             format!(
-                "{} ({weights} weights) on {}, {} episodes per agent, eval_samples {:?}",
+                "{} ({weights} weights) on {}, {} episodes per agent (DDPG: {} warm-up), scored on {} validation samples",
                 spec.name,
                 device_name(device),
                 episodes,
-                config.eval_samples
+                config.ddpg.warmup,
+                config
+                    .eval_samples
+                    .map_or("all".to_string(), |n| n.to_string())
             )
         });
         rows.push(format!(
