@@ -3,7 +3,7 @@
 //! events, best.json), for each agent's shipped config, side by side in one run.
 //!
 //! `cargo bench --bench search [-- --episodes N --device cpu]`
-//! Runs each config (configs/amc-ddpg.toml, ppo.toml, evolution.toml, random.toml) for N
+//! Runs each config (configs/amc-ddpg.toml, ppo.toml, evolution.toml, random.toml, gnn.toml) for N
 //! episodes (default 30; DDPG's warm-up is cut to a third of them so that most episodes
 //! learn). Needs the env's data (`make setup`); uses its checkpoint when present, else random
 //! weights (timing does not depend on the values).
@@ -28,7 +28,7 @@ fn main() {
     let scratch = tempfile::tempdir().expect("temporary folder");
     let mut rows = Vec::new();
     let mut header = None;
-    for name in ["amc-ddpg", "ppo", "evolution", "random"] {
+    for name in ["amc-ddpg", "ppo", "evolution", "random", "gnn"] {
         let path = PathBuf::from(format!("configs/{name}.toml"));
         let mut config = SearchConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         config.episodes = episodes;
