@@ -8,13 +8,11 @@
 
 mod common;
 
-use autoprune::data;
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator};
-use autoprune::model::GraphNet;
 use autoprune::prune::{allocate, Method};
-use common::{arg, median};
+use common::{arg, data_and_model, median};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -23,15 +21,7 @@ fn main() {
     let rounds: usize = arg("--rounds").and_then(|r| r.parse().ok()).unwrap_or(7);
     let device = parse_device(&arg("--device").unwrap_or_else(|| "auto".into())).expect("device");
     let spec = EnvSpec::load(&env).unwrap_or_else(|e| panic!("{e}"));
-    let data = data::load(&spec.data_options(), device)
-        .unwrap_or_else(|e| panic!("{e} (run `make setup`)"));
-    let mut net = GraphNet::new(spec.build_graph().expect("graph"), device);
-    let weights = if spec.checkpoint_path().exists() {
-        net.load(&spec.checkpoint_path()).expect("checkpoint");
-        "pretrained"
-    } else {
-        "random"
-    };
+    let (data, net, weights) = data_and_model(&spec, device);
     let split = data.split(spec.data.eval_split);
     let mut plain_config = EvalConfig::from_env(&spec, 0).expect("config");
     plain_config.recalibration_batches = 0;

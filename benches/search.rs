@@ -10,14 +10,12 @@
 
 mod common;
 
-use autoprune::data;
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator};
-use autoprune::model::GraphNet;
 use autoprune::runlog::{Progress, TensorBoardSink};
 use autoprune::search::{RunFolder, Search, SearchConfig};
-use common::arg;
+use common::{arg, data_and_model};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
@@ -28,6 +26,7 @@ fn main() {
     let scratch = tempfile::tempdir().expect("temporary folder");
     let mut rows = Vec::new();
     let mut header = None;
+    let mut loaded = None;
     for name in ["amc-ddpg", "ppo", "evolution", "random", "gnn"] {
         let path = PathBuf::from(format!("configs/{name}.toml"));
         let mut config = SearchConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
@@ -35,18 +34,15 @@ fn main() {
         config.ddpg.warmup = (episodes / 3).max(1);
         let env_text = std::fs::read_to_string(&config.env).expect("env file");
         let spec = EnvSpec::parse(&env_text, &config.env).unwrap_or_else(|e| panic!("{e}"));
-        let data = data::load(&spec.data_options(), device)
-            .unwrap_or_else(|e| panic!("{e} (run `make setup`)"));
-        let mut net = GraphNet::new(spec.build_graph().expect("graph"), device);
-        let weights = if spec.checkpoint_path().exists() {
-            net.load(&spec.checkpoint_path()).expect("checkpoint");
-            "pretrained"
-        } else {
-            "random"
-        };
+        // The shipped configs share an env: load its data and model once.
+        if loaded.as_ref().is_none_or(|(path, _)| path != &config.env) {
+            loaded = Some((config.env.clone(), data_and_model(&spec, device)));
+        }
+        let (_, (data, net, weights)) = loaded.as_ref().expect("loaded above");
+        let weights = *weights;
         let mut eval_config = EvalConfig::from_env(&spec, config.seed).expect("eval config");
         eval_config.eval_samples = config.eval_samples;
-        let mut evaluator = Evaluator::new(&net, &data, eval_config).expect("evaluator");
+        let mut evaluator = Evaluator::new(net, data, eval_config).expect("evaluator");
         let dir = scratch.path().join(name);
         let folder = RunFolder::create(&dir, &config, &env_text).expect("run folder");
         let outcome = {

@@ -10,7 +10,8 @@ use autoprune::env::EnvSpec;
 use autoprune::policy::PolicyFile;
 use autoprune::search::{read_records, SearchConfig, BEST_FILE, CONFIG_FILE, ENV_FILE};
 use common::{
-    bin, one_error_line, python, records, repo, run, search_in, setup, strip_times, success_json,
+    bin, one_error_line, read_events, records, repo, resume_to, run, search_in, setup, strip_times,
+    success_json,
 };
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -132,17 +133,7 @@ fn random_sigkills_never_damage_the_run_folder_and_resume_finishes() {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         // TensorBoard still reads every event file of the folder, torn last records included.
-        let read = std::process::Command::new(python())
-            .arg(repo().join("scripts/read_tensorboard.py"))
-            .arg(&logdir)
-            .output()
-            .unwrap();
-        assert!(
-            read.status.success(),
-            "{}",
-            String::from_utf8_lossy(&read.stderr)
-        );
-        let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+        let events = read_events(&logdir);
         let logged = records(&logdir);
         let rewards = events["scalars"]["reward"].as_array().unwrap();
         // An episode killed between its log line and its events has no events: at most one
@@ -290,14 +281,7 @@ fn full_disk_case(dir: &Path, config: &Path) -> (String, bool) {
     if mounted {
         let _ = std::process::Command::new("umount").arg(&disk).status();
     }
-    let out = run(&[
-        "search",
-        "--resume",
-        moved.to_str().unwrap(),
-        "--episodes",
-        &(done + 5).to_string(),
-        "--json",
-    ]);
+    let out = resume_to(&moved, done + 5, &["--json"]);
     assert!(
         out.status.success(),
         "{}",

@@ -4,7 +4,9 @@
 
 mod common;
 
-use common::{bin, python, records, records_len, repo, run, search_in, setup, strip_times};
+use common::{
+    bin, read_events, records, records_len, resume_to, run, search_in, setup, strip_times,
+};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,17 +26,7 @@ fn tensorboard_events_equal_the_jsonl_log() {
     assert!(result["test_accuracy"].as_f64().unwrap() > 0.0);
     assert!(result["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9);
 
-    let read = Command::new(python())
-        .arg(repo().join("scripts/read_tensorboard.py"))
-        .arg(&logdir)
-        .output()
-        .unwrap();
-    assert!(
-        read.status.success(),
-        "{}",
-        String::from_utf8_lossy(&read.stderr)
-    );
-    let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let events = read_events(&logdir);
     let records = records(&logdir);
     assert_eq!(records.len(), 25);
     // Timing: the evaluator's share is part of each episode's time, and the totals agree.
@@ -207,21 +199,9 @@ fn ctrl_c_stops_after_the_episode_in_flight_and_resume_finishes() {
     let done = records_len(&logdir);
     assert!((5..3000).contains(&done));
     // The event file is complete up to the last finished episode.
-    let read = Command::new(python())
-        .arg(repo().join("scripts/read_tensorboard.py"))
-        .arg(&logdir)
-        .output()
-        .unwrap();
-    let events: serde_json::Value = serde_json::from_slice(&read.stdout).unwrap();
+    let events = read_events(&logdir);
     assert_eq!(events["scalars"]["reward"].as_array().unwrap().len(), done);
-    let out = run(&[
-        "search",
-        "--resume",
-        logdir.to_str().unwrap(),
-        "--episodes",
-        &(done + 3).to_string(),
-        "--json",
-    ]);
+    let out = resume_to(&logdir, done + 3, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -385,14 +365,7 @@ fn resume_drops_a_torn_last_line_and_refuses_a_damaged_log_or_other_weights() {
     let complete = std::fs::read_to_string(&log).unwrap();
     // A crash mid-write leaves a line without its newline: dropped, then the run goes on.
     std::fs::write(&log, format!("{complete}{{\"episode\": 5, \"rew")).unwrap();
-    let out = run(&[
-        "search",
-        "--resume",
-        logdir.to_str().unwrap(),
-        "--episodes",
-        "7",
-        "--json",
-    ]);
+    let out = resume_to(&logdir, 7, &["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -409,13 +382,7 @@ fn resume_drops_a_torn_last_line_and_refuses_a_damaged_log_or_other_weights() {
     lines[2] = "not json";
     let damaged = lines.join("\n") + "\n";
     std::fs::write(&log, &damaged).unwrap();
-    let out = run(&[
-        "search",
-        "--resume",
-        logdir.to_str().unwrap(),
-        "--episodes",
-        "9",
-    ]);
+    let out = resume_to(&logdir, 9, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && stderr.contains("line 3") && stderr.contains("damaged"),
@@ -432,13 +399,7 @@ fn resume_drops_a_torn_last_line_and_refuses_a_damaged_log_or_other_weights() {
         .unwrap()
         .status
         .success());
-    let out = run(&[
-        "search",
-        "--resume",
-        logdir.to_str().unwrap(),
-        "--episodes",
-        "9",
-    ]);
+    let out = resume_to(&logdir, 9, &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success()

@@ -118,3 +118,28 @@ pub fn success_json(out: &Output) -> serde_json::Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// A run folder's TensorBoard events as TensorBoard's own reader sees them
+/// (`scripts/read_tensorboard.py`).
+pub fn read_events(logdir: &Path) -> serde_json::Value {
+    let read = Command::new(python())
+        .arg(repo().join("scripts/read_tensorboard.py"))
+        .arg(logdir)
+        .output()
+        .unwrap();
+    success_json(&read)
+}
+
+/// `autoprune search --resume LOGDIR --episodes EPISODES EXTRA...`.
+pub fn resume_to(logdir: &Path, episodes: usize, extra: &[&str]) -> Output {
+    let episodes = episodes.to_string();
+    let mut args = vec![
+        "search",
+        "--resume",
+        logdir.to_str().unwrap(),
+        "--episodes",
+        &episodes,
+    ];
+    args.extend_from_slice(extra);
+    run(&args)
+}
