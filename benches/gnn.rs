@@ -1,12 +1,15 @@
 //! The graph encoder's forward time (encoder, actor and critic, no gradient) as the model
 //! graph grows from about 10 to about 2,000 nodes, side by side in one run; the cost should
-//! grow linearly with the edges. Writes the curve to docs/gnn-encoder-scaling.png.
+//! grow linearly with the edges. Writes the curve to docs/gnn-encoder-scaling.png. Then the
+//! graph agent's training step (one PPO update over a batch of episodes on ResNet-20's
+//! channel units) on the CPU and, where present, on CUDA, side by side.
 //!
 //! `cargo bench --bench gnn [-- --rounds N --device cpu --out PNG]`
 
 mod common;
 
-use autoprune::agents::gnn::{DynamicState, GraphInput, GraphPolicy};
+use autoprune::agents::gnn::{DynamicState, GnnConfig, GraphAgent, GraphInput, GraphPolicy};
+use autoprune::agents::{Agent, Episode, Learner, Observation};
 use autoprune::device::{device_name, parse_device};
 use autoprune::env::Granularity;
 use autoprune::model::zoo;
@@ -75,4 +78,69 @@ fn main() {
     )
     .unwrap_or_else(|e| panic!("{e}"));
     println!("curve written to {}", out.display());
+    training_step(rounds, device);
+}
+
+/// Seconds per PPO update (and per acting forward pass) of the graph agent on ResNet-20's
+/// channel units, on the CPU and on `device` when that is another one.
+fn training_step(rounds: usize, device: tch::Device) {
+    let graph = zoo::resnet(&vec![1, 28, 28], 10, 20).expect("resnet");
+    let costs = CostModel::new(
+        &graph,
+        Granularity::try_from("channel".to_string()).expect("granularity"),
+    );
+    let config = GnnConfig::default();
+    let batch = config.episodes_per_update;
+    println!();
+    println!(
+        "graph agent training step on resnet20 ({} units): one PPO update = {} epochs over {batch} episodes, median of {rounds}",
+        costs.units().len(),
+        config.epochs
+    );
+    println!("| device | act (ms) | PPO update (ms) |");
+    println!("|---|---|---|");
+    let mut devices = vec![tch::Device::Cpu];
+    if device != tch::Device::Cpu {
+        devices.push(device);
+    }
+    let observation: Vec<Vec<f32>> = Vec::new();
+    for device in devices {
+        let mut agent = GraphAgent::new(config.clone(), &costs, 0.5, 0, device).expect("agent");
+        let mut act = Vec::new();
+        let mut update = Vec::new();
+        // One warm-up round, then `rounds` timed ones.
+        for round in 0..=rounds {
+            for index in 0..batch {
+                agent.begin_episode(index);
+                let t = Instant::now();
+                let actions = agent.act(Observation::Graph(&observation), true);
+                let acted = t.elapsed().as_secs_f64();
+                let reward = actions.iter().sum::<f64>() / actions.len() as f64;
+                let episode = Episode {
+                    index,
+                    transitions: Vec::new(),
+                    proposed: actions,
+                    reward,
+                };
+                let t = Instant::now();
+                agent.learn(&episode).expect("learn");
+                if let tch::Device::Cuda(ordinal) = device {
+                    tch::Cuda::synchronize(ordinal as i64);
+                }
+                // The last episode of the batch triggers the update.
+                if round > 0 {
+                    act.push(acted);
+                    if index + 1 == batch {
+                        update.push(t.elapsed().as_secs_f64());
+                    }
+                }
+            }
+        }
+        println!(
+            "| {} | {:.3} | {:.3} |",
+            device_name(device),
+            1e3 * median(act),
+            1e3 * median(update)
+        );
+    }
 }

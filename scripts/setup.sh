@@ -21,6 +21,13 @@ if ! .venv/bin/python -c "import tensorboard" 2>/dev/null; then
     echo "setup: installing TensorBoard into .venv/" >&2
     .venv/bin/pip install --quiet --disable-pip-version-check "tensorboard==2.20.0"
 fi
+# ONNX: the exporter behind the fixtures (tests export small PyTorch models to ONNX) and ONNX
+# Runtime, which runs the pruned models autoprune exports.
+if ! .venv/bin/python -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; then
+    echo "setup: installing onnx, onnxscript and onnxruntime into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check \
+        "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0"
+fi
 torch_dir=$(.venv/bin/python -W ignore -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
 ln -sfn "$torch_dir" .venv/libtorch
 

@@ -2,9 +2,15 @@
 # Zero-shot transfer of the graph agent to models it never saw: test accuracy, mean ± std over
 # seeds, of the agent trained by configs/gnn-train.toml (Fashion-MNIST VGG and ResNet-20)
 # applied to fmnist-vgg7, fmnist-mobilenetv2 and mnist-lenet5 at each env's own budget,
-# zero-shot and after ADAPT adaptation episodes, beside uniform and LAMP at the same budget.
+# zero-shot and after ADAPT adaptation episodes, beside uniform, LAMP and DDPG searched from
+# scratch on that model (configs/amc-ddpg.toml with the env swapped in, 400 episodes, run by
+# scripts/search_table.sh into runs/table-amc-ddpg-<env>-s<seed>).
 #   scripts/transfer_table.sh [SEEDS] [ADAPT]     e.g. scripts/transfer_table.sh "0 1 2" 40
-# Trained agents go to runs/gnn-train-s<seed> and are reused when present.
+# Every measured accuracy is kept in runs/transfer-table/ and reused, so seeds can be run in
+# parallel beforehand (one seed per call) and a last call with all seeds prints the table.
+# THREADS=N passes --threads N; EPISODES=N and TRAIN_EPISODES=N shorten the DDPG searches and
+# the agent's training (for a quick trial); SKIP_DDPG=1 leaves the DDPG column out (to run
+# those searches as separate jobs); GATHER=1 only gathers what is already measured.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
@@ -12,31 +18,59 @@ adapt=${2:-40}
 bin=${BIN:-./target/release/autoprune}
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
+episodes=()
+[ -n "${EPISODES:-}" ] && episodes=(--episodes "$EPISODES")
+train_episodes=()
+[ -n "${TRAIN_EPISODES:-}" ] && train_episodes=(--episodes "$TRAIN_EPISODES")
 envs="envs/fmnist-vgg7.toml envs/fmnist-mobilenetv2.toml envs/mnist-lenet5.toml"
+cache=runs/transfer-table
+mkdir -p "$cache"
 results=$(mktemp)
 field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
+# measure ENV METHOD SEED CMD...: the test accuracy CMD prints as JSON, cached per key.
+measure() {
+    local key="$cache/$1.$2.s$3"
+    shift 3
+    if [ ! -s "$key" ]; then
+        [ -n "${GATHER:-}" ] && return 1
+        if ! "$@" | field test_accuracy > "$key.tmp"; then
+            echo "failed: $*" >&2
+            return 1
+        fi
+        mv "$key.tmp" "$key"
+    fi
+    cat "$key"
+}
 for seed in $seeds; do
     agent=runs/gnn-train-s$seed/agent.safetensors
-    if [ ! -f "$agent" ]; then
-        "$bin" train-agent --config configs/gnn-train.toml --seed "$seed" \
+    if [ ! -f "$agent" ] && [ -z "${GATHER:-}" ]; then
+        rm -rf "runs/gnn-train-s$seed"
+        "$bin" train-agent --config configs/gnn-train.toml --seed "$seed" "${train_episodes[@]}" \
             --logdir "runs/gnn-train-s$seed" "${threads[@]}" --json > /dev/null
     fi
     for env in $envs; do
         name=$(basename "$env" .toml)
-        acc=$("$bin" transfer --agent "$agent" --env "$env" --seed "$seed" "${threads[@]}" \
-            --out "runs/transfer-$name-s$seed.json" --json | field test_accuracy)
-        echo "$name zero-shot $acc" >> "$results"
+        acc=$(measure "$name" zero-shot "$seed" "$bin" transfer --agent "$agent" --env "$env" \
+            --seed "$seed" "${threads[@]}" --out "runs/transfer-$name-s$seed.json" --json) \
+            && echo "$name zero-shot $acc" >> "$results"
         if [ "$adapt" -gt 0 ]; then
-            acc=$("$bin" transfer --agent "$agent" --env "$env" --seed "$seed" "${threads[@]}" \
-                --adapt-episodes "$adapt" --eval-samples 2000 \
-                --logdir "runs/transfer-$name-a$adapt-s$seed" --json | field test_accuracy)
-            echo "$name +$adapt-episodes $acc" >> "$results"
+            [ -s "$cache/$name.+$adapt-episodes.s$seed" ] || rm -rf "runs/transfer-$name-a$adapt-s$seed"
+            acc=$(measure "$name" "+$adapt-episodes" "$seed" "$bin" transfer --agent "$agent" \
+                --env "$env" --seed "$seed" "${threads[@]}" --adapt-episodes "$adapt" \
+                --eval-samples 2000 --logdir "runs/transfer-$name-a$adapt-s$seed" --json) \
+                && echo "$name +$adapt-episodes $acc" >> "$results"
         fi
         for method in uniform lamp; do
-            acc=$("$bin" baseline --env "$env" --method "$method" --seed "$seed" "${threads[@]}" --json \
-                | field test_accuracy)
-            echo "$name $method $acc" >> "$results"
+            acc=$(measure "$name" "$method" "$seed" "$bin" baseline --env "$env" \
+                --method "$method" --seed "$seed" "${threads[@]}" --json) \
+                && echo "$name $method $acc" >> "$results"
         done
+        [ -n "${SKIP_DDPG:-}" ] && continue
+        run=runs/table-amc-ddpg-$name-s$seed
+        [ -f "$run/result.json" ] || [ -n "${GATHER:-}" ] \
+            || SEARCH_ENV=$env scripts/search_table.sh configs/amc-ddpg.toml "$seed" > /dev/null
+        [ -f "$run/result.json" ] \
+            && echo "$name ddpg-from-scratch $(field test_accuracy < "$run/result.json")" >> "$results"
     done
 done
 python3 - "$results" <<'PY'
@@ -46,7 +80,8 @@ for line in open(sys.argv[1]):
     env, method, acc = line.split()
     rows.setdefault(env, {}).setdefault(method, []).append(100 * float(acc))
 methods = list(next(iter(rows.values())).keys())
-print("test accuracy (%), mean ± std over seeds")
+seeds = len(next(iter(next(iter(rows.values())).values())))
+print(f"test accuracy (%), mean ± std over {seeds} seeds")
 print()
 print("| env | " + " | ".join(methods) + " |")
 print("|---|" + "---|" * len(methods))

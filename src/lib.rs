@@ -12,6 +12,7 @@ pub mod eval;
 pub mod fsio;
 pub mod graph;
 pub mod model;
+pub mod onnx;
 pub mod policy;
 pub mod prune;
 pub mod report;

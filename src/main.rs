@@ -135,8 +135,8 @@ enum Command {
         /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
         #[arg(long)]
         finetune_steps: Option<usize>,
-        /// Write the pruned model here (safetensors, plus FILE.graph.json); channel-pruned
-        /// models are physically slimmed.
+        /// Write the pruned model here: an ONNX file when FILE ends in .onnx, else
+        /// safetensors plus FILE.graph.json; channel-pruned models are physically slimmed.
         #[arg(long)]
         save: Option<PathBuf>,
         #[command(flatten)]
@@ -153,6 +153,9 @@ enum Command {
         /// Seed (overrides the config's seed).
         #[arg(long)]
         seed: Option<u64>,
+        /// Episodes (overrides the config's episodes).
+        #[arg(long)]
+        episodes: Option<usize>,
         /// Run folder (default: runs/<config name>-s<seed>-<time>).
         #[arg(long)]
         logdir: Option<PathBuf>,
@@ -192,6 +195,17 @@ enum Command {
         /// Print one JSON object on stdout.
         #[arg(long)]
         json: bool,
+    },
+    /// Writes how the env's data is split and normalised (JSON: training and validation
+    /// indices into the training file, per-channel mean and std), so a model trained outside
+    /// autoprune can train on the same training samples and see the same inputs.
+    Split {
+        /// Env file (envs/*.toml).
+        #[arg(long)]
+        env: PathBuf,
+        /// Write the JSON here (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph {
@@ -243,15 +257,17 @@ fn run(cli: Cli) -> Result<()> {
         } => pretrain(&env, epochs, &run, json),
         Command::Evaluate { env, run, json } => evaluate(&env, &run, json),
         Command::Graph { env, dot, json } => graph(&env, dot, json),
+        Command::Split { env, out } => split(&env, out.as_deref()),
         Command::Report { runs, out, json } => report_png(&runs, out, json),
         Command::TrainAgent {
             config,
             seed,
+            episodes,
             logdir,
             device,
             threads,
             json,
-        } => train_agent(&config, seed, logdir, &device, threads, json),
+        } => train_agent(&config, seed, episodes, logdir, &device, threads, json),
         Command::Search {
             request,
             device,
@@ -326,6 +342,12 @@ fn setup_run(run: &RunOptions) -> Result<tch::Device> {
 fn pretrain(env: &Path, epochs: Option<usize>, run: &RunOptions, json: bool) -> Result<()> {
     let started = Instant::now();
     let spec = EnvSpec::load(env)?;
+    anyhow::ensure!(
+        spec.model.arch != autoprune::env::Arch::Onnx,
+        "{}: key `model.arch`: an onnx model brings its own weights; there is nothing to pretrain (run `autoprune evaluate --env {}` to score it)",
+        env.display(),
+        env.display()
+    );
     let device = setup_run(run)?;
     let graph = spec.build_graph()?;
     let checkpoint = spec.checkpoint_path();
@@ -416,7 +438,7 @@ fn evaluate(env: &Path, run: &RunOptions, json: bool) -> Result<()> {
             "loss": on_eval.loss,
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
-            "checkpoint": spec.checkpoint_path(),
+            "checkpoint": spec.weights_path(),
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{out}");
@@ -430,6 +452,20 @@ fn evaluate(env: &Path, run: &RunOptions, json: bool) -> Result<()> {
             net.graph().total_params(),
             net.graph().total_flops()
         );
+    }
+    Ok(())
+}
+
+fn split(env: &Path, out: Option<&Path>) -> Result<()> {
+    let spec = EnvSpec::load(env)?;
+    let plan = data::split_plan(&spec.data_options())?;
+    let text = serde_json::to_string(&plan)?;
+    match out {
+        Some(path) => {
+            ensure_writable(path)?;
+            autoprune::fsio::write_atomic(path, text.as_bytes())?;
+        }
+        None => println!("{text}"),
     }
     Ok(())
 }
@@ -541,6 +577,14 @@ fn pretrained(
     run: &RunOptions,
 ) -> Result<(GraphNet, autoprune::data::Dataset, tch::Device)> {
     let device = setup_run(run)?;
+    if spec.model.arch == autoprune::env::Arch::Onnx {
+        // The file's initializers are the pretrained weights.
+        let imported = spec.import_onnx()?;
+        let data = data::load(&spec.data_options(), device)?;
+        let source = spec.model.path.clone().unwrap_or_default();
+        let net = autoprune::onnx::load_net(imported, device, &source)?;
+        return Ok((net, data, device));
+    }
     let graph = spec.build_graph()?;
     let data = data::load(&spec.data_options(), device)?;
     let net = load_or_train(
@@ -684,11 +728,15 @@ fn apply(
             &test,
         );
         if let Some(path) = save {
-            println!(
-                "pruned model written to {} (graph in {})",
-                path.display(),
-                graph_sidecar(path).display()
-            );
+            if path.extension().is_some_and(|e| e == "onnx") {
+                println!("pruned model written to {} (ONNX)", path.display());
+            } else {
+                println!(
+                    "pruned model written to {} (graph in {})",
+                    path.display(),
+                    graph_sidecar(path).display()
+                );
+            }
         }
     }
     Ok(())
@@ -729,6 +777,9 @@ fn save_pruned(
     } else {
         masked
     };
+    if path.extension().is_some_and(|e| e == "onnx") {
+        return Ok(autoprune::onnx::export(&pruned, path)?);
+    }
     let graph_json = serde_json::to_string_pretty(&pruned.graph().to_json())?;
     let sidecar = graph_sidecar(path);
     autoprune::fsio::write_atomic(&sidecar, graph_json.as_bytes())?;
@@ -740,6 +791,7 @@ fn save_pruned(
 fn train_agent(
     path: &Path,
     seed: Option<u64>,
+    episodes: Option<usize>,
     logdir: Option<PathBuf>,
     device: &str,
     threads: Option<i32>,
@@ -749,6 +801,10 @@ fn train_agent(
     let mut config = TrainAgentConfig::load(path)?;
     if let Some(seed) = seed {
         config.seed = seed;
+    }
+    if let Some(episodes) = episodes {
+        anyhow::ensure!(episodes >= 1, "--episodes {episodes}: use 1 or more");
+        config.episodes = episodes;
     }
     let run = RunOptions {
         device: device.to_string(),
@@ -904,8 +960,8 @@ fn transfer(
         });
         let folder = RunFolder::create(&dir, &config, &env_text)?;
         folder.check_weights(
-            &file_fingerprint(&spec.checkpoint_path())?,
-            &spec.checkpoint_path(),
+            &file_fingerprint(&spec.weights_path())?,
+            &spec.weights_path(),
         )?;
         eval_config.eval_samples = eval_samples;
         let mut adapt_evaluator = Evaluator::new(&net, &data, eval_config)?;
@@ -1073,8 +1129,8 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
     };
     let (net, data, _) = pretrained(&spec, &run)?;
     folder.check_weights(
-        &file_fingerprint(&spec.checkpoint_path())?,
-        &spec.checkpoint_path(),
+        &file_fingerprint(&spec.weights_path())?,
+        &spec.weights_path(),
     )?;
     let progress = Progress::stderr();
     let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;

@@ -202,7 +202,7 @@ fn the_graph_agent_learns_a_toy_policy() {
         std: 0.2,
         ..GnnConfig::default()
     };
-    let mut agent = GraphAgent::new(config, env.costs(), 1.0, 0).unwrap();
+    let mut agent = GraphAgent::new(config, env.costs(), 1.0, 0, tch::Device::Cpu).unwrap();
     let rewards: Vec<f64> = (0..400)
         .map(|index| one_shot_episode(&mut agent, &mut env, index, true))
         .collect();

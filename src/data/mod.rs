@@ -183,6 +183,50 @@ pub struct DataOptions {
     pub seed: u64,
 }
 
+/// How [`load`] splits and normalises the training images: the indices (into the training
+/// file) of the training and validation samples, and the per-channel mean and standard
+/// deviation every image is normalised with. A model trained outside autoprune should train on
+/// `train` only and normalise its inputs the same way.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SplitPlan {
+    pub train: Vec<usize>,
+    pub val: Vec<usize>,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+/// The split and normalisation [`load`] uses for `options` (MNIST, Fashion-MNIST, CIFAR-10).
+pub fn split_plan(options: &DataOptions) -> Result<SplitPlan> {
+    let train = match options.kind {
+        DatasetKind::FashionMnist | DatasetKind::Mnist => read_idx_pair(&options.dir, "train")?,
+        DatasetKind::Cifar10 => read_cifar_dir(&options.dir)?.0,
+        DatasetKind::Synthetic => synthetic(2_000, 7),
+    };
+    check_val_size(options, train.len())?;
+    let (mean, std) = channel_stats(&train);
+    let (train_index, val_index) = stratified_split(&train.labels, options.val_size, options.seed);
+    Ok(SplitPlan {
+        train: train_index,
+        val: val_index,
+        mean,
+        std,
+    })
+}
+
+fn check_val_size(options: &DataOptions, train: usize) -> Result<()> {
+    if options.val_size >= train {
+        return Err(Error::Invalid {
+            path: options.dir.clone(),
+            key: "data.val_size".into(),
+            message: format!(
+                "{} leaves no training data ({train} training samples); use a smaller value",
+                options.val_size,
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Loads a data set and puts it on `device`.
 pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
     let (train, test, classes) = match options.kind {
@@ -206,17 +250,7 @@ pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
             ),
         ));
     }
-    if options.val_size >= train.len() {
-        return Err(Error::Invalid {
-            path: options.dir.clone(),
-            key: "data.val_size".into(),
-            message: format!(
-                "{} leaves no training data ({} training samples); use a smaller value",
-                options.val_size,
-                train.len()
-            ),
-        });
-    }
+    check_val_size(options, train.len())?;
     let (mean, std) = channel_stats(&train);
     let (train_index, val_index) = stratified_split(&train.labels, options.val_size, options.seed);
     let to_split = |raw: &RawImages, index: Option<&[usize]>| -> Split {

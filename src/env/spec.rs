@@ -17,6 +17,8 @@ pub enum Arch {
     Vgg,
     Resnet,
     Mobilenetv2,
+    /// A model imported from an ONNX file (`model.path`), its weights included.
+    Onnx,
 }
 
 /// `[model]`: the architecture, its size, and where its pretrained weights live.
@@ -32,6 +34,8 @@ pub struct ModelSpec {
     pub width: Option<f64>,
     /// MLP: hidden layer widths.
     pub hidden: Option<Vec<usize>>,
+    /// ONNX: the model file (weights inline or in `<file>.data` beside it).
+    pub path: Option<PathBuf>,
     /// Pretrained weights (safetensors); `pretrain` writes them. Default:
     /// `checkpoints/<env name>.safetensors`.
     pub checkpoint: Option<PathBuf>,
@@ -280,6 +284,12 @@ impl EnvSpec {
                     }
                 }
             }
+            Arch::Onnx if m.path.is_none() => {
+                return Err(self.invalid(
+                    "model.path",
+                    "onnx needs the model file, e.g. path = \"models/my_model.onnx\"",
+                ));
+            }
             Arch::Mlp if m.hidden.as_ref().is_some_and(|h| h.contains(&0)) => {
                 return Err(self.invalid("model.hidden", "hidden widths must be at least 1"));
             }
@@ -362,6 +372,15 @@ impl EnvSpec {
         })
     }
 
+    /// The file holding the pretrained weights: the ONNX file for `arch = "onnx"`, else the
+    /// checkpoint.
+    pub fn weights_path(&self) -> PathBuf {
+        match (self.model.arch, &self.model.path) {
+            (Arch::Onnx, Some(path)) => path.clone(),
+            _ => self.checkpoint_path(),
+        }
+    }
+
     /// How to load the data set.
     pub fn data_options(&self) -> DataOptions {
         DataOptions {
@@ -383,7 +402,31 @@ impl EnvSpec {
             Arch::Vgg => zoo::vgg(&shape, classes, m.cfg.as_deref().unwrap_or_default()),
             Arch::Resnet => zoo::resnet(&shape, classes, m.depth.unwrap_or(20)),
             Arch::Mobilenetv2 => zoo::mobilenetv2(&shape, classes, m.width.unwrap_or(1.0)),
+            Arch::Onnx => Ok(self.import_onnx()?.graph),
         }
+    }
+
+    /// The ONNX model of an `arch = "onnx"` env, checked against the data set's input shape
+    /// and number of classes.
+    pub fn import_onnx(&self) -> Result<crate::onnx::Imported> {
+        let path = self.model.path.clone().unwrap_or_default();
+        let imported = crate::onnx::import(&path)?;
+        let shape = self.data.dataset.input_shape();
+        let classes = self.data.dataset.classes();
+        let graph = &imported.graph;
+        if graph.input_shape() != &shape || graph.output_shape() != &vec![classes] {
+            return Err(self.invalid(
+                "model.path",
+                format!(
+                    "{} takes {:?} and gives {:?}, but {} has inputs of shape {shape:?} and {classes} classes; export the model for this data set",
+                    path.display(),
+                    graph.input_shape(),
+                    graph.output_shape(),
+                    self.data.dataset.name()
+                ),
+            ));
+        }
+        Ok(imported)
     }
 }
 

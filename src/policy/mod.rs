@@ -269,7 +269,7 @@ pub fn load_graph_agent(
     if let Some((key, message)) = config.check() {
         return Err(not_graph_agent(format!("{key}: {message}")));
     }
-    let agent = crate::agents::gnn::GraphAgent::new(config, costs, budget, seed)?;
+    let agent = crate::agents::gnn::GraphAgent::new(config, costs, budget, seed, tch::Device::Cpu)?;
     crate::model::checkpoint::load_var_store(
         agent.policy().var_store(),
         path,

@@ -259,6 +259,7 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
             env.costs(),
             env.wall().budget().keep,
             config.seed,
+            tch::Device::Cpu,
         )?),
     })
 }

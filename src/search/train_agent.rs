@@ -126,7 +126,8 @@ pub fn train_graph_agent(
         .iter()
         .map(|e| (e.costs(), e.wall().budget().keep))
         .collect();
-    let mut agent = GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed)?;
+    let mut agent =
+        GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed, tch::Device::Cpu)?;
     let mut log =
         std::fs::File::create(&episodes_path).map_err(|e| Error::io(&episodes_path, e))?;
     let bar = progress.bar(

@@ -92,6 +92,7 @@ pub struct GraphAgent {
     /// The current episode's sampled actions, log-probability and value.
     pending: Option<(Vec<f32>, f32, f32)>,
     samples: Vec<Sample>,
+    device: Device,
 }
 
 impl std::fmt::Debug for GraphAgent {
@@ -104,16 +105,28 @@ impl std::fmt::Debug for GraphAgent {
 }
 
 impl GraphAgent {
-    /// An agent for `costs`' graph and units at the budget `budget` (fraction kept).
-    pub fn new(config: GnnConfig, costs: &CostModel, budget: f64, seed: u64) -> Result<Self> {
-        Self::for_tasks(config, &[(costs, budget)], seed)
+    /// An agent for `costs`' graph and units at the budget `budget` (fraction kept), its
+    /// network on `device`.
+    pub fn new(
+        config: GnnConfig,
+        costs: &CostModel,
+        budget: f64,
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
+        Self::for_tasks(config, &[(costs, budget)], seed, device)
     }
 
     /// An agent trained on several tasks at once (models and budgets); [`Self::select_task`]
     /// picks the one it acts on.
-    pub fn for_tasks(config: GnnConfig, tasks: &[(&CostModel, f64)], seed: u64) -> Result<Self> {
+    pub fn for_tasks(
+        config: GnnConfig,
+        tasks: &[(&CostModel, f64)],
+        seed: u64,
+        device: Device,
+    ) -> Result<Self> {
         tch::manual_seed(seed as i64);
-        let policy = GraphPolicy::new(config.hidden, config.layers, Device::Cpu);
+        let policy = GraphPolicy::new(config.hidden, config.layers, device);
         let log_std =
             policy
                 .var_store()
@@ -126,7 +139,7 @@ impl GraphAgent {
                 GraphInput::new(
                     costs,
                     &DynamicState::initial(costs.units().len(), *budget),
-                    Device::Cpu,
+                    device,
                 )
             })
             .collect();
@@ -140,6 +153,7 @@ impl GraphAgent {
             rng: StdRng::seed_from_u64(seed),
             pending: None,
             samples: Vec::new(),
+            device,
         })
     }
 
@@ -158,8 +172,10 @@ impl GraphAgent {
         let mut order: Vec<usize> = (0..self.samples.len()).collect();
         order.sort_by_key(|&i| self.samples[i].task);
         let samples: Vec<&Sample> = order.iter().map(|&i| &self.samples[i]).collect();
+        let device = self.device;
         let column = |f: &dyn Fn(&Sample) -> f32| {
             Tensor::from_slice(&samples.iter().map(|s| f(s)).collect::<Vec<f32>>())
+                .to_device(device)
         };
         let old_log_prob = column(&|s| s.log_prob);
         let returns = column(&|s| s.reward);
@@ -184,7 +200,9 @@ impl GraphAgent {
             let units = self.inputs[task].units() as i64;
             tasks.push((
                 task,
-                Tensor::from_slice(&flat).view([(end - start) as i64, units]),
+                Tensor::from_slice(&flat)
+                    .view([(end - start) as i64, units])
+                    .to_device(device),
             ));
             start = end;
         }
@@ -249,12 +267,12 @@ impl Agent for GraphAgent {
             .iter()
             .map(|m| (m + std * standard_normal(&mut self.rng)) as f32)
             .collect();
-        let mean_t = Tensor::from_slice(&mean.iter().map(|&m| m as f32).collect::<Vec<f32>>());
-        let log_prob = f64::try_from(
-            gaussian_log_prob(&mean_t, &self.log_std, &Tensor::from_slice(&sampled))
-                .sum(Kind::Float),
-        )
-        .unwrap_or(0.0);
+        let mean_t = Tensor::from_slice(&mean.iter().map(|&m| m as f32).collect::<Vec<f32>>())
+            .to_device(self.device);
+        let sampled_t = Tensor::from_slice(&sampled).to_device(self.device);
+        let log_prob =
+            f64::try_from(gaussian_log_prob(&mean_t, &self.log_std, &sampled_t).sum(Kind::Float))
+                .unwrap_or(0.0);
         let value = f64::try_from(value).unwrap_or(0.0);
         let actions = sampled
             .iter()
