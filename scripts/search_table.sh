@@ -62,6 +62,8 @@ rows = {}
 for line in open(sys.argv[1]):
     method, acc = line.split()
     rows.setdefault(method, []).append(100 * float(acc))
+if not rows:
+    sys.exit("no finished seed yet")
 print(f"{sys.argv[2]} on {sys.argv[3]}: test accuracy (%), mean ± std over {len(rows['search'])} seeds")
 print()
 print("| method | test accuracy |")

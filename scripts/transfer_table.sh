@@ -79,17 +79,25 @@ rows = {}
 for line in open(sys.argv[1]):
     env, method, acc = line.split()
     rows.setdefault(env, {}).setdefault(method, []).append(100 * float(acc))
-methods = list(next(iter(rows.values())).keys())
-seeds = len(next(iter(next(iter(rows.values())).values())))
-print(f"test accuracy (%), mean ± std over {seeds} seeds")
+if not rows:
+    sys.exit("nothing measured yet")
+methods = []
+for by in rows.values():
+    methods += [m for m in by if m not in methods]
+seeds = max(len(a) for by in rows.values() for a in by.values())
+print(f"test accuracy (%), mean ± std over {seeds} seeds (fewer where a cell says n=)")
 print()
 print("| env | " + " | ".join(methods) + " |")
 print("|---|" + "---|" * len(methods))
 for env, by in rows.items():
     cells = []
     for m in methods:
-        accs = by[m]
+        accs = by.get(m, [])
+        if not accs:
+            cells.append("–")
+            continue
         std = statistics.stdev(accs) if len(accs) > 1 else 0.0
-        cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f}")
+        n = "" if len(accs) == seeds else f" (n={len(accs)})"
+        cells.append(f"{statistics.mean(accs):.2f} ± {std:.2f}{n}")
     print(f"| {env} | " + " | ".join(cells) + " |")
 PY
