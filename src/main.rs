@@ -919,7 +919,7 @@ fn transfer(
     // Zero-shot: the agent's greedy actions, made feasible by the wall, scored once.
     let mut prune_env = PruneEnv::new(wall);
     let actions = agent.act(Observation::Graph(prune_env.graph_state()), false);
-    let keeps = prune_env.step_actions(&actions);
+    let keeps = prune_env.step_profile(&actions);
     let zero_shot = evaluator.evaluate(&keeps)?;
     let mut best = PolicyFile {
         schema: SCHEMA,

@@ -156,3 +156,38 @@ fn one_agent_trains_on_several_models_and_budgets() {
     assert_eq!(zero["layers"].as_array().unwrap().len(), 2);
     assert!(zero["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9);
 }
+
+#[test]
+fn the_shipped_agent_beats_uniform_zero_shot_on_a_model_it_never_saw() {
+    // policies/gnn-fmnist.safetensors: configs/gnn-train.toml, seed 0, trained on Fashion-MNIST
+    // VGG and ResNet-20; LeNet-5 on MNIST is new to it.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("policy.json");
+    let transfer = success_json(&run(&[
+        "transfer",
+        "--agent",
+        "policies/gnn-fmnist.safetensors",
+        "--env",
+        "envs/mnist-lenet5.toml",
+        "--out",
+        out.to_str().unwrap(),
+        "--json",
+    ]));
+    let uniform = success_json(&run(&[
+        "baseline",
+        "--env",
+        "envs/mnist-lenet5.toml",
+        "--method",
+        "uniform",
+        "--json",
+    ]));
+    let (zero_shot, uniform) = (
+        transfer["test_accuracy"].as_f64().unwrap(),
+        uniform["test_accuracy"].as_f64().unwrap(),
+    );
+    assert!(transfer["params_kept"].as_f64().unwrap() <= 0.05 + 1e-9);
+    assert!(
+        zero_shot > uniform + 0.1,
+        "zero-shot {zero_shot} against uniform {uniform}"
+    );
+}

@@ -2,7 +2,7 @@
 //! agent proposes, the policy meets the budget and the keep bounds, within the rounding of
 //! one channel, one weight or one N:M step.
 
-use autoprune::env::{Granularity, Metric};
+use autoprune::env::{Granularity, Metric, PruneEnv};
 use autoprune::graph::ModelGraph;
 use autoprune::model::zoo::{self, PoolMarker, VggItem};
 use autoprune::prune::{ActionWall, Budget, CostModel};
@@ -108,6 +108,11 @@ proptest! {
                 check(&costs, &wall, budget, &wall.apply(&raw))?;
                 let base: Vec<f64> = raw.iter().map(|r| if r.is_finite() { r.abs() + 0.01 } else { 0.5 }).collect();
                 check(&costs, &wall, budget, &wall.fit(&base))?;
+                // A profile step (the graph agent's) is feasible for any actions, and equal
+                // actions are uniform allocation.
+                let mut env = PruneEnv::new(wall.clone());
+                check(&costs, &wall, budget, &env.step_profile(&raw))?;
+                prop_assert_eq!(env.step_profile(&vec![0.3; n]), wall.fit(&vec![1.0; n]));
             }
         }
     }

@@ -26,6 +26,10 @@ pub enum Mode {
     Sequential,
     /// One action per unit, all at once, seeing every unit's static features.
     OneShot,
+    /// Like `OneShot`, but the actions are a relative keep profile that the env scales to
+    /// the budget ([`crate::env::PruneEnv::step_profile`]): equal actions are uniform
+    /// allocation, and only the shape of the allocation is learned.
+    Profile,
 }
 
 /// What an agent sees.

@@ -169,6 +169,23 @@ impl PruneEnv {
         self.step_all(&raw)
     }
 
+    /// One-shot step from a relative profile: action `a` (in [0, 1], one per unit) weighs
+    /// its unit by `exp(PROFILE_SPAN · (a - 1/2))`, and the wall scales the weights to the
+    /// budget (`ActionWall::fit`). Equal actions give uniform allocation; the keep ratios of
+    /// two units differ by at most a factor `exp(PROFILE_SPAN)` before the bounds.
+    pub fn step_profile(&mut self, actions: &[f64]) -> Vec<f64> {
+        let profile: Vec<f64> = actions
+            .iter()
+            .map(|&a| {
+                let a = if a.is_finite() { a.clamp(0.0, 1.0) } else { 0.5 };
+                (PROFILE_SPAN * (a - 0.5)).exp()
+            })
+            .collect();
+        self.raw = profile.clone();
+        self.keeps = self.wall.fit(&profile);
+        self.keeps.clone()
+    }
+
     /// One-shot step: a keep ratio per unit, made feasible by the wall.
     pub fn step_all(&mut self, raw: &[f64]) -> Vec<f64> {
         self.raw = raw.to_vec();
@@ -176,6 +193,9 @@ impl PruneEnv {
         self.keeps.clone()
     }
 }
+
+/// Log-range of a profile step's weights (see [`PruneEnv::step_profile`]).
+pub const PROFILE_SPAN: f64 = 4.0;
 
 /// Each unit's share of the budget metric: the cost that pruning it alone to zero would remove.
 fn unit_costs(wall: &ActionWall) -> Vec<f64> {

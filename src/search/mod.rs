@@ -370,9 +370,13 @@ impl Search<'_> {
                     }
                     (proposed, transitions)
                 }
-                Mode::OneShot => {
+                Mode::OneShot | Mode::Profile => {
                     let actions = agent.act(Observation::Graph(env.graph_state()), true);
-                    env.step_actions(&actions);
+                    if agent.mode() == Mode::Profile {
+                        env.step_profile(&actions);
+                    } else {
+                        env.step_actions(&actions);
+                    }
                     (actions, Vec::new())
                 }
             };

@@ -147,7 +147,7 @@ pub fn train_graph_agent(
         agent.select_task(t);
         agent.begin_episode(index);
         let actions = agent.act(Observation::Graph(envs[t].graph_state()), true);
-        let keeps = envs[t].step_actions(&actions);
+        let keeps = envs[t].step_profile(&actions);
         let score = tasks[t].evaluator.evaluate(&keeps)?;
         agent.learn(&Episode {
             index,

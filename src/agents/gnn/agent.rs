@@ -244,7 +244,7 @@ impl GraphAgent {
 
 impl Agent for GraphAgent {
     fn mode(&self) -> Mode {
-        Mode::OneShot
+        Mode::Profile
     }
 
     fn begin_episode(&mut self, _index: usize) {

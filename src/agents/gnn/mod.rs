@@ -40,7 +40,16 @@ impl GraphPolicy {
                 &root / "actor" / "out",
                 h,
                 1,
-                Default::default(),
+                // Small weights: a fresh agent proposes about 1/2 everywhere, which a profile
+                // step turns into uniform allocation.
+                nn::LinearConfig {
+                    ws_init: nn::Init::Uniform {
+                        lo: -1e-2,
+                        up: 1e-2,
+                    },
+                    bs_init: Some(nn::Init::Const(0.0)),
+                    bias: true,
+                },
             ));
         let critic = nn::seq()
             .add(nn::linear(
