@@ -177,7 +177,11 @@ impl PruneEnv {
         let profile: Vec<f64> = actions
             .iter()
             .map(|&a| {
-                let a = if a.is_finite() { a.clamp(0.0, 1.0) } else { 0.5 };
+                let a = if a.is_finite() {
+                    a.clamp(0.0, 1.0)
+                } else {
+                    0.5
+                };
                 (PROFILE_SPAN * (a - 0.5)).exp()
             })
             .collect();
