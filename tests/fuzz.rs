@@ -1,8 +1,8 @@
 //! Fuzzing the parsers of everything a user hands autoprune: env and search-config TOML,
-//! policy JSON, graph JSON, gzip and IDX data. Inputs are valid files put through random
-//! byte-level mutations (flips, inserts, deletions, truncations, splices, and tokens such as
-//! `NaN`, `1e999` or a stray bracket), plus raw random bytes. Each must give `Ok` or a typed
-//! error of one line: never a panic, never a hang.
+//! policy JSON, graph JSON, gzip and IDX data, and ONNX models. Inputs are valid files put
+//! through random byte-level mutations (flips, inserts, deletions, truncations, splices, and
+//! tokens such as `NaN`, `1e999` or a stray bracket), plus raw random bytes. Each must give
+//! `Ok` or a typed error of one line: never a panic, never a hang.
 //!
 //! Cases per target: 4,000 by default; `AUTOPRUNE_FUZZ_CASES=N` for a longer run (the README
 //! records one). Each test prints how many inputs it ran.
