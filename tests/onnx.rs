@@ -368,3 +368,84 @@ fn search_runs_on_an_imported_model_with_every_agent() {
         assert!(autoprune::onnx::import(&pruned).is_ok());
     }
 }
+
+#[test]
+fn matmul_plus_a_constant_imports_as_a_linear_layer() {
+    use prost::Message;
+    use tract_onnx::pb;
+    let tensor = |name: &str, dims: Vec<i64>, values: &[f32]| pb::TensorProto {
+        name: name.into(),
+        dims,
+        data_type: 1,
+        float_data: values.to_vec(),
+        ..Default::default()
+    };
+    let node = |op: &str, inputs: &[&str], output: &str| pb::NodeProto {
+        op_type: op.into(),
+        name: output.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.into()],
+        ..Default::default()
+    };
+    let value = |name: &str, dims: &[i64]| {
+        use pb::tensor_shape_proto::{dimension::Value, Dimension};
+        pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: 1,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|&d| Dimension {
+                                value: Some(Value::DimValue(d)),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    };
+    // y = relu(x W + b), W stored [in = 2, out = 3] as MatMul expects, then an Identity.
+    let w = [1.0, -2.0, 0.5, 3.0, 1.0, -1.0];
+    let b = [0.1, 0.2, -5.0];
+    let model = pb::ModelProto {
+        ir_version: 8,
+        graph: Some(pb::GraphProto {
+            node: vec![
+                node("MatMul", &["x", "fc.weight"], "mm"),
+                node("Add", &["mm", "fc.bias"], "sum"),
+                node("Relu", &["sum"], "act"),
+                node("Identity", &["act"], "y"),
+            ],
+            initializer: vec![
+                tensor("fc.weight", vec![2, 3], &w),
+                tensor("fc.bias", vec![1, 3], &b),
+            ],
+            input: vec![value("x", &[1, 2])],
+            output: vec![value("y", &[1, 3])],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let path = Path::new("matmul.onnx");
+    let imported = autoprune::onnx::import_bytes(&model.encode_to_vec(), path).unwrap();
+    let ops: Vec<&str> = imported
+        .graph
+        .order()
+        .iter()
+        .map(|&i| imported.graph.node(i).op.type_name())
+        .collect();
+    assert_eq!(ops, ["input", "linear", "relu", "output"]);
+    let net = autoprune::onnx::load_net(imported, Device::Cpu, path).unwrap();
+    let x = Tensor::from_slice(&[2.0f32, 1.0]).view([1, 2]);
+    let y = Vec::<f32>::try_from(net.forward_t(&x, false).view([-1])).unwrap();
+    // x W = [2 + 3, -4 + 1, 1 - 1] = [5, -3, 0]; + b = [5.1, -2.8, -5]; relu.
+    let expected = [5.1f32, 0.0, 0.0];
+    for (a, e) in y.iter().zip(expected) {
+        assert!((a - e).abs() < 1e-6, "{y:?}");
+    }
+}

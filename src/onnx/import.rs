@@ -615,7 +615,8 @@ impl<'a> Importer<'a> {
     /// A Conv's or Gemm's bias (input 2): absent, or a constant.
     fn optional_bias(&self, node: &NodeProto) -> Result<Option<WeightTensor>> {
         match self.const_input(node, 2) {
-            Some(t) => Ok(Some(self.read(node, t)?)),
+            // A bias may come as [1, out]: it is one value per output either way.
+            Some(t) => Ok(Some(flat(self.read(node, t)?))),
             None if node.input.get(2).is_some_and(|n| !n.is_empty()) => {
                 Err(self.node_error(node, "its bias must be a constant stored in the model"))
             }
@@ -691,8 +692,16 @@ impl<'a> Importer<'a> {
             *has_bias = true;
         }
         let name = format!("{}.bias", self.nodes[x].name);
-        self.weights.push((name, bias));
+        self.weights.push((name, flat(bias)));
         Ok(())
+    }
+}
+
+/// The tensor as a vector (its dims collapsed to one).
+fn flat(t: WeightTensor) -> WeightTensor {
+    WeightTensor {
+        dims: vec![t.values.len() as i64],
+        values: t.values,
     }
 }
 
