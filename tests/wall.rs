@@ -114,7 +114,12 @@ proptest! {
                 // actions are uniform allocation.
                 let mut env = PruneEnv::new(wall.clone());
                 check(&costs, &wall, budget, &env.step_profile(&raw))?;
-                prop_assert_eq!(env.step_profile(&vec![0.3; n]), wall.fit(&vec![1.0; n]));
+                let equal = env.step_profile(&vec![0.3; n]);
+                prop_assert_eq!(&equal, &wall.fit(&vec![(-0.8f64).exp(); n]));
+                // The same as fit(ones), up to where the bisection stops: one rounding step.
+                for (u, (a, b)) in equal.iter().zip(wall.fit(&vec![1.0; n])).enumerate() {
+                    prop_assert!((a - b).abs() <= 2.0 * slack(&costs, u) + 1e-6, "unit {u}: {a} against uniform {b}");
+                }
             }
         }
     }
