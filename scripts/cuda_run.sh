@@ -9,6 +9,7 @@
 #   4. the tables, into runs/cuda (log.txt holds every figure), with the runs packed in
 #      runs/cuda/runs.tar.gz.
 #   GNN_BENCH=target/release/deps/gnn-<hash> scripts/cuda_run.sh     (cargo bench --no-run builds it)
+# The bench draws a PNG: on a machine without DejaVu fonts, point AUTOPRUNE_FONT at a .ttf.
 # Step 3 stops at BUDGET seconds (default 480) after the start, so the whole fits a 10-minute
 # slot; unfinished runs can be continued with the same command. SMOKE=1 runs every step with a
 # handful of episodes on whatever device there is.
