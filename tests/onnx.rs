@@ -308,6 +308,16 @@ fn unsupported_op_and_truncated_files_give_one_clear_error() {
     let line = one_error_line(&bin().args(["graph", "--env"]).arg(&env).output().unwrap());
     assert!(line.contains("cnn_bn.onnx.data"), "{line}");
     assert!(line.contains("truncated"), "{line}");
+    // A model file named for a zoo model is a mistake, not ignored.
+    let text = std::fs::read_to_string(repo().join("envs/fmnist-vgg.toml")).unwrap();
+    let env = dir.path().join("vgg-with-path.toml");
+    std::fs::write(
+        &env,
+        text.replace("[model]", "[model]\npath = \"model.onnx\""),
+    )
+    .unwrap();
+    let line = one_error_line(&bin().args(["graph", "--env"]).arg(&env).output().unwrap());
+    assert!(line.contains("model.path"), "{line}");
 }
 
 #[test]

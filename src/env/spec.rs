@@ -284,6 +284,12 @@ impl EnvSpec {
                     }
                 }
             }
+            arch if arch != Arch::Onnx && m.path.is_some() => {
+                return Err(self.invalid(
+                    "model.path",
+                    "only an onnx model reads a file; remove `path` or set arch = \"onnx\"",
+                ));
+            }
             Arch::Onnx if m.path.is_none() => {
                 return Err(self.invalid(
                     "model.path",
