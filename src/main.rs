@@ -8,7 +8,7 @@ use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator, Score};
 use autoprune::graph::ModelGraph;
 use autoprune::model::{load_or_train, train, GraphNet};
-use autoprune::policy::{file_fingerprint, fingerprint, now_rfc3339, PolicyFile, SCHEMA};
+use autoprune::policy::{files_fingerprint, fingerprint, now_rfc3339, PolicyFile, SCHEMA};
 use autoprune::prune::{allocate, slim, Method};
 use autoprune::runlog::Progress;
 use clap::{Args, Parser, Subcommand};
@@ -960,7 +960,7 @@ fn transfer(
         });
         let folder = RunFolder::create(&dir, &config, &env_text)?;
         folder.check_weights(
-            &file_fingerprint(&spec.weights_path())?,
+            &files_fingerprint(&spec.weights_files())?,
             &spec.weights_path(),
         )?;
         eval_config.eval_samples = eval_samples;
@@ -1129,7 +1129,7 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
     };
     let (net, data, _) = pretrained(&spec, &run)?;
     folder.check_weights(
-        &file_fingerprint(&spec.weights_path())?,
+        &files_fingerprint(&spec.weights_files())?,
         &spec.weights_path(),
     )?;
     let progress = Progress::stderr();

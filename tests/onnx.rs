@@ -459,3 +459,40 @@ fn matmul_plus_a_constant_imports_as_a_linear_layer() {
         assert!((a - e).abs() < 1e-6, "{y:?}");
     }
 }
+
+#[test]
+fn a_run_refuses_to_resume_on_other_external_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("cnn_bn.onnx");
+    std::fs::copy(fixtures().join("cnn_bn.onnx"), &model).unwrap();
+    let data = dir.path().join("cnn_bn.onnx.data");
+    std::fs::copy(fixtures().join("cnn_bn.onnx.data"), &data).unwrap();
+    let env = env_file(dir.path(), &model, "unstructured");
+    let logdir = dir.path().join("run");
+    let search = |extra: &[&str]| {
+        let mut c = bin();
+        c.args(["search"])
+            .args(extra)
+            .args(["--threads", "1", "--json"]);
+        c.output().unwrap()
+    };
+    let first = search(&[
+        "--config",
+        "configs/random.toml",
+        "--env",
+        env.to_str().unwrap(),
+        "--episodes",
+        "2",
+        "--logdir",
+        logdir.to_str().unwrap(),
+    ]);
+    success_json(&first);
+    // The graph file stays the same; one weight in the data file changes.
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[40] ^= 0x10;
+    std::fs::write(&data, bytes).unwrap();
+    let resumed = search(&["--resume", logdir.to_str().unwrap(), "--episodes", "3"]);
+    let line = one_error_line(&resumed);
+    assert!(line.contains("weights"), "{line}");
+    assert_eq!(common::records_len(&logdir), 2, "nothing written");
+}

@@ -387,6 +387,23 @@ impl EnvSpec {
         }
     }
 
+    /// Every file the weights are read from: [`Self::weights_path`], and for an ONNX model
+    /// the `<file>.data` beside it when there is one (PyTorch's external weights), so that a
+    /// run notices new weights behind an unchanged graph file.
+    pub fn weights_files(&self) -> Vec<PathBuf> {
+        let main = self.weights_path();
+        let mut files = vec![main.clone()];
+        if self.model.arch == Arch::Onnx {
+            let mut data = main.into_os_string();
+            data.push(".data");
+            let data = PathBuf::from(data);
+            if data.is_file() {
+                files.push(data);
+            }
+        }
+        files
+    }
+
     /// How to load the data set.
     pub fn data_options(&self) -> DataOptions {
         DataOptions {

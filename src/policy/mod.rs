@@ -68,9 +68,13 @@ pub fn fingerprint(graph: &ModelGraph) -> String {
     format!("fnv1a64:{:016x}", fnv1a(text.bytes()))
 }
 
-/// FNV-1a (64 bit) of a file's bytes, e.g. to tell whether a checkpoint changed.
-pub fn file_fingerprint(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+/// FNV-1a (64 bit) of files' bytes one after the other (a checkpoint, or a model and its
+/// external weights), to tell whether the weights changed.
+pub fn files_fingerprint(paths: &[std::path::PathBuf]) -> Result<String> {
+    let mut bytes = Vec::new();
+    for path in paths {
+        bytes.extend(std::fs::read(path).map_err(|e| Error::io(path, e))?);
+    }
     Ok(format!("fnv1a64:{:016x}", fnv1a(bytes)))
 }
 
