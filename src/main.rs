@@ -139,6 +139,10 @@ enum Command {
         /// safetensors plus FILE.graph.json; channel-pruned models are physically slimmed.
         #[arg(long)]
         save: Option<PathBuf>,
+        /// Start from a PruningNet's weights for the policy (the pruningnet.safetensors of a
+        /// search with agent = "pruningnet") instead of the pretrained model's.
+        #[arg(long)]
+        pruningnet: Option<PathBuf>,
         #[command(flatten)]
         run: RunOptions,
         /// Print one JSON object on stdout.
@@ -159,6 +163,69 @@ enum Command {
         /// Run folder (default: runs/<config name>-s<seed>-<time>).
         #[arg(long)]
         logdir: Option<PathBuf>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Threads libtorch may use on the CPU.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Meta-trains a graph agent with Reptile over many models, budgets and granularities, for
+    /// fast adaptation to new ones (`transfer --adapt-episodes`, or agent = "meta" in search).
+    MetaTrain {
+        /// Meta-training config (configs/meta-train.toml).
+        #[arg(long)]
+        config: PathBuf,
+        /// Also write the meta-trained agent here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed (overrides the config's seed).
+        #[arg(long)]
+        seed: Option<u64>,
+        /// Reptile iterations (overrides the config's reptile.iterations).
+        #[arg(long)]
+        iterations: Option<usize>,
+        /// Run folder (default: runs/<config name>-s<seed>-<time>).
+        #[arg(long)]
+        logdir: Option<PathBuf>,
+        /// auto, cpu, cuda or cuda:N.
+        #[arg(long, default_value = "auto")]
+        device: String,
+        /// Threads libtorch may use on the CPU.
+        #[arg(long)]
+        threads: Option<i32>,
+        /// Print one JSON object on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measures how fast graph agents adapt to envs: for every initialisation, env and seed,
+    /// the validation reward of the best policy found within each number of adaptation
+    /// episodes (0 = the zero-shot greedy policy). Writes JSON and optionally a PNG.
+    AdaptCurve {
+        /// NAME=CHECKPOINT, repeatable; CHECKPOINT `random` is a freshly initialised agent.
+        #[arg(long = "init", required = true)]
+        inits: Vec<String>,
+        /// Env file, repeatable: the held-out tasks.
+        #[arg(long = "env", required = true)]
+        envs: Vec<PathBuf>,
+        /// Episode counts to report, ascending.
+        #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,50")]
+        points: Vec<usize>,
+        /// Seeds of the adaptation runs.
+        #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+        seeds: Vec<u64>,
+        /// Score adaptation episodes on only the first N validation samples.
+        #[arg(long)]
+        eval_samples: Option<usize>,
+        /// Write the curves (JSON) here.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Draw the mean curves to this PNG.
+        #[arg(long)]
+        png: Option<PathBuf>,
         /// auto, cpu, cuda or cuda:N.
         #[arg(long, default_value = "auto")]
         device: String,
@@ -268,6 +335,44 @@ fn run(cli: Cli) -> Result<()> {
             threads,
             json,
         } => train_agent(&config, seed, episodes, logdir, &device, threads, json),
+        Command::MetaTrain {
+            config,
+            out,
+            seed,
+            iterations,
+            logdir,
+            device,
+            threads,
+            json,
+        } => meta_train(
+            &config, seed, iterations, logdir, out, &device, threads, json,
+        ),
+        Command::AdaptCurve {
+            inits,
+            envs,
+            points,
+            seeds,
+            eval_samples,
+            out,
+            png,
+            device,
+            threads,
+            json,
+        } => adapt_curve(
+            &inits,
+            &envs,
+            &points,
+            &seeds,
+            eval_samples,
+            out,
+            png,
+            &RunOptions {
+                device,
+                threads,
+                seed: 0,
+            },
+            json,
+        ),
         Command::Search {
             request,
             device,
@@ -317,6 +422,7 @@ fn run(cli: Cli) -> Result<()> {
             policy,
             finetune_steps,
             save,
+            pruningnet,
             run,
             json,
         } => {
@@ -324,7 +430,15 @@ fn run(cli: Cli) -> Result<()> {
                 finetune_steps,
                 ..Overrides::default()
             };
-            apply(&env, &policy, &overrides, save.as_deref(), &run, json)
+            apply(
+                &env,
+                &policy,
+                &overrides,
+                save.as_deref(),
+                pruningnet.as_deref(),
+                &run,
+                json,
+            )
         }
     }
 }
@@ -657,7 +771,7 @@ fn baseline(
         )
     };
     let score = evaluator.evaluate(&keeps)?;
-    let test = evaluator.evaluate_on(&keeps, autoprune::data::SplitName::Test)?;
+    let test = evaluator.rescore_on(&keeps, autoprune::data::SplitName::Test)?;
     if let Some(path) = out {
         let policy = PolicyFile {
             schema: SCHEMA,
@@ -691,6 +805,7 @@ fn apply(
     policy_path: &Path,
     overrides: &Overrides,
     save: Option<&Path>,
+    pruningnet: Option<&Path>,
     run: &RunOptions,
     json: bool,
 ) -> Result<()> {
@@ -712,14 +827,19 @@ fn apply(
     if let Some(path) = save {
         ensure_writable(path)?;
     }
-    let (mut evaluator, _) = evaluator_for(&spec, run)?;
+    let (net, data, _) = pretrained(&spec, run)?;
+    let mut evaluator = Evaluator::new(&net, &data, EvalConfig::from_env(&spec, run.seed)?)?;
+    if let Some(path) = pruningnet {
+        let generator = autoprune::policy::load_pruningnet(path, &net)?;
+        evaluator.set_source(Some(Box::new(generator)));
+    }
     let score = evaluator.evaluate(&keeps)?;
-    let test = evaluator.evaluate_on(&keeps, autoprune::data::SplitName::Test)?;
+    let test = evaluator.rescore_on(&keeps, autoprune::data::SplitName::Test)?;
     if let Some(path) = save {
         save_pruned(&mut evaluator, &keeps, spec.prune.granularity, path)?;
     }
     if json {
-        let extra = json!({"env": spec.name, "policy": policy_path, "agent": policy.agent, "finetune_steps": spec.reward.finetune_steps, "saved": save});
+        let extra = json!({"env": spec.name, "policy": policy_path, "agent": policy.agent, "finetune_steps": spec.reward.finetune_steps, "saved": save, "pruningnet": pruningnet});
         println!("{}", report(&score, &test, extra)?);
     } else {
         print_score(
@@ -787,6 +907,349 @@ fn save_pruned(
     Ok(())
 }
 
+/// One task per env, granularity and budget (granularities empty: each env's own), each with
+/// its own evaluator over the env's pretrained model; `config` names the file in errors.
+fn build_tasks(
+    config: &Path,
+    envs: &[PathBuf],
+    budgets: &[f64],
+    granularities: &[autoprune::env::Granularity],
+    eval_samples: Option<usize>,
+    run: &RunOptions,
+) -> Result<Vec<autoprune::search::train_agent::Task>> {
+    use autoprune::search::train_agent::Task;
+    let mut tasks: Vec<Task> = Vec::new();
+    for env in envs {
+        let base = EnvSpec::load(env)?;
+        let (net, data, _) = pretrained(&base, run)?;
+        let own = [base.prune.granularity];
+        let given = !granularities.is_empty();
+        let granularities = if !given { &own[..] } else { granularities };
+        for &granularity in granularities {
+            for &budget in budgets {
+                let mut spec = base.clone();
+                spec.prune.target.keep = budget;
+                spec.prune.granularity = granularity;
+                spec.validate().map_err(|e| {
+                    anyhow::anyhow!("{e} (as a task of {} at {budget})", config.display())
+                })?;
+                let mut eval_config = EvalConfig::from_env(&spec, run.seed)?;
+                eval_config.eval_samples = eval_samples;
+                let name = if !given {
+                    format!("{}@{budget}", spec.name)
+                } else {
+                    let g: String = granularity.into();
+                    format!("{}/{g}@{budget}", spec.name)
+                };
+                anyhow::ensure!(
+                    tasks.iter().all(|t| t.name != name),
+                    "{}: key `envs`: two envs are named `{}` (or a budget repeats); give each env file its own `name`",
+                    config.display(),
+                    spec.name
+                );
+                tasks.push(Task {
+                    name,
+                    evaluator: Evaluator::new(&net, &data, eval_config)?,
+                    spec,
+                });
+            }
+        }
+    }
+    Ok(tasks)
+}
+
+/// The run folder of a training command (default: runs/<name>-s<seed>-<time>), created; it
+/// must not hold a run yet. Ctrl-C is armed from here on.
+fn training_dir(logdir: Option<PathBuf>, name: &str, seed: u64) -> Result<PathBuf> {
+    let dir = logdir.unwrap_or_else(|| {
+        PathBuf::from("runs").join(format!(
+            "{name}-s{seed}-{}",
+            now_rfc3339().replace([':', '-'], "").trim_end_matches('Z')
+        ))
+    });
+    anyhow::ensure!(
+        !dir.join(autoprune::search::EPISODES_FILE).exists(),
+        "{}: key `--logdir`: already holds a run; choose another folder",
+        dir.display()
+    );
+    install_ctrl_c();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
+    Ok(dir)
+}
+
+/// `autoprune meta-train`: Reptile over the config's task distribution.
+#[allow(clippy::too_many_arguments)]
+fn meta_train(
+    path: &Path,
+    seed: Option<u64>,
+    iterations: Option<usize>,
+    logdir: Option<PathBuf>,
+    out: Option<PathBuf>,
+    device: &str,
+    threads: Option<i32>,
+    json: bool,
+) -> Result<()> {
+    use autoprune::search::meta_train::{meta_train, MetaTrainConfig};
+    let mut config = MetaTrainConfig::load(path)?;
+    if let Some(seed) = seed {
+        config.seed = seed;
+    }
+    if let Some(iterations) = iterations {
+        config.reptile.iterations = iterations;
+        config
+            .validate()
+            .map_err(|e| anyhow::anyhow!("{e} (after --iterations)"))?;
+    }
+    if let Some(out) = &out {
+        ensure_writable(out)?;
+    }
+    let run = RunOptions {
+        device: device.to_string(),
+        threads,
+        seed: config.seed,
+    };
+    let mut tasks = build_tasks(
+        path,
+        &config.envs,
+        &config.budgets,
+        &config.granularities,
+        config.eval_samples,
+        &run,
+    )?;
+    let dir = training_dir(logdir, &config.name, config.seed)?;
+    let outcome = {
+        let mut sink = autoprune::runlog::TensorBoardSink::new(&dir)?;
+        meta_train(
+            &config,
+            &mut tasks,
+            &dir,
+            &mut sink,
+            Progress::stderr(),
+            &STOP,
+        )
+    }?;
+    let agent = match out {
+        Some(out) => {
+            let bytes = std::fs::read(&outcome.agent)
+                .with_context(|| format!("{}: cannot read", outcome.agent.display()))?;
+            autoprune::fsio::write_atomic(&out, &bytes)?;
+            out
+        }
+        None => outcome.agent.clone(),
+    };
+    if json {
+        let best: serde_json::Map<String, serde_json::Value> = outcome
+            .best
+            .iter()
+            .map(|(task, reward)| (task.clone(), json!(reward)))
+            .collect();
+        println!(
+            "{}",
+            json!({"iterations": outcome.iterations, "episodes": outcome.episodes, "interrupted": outcome.interrupted, "tasks": tasks.len(), "best_reward": best, "agent": agent, "logdir": dir})
+        );
+    } else {
+        println!(
+            "{} Reptile iterations ({} episodes) over {} tasks; meta-trained agent written to {} (use it with autoprune transfer --agent, or agent = \"meta\" in a search config)",
+            outcome.iterations,
+            outcome.episodes,
+            tasks.len(),
+            agent.display()
+        );
+    }
+    if outcome.interrupted {
+        eprintln!(
+            "interrupted: the agent holds the meta-weights after the last finished iteration"
+        );
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+/// `autoprune adapt-curve`: best-so-far validation reward against adaptation episodes.
+#[allow(clippy::too_many_arguments)]
+fn adapt_curve(
+    inits: &[String],
+    envs: &[PathBuf],
+    points: &[usize],
+    seeds: &[u64],
+    eval_samples: Option<usize>,
+    out: Option<PathBuf>,
+    png: Option<PathBuf>,
+    run: &RunOptions,
+    json: bool,
+) -> Result<()> {
+    use autoprune::agents::gnn::{GnnConfig, GraphAgent};
+    use autoprune::env::PruneEnv;
+    let inits: Vec<(String, Option<PathBuf>)> = inits
+        .iter()
+        .map(|spec| {
+            let (name, path) = spec.split_once('=').with_context(|| {
+                format!("--init {spec}: write NAME=CHECKPOINT (or NAME=random)")
+            })?;
+            anyhow::ensure!(!name.is_empty(), "--init {spec}: the name is empty");
+            let path = (path != "random").then(|| PathBuf::from(path));
+            if let Some(path) = &path {
+                anyhow::ensure!(
+                    path.is_file(),
+                    "--init {spec}: {} is not a file (give an agent.safetensors, or random)",
+                    path.display()
+                );
+            }
+            Ok((name.to_string(), path))
+        })
+        .collect::<Result<_>>()?;
+    anyhow::ensure!(
+        points.windows(2).all(|w| w[0] < w[1]),
+        "--points: give episode counts in ascending order, e.g. 0,5,10,20,50"
+    );
+    anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one seed");
+    for path in [&out, &png].into_iter().flatten() {
+        ensure_writable(path)?;
+    }
+    let mut runs = Vec::new();
+    let total = inits.len() * envs.len() * seeds.len();
+    let progress = Progress::stderr();
+    let bar = progress.bar(total as u64, "adaptation runs");
+    for env in envs {
+        let spec = EnvSpec::load(env)?;
+        let (net, data, _) = pretrained(&spec, run)?;
+        for &seed in seeds {
+            let eval_config = EvalConfig::from_env(&spec, seed)?;
+            let mut rescore = Evaluator::new(&net, &data, eval_config.clone())?;
+            let mut search = Evaluator::new(
+                &net,
+                &data,
+                EvalConfig {
+                    eval_samples,
+                    ..eval_config
+                },
+            )?;
+            for (name, path) in &inits {
+                let mut prune_env = PruneEnv::new(search.wall(&spec.path)?);
+                let budget = prune_env.wall().budget().keep;
+                let mut agent = match path {
+                    Some(path) => autoprune::policy::load_graph_agent(
+                        path,
+                        search.costs(),
+                        budget,
+                        seed,
+                        GnnConfig::default(),
+                    )?,
+                    None => GraphAgent::new(
+                        GnnConfig::default(),
+                        search.costs(),
+                        budget,
+                        seed,
+                        tch::Device::Cpu,
+                    )?,
+                };
+                let rewards = autoprune::search::adapt::adaptation_curve(
+                    &mut agent,
+                    &mut prune_env,
+                    &mut search,
+                    &mut rescore,
+                    points,
+                )?;
+                progress.println(&format!(
+                    "{name} on {} (seed {seed}): {}",
+                    spec.name,
+                    rewards
+                        .iter()
+                        .map(|r| format!("{r:.4}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ));
+                runs.push(
+                    json!({"init": name, "env": spec.name, "seed": seed, "rewards": rewards}),
+                );
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // Mean and sample std over every env and seed, per initialisation and point.
+    let mut summary = serde_json::Map::new();
+    let mut lines = Vec::new();
+    for (name, _) in &inits {
+        let rows: Vec<Vec<f64>> = runs
+            .iter()
+            .filter(|r| r["init"] == name.as_str())
+            .map(|r| serde_json::from_value(r["rewards"].clone()).unwrap_or_default())
+            .collect();
+        let stats: Vec<(f64, f64)> = (0..points.len())
+            .map(|i| mean_std(&rows.iter().map(|r| r[i]).collect::<Vec<_>>()))
+            .collect();
+        lines.push((
+            name.clone(),
+            points
+                .iter()
+                .zip(&stats)
+                .map(|(&p, &(m, _))| (p as f64, m))
+                .collect::<Vec<_>>(),
+        ));
+        summary.insert(
+            name.clone(),
+            json!({"mean": stats.iter().map(|s| s.0).collect::<Vec<_>>(), "std": stats.iter().map(|s| s.1).collect::<Vec<_>>()}),
+        );
+    }
+    let result = json!({
+        "points": points,
+        "seeds": seeds,
+        "envs": envs,
+        "eval_samples": eval_samples,
+        "runs": runs,
+        "summary": summary,
+    });
+    if let Some(out) = &out {
+        autoprune::fsio::write_atomic(out, format!("{result:#}\n").as_bytes())?;
+    }
+    if let Some(png) = &png {
+        autoprune::report::render_lines(
+            png,
+            "best validation reward within N adaptation episodes (mean over envs and seeds)",
+            "adaptation episodes",
+            "validation reward",
+            &lines,
+        )?;
+    }
+    if json {
+        println!("{result}");
+    } else {
+        let header: Vec<String> = points.iter().map(|p| format!("{p:>15}")).collect();
+        println!("{:<16}{}", "episodes", header.join(""));
+        for (name, _) in &inits {
+            let s = &summary[name];
+            let cells: Vec<String> = (0..points.len())
+                .map(|i| {
+                    format!(
+                        "{:>15}",
+                        format!(
+                            "{:.4}±{:.4}",
+                            s["mean"][i].as_f64().unwrap_or(f64::NAN),
+                            s["std"][i].as_f64().unwrap_or(f64::NAN)
+                        )
+                    )
+                })
+                .collect();
+            println!("{name:<16}{}", cells.join(""));
+        }
+    }
+    Ok(())
+}
+
+/// Mean and sample standard deviation (0 for one value).
+fn mean_std(values: &[f64]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = if values.len() > 1 {
+        values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
 /// `autoprune train-agent`: one graph agent trained on every env of the config at every budget.
 fn train_agent(
     path: &Path,
@@ -797,7 +1260,7 @@ fn train_agent(
     threads: Option<i32>,
     json: bool,
 ) -> Result<()> {
-    use autoprune::search::train_agent::{train_graph_agent, Task, TrainAgentConfig};
+    use autoprune::search::train_agent::{train_graph_agent, TrainAgentConfig};
     let mut config = TrainAgentConfig::load(path)?;
     if let Some(seed) = seed {
         config.seed = seed;
@@ -811,45 +1274,15 @@ fn train_agent(
         threads,
         seed: config.seed,
     };
-    let mut tasks = Vec::new();
-    for env in &config.envs {
-        let base = EnvSpec::load(env)?;
-        let (net, data, _) = pretrained(&base, &run)?;
-        for &budget in &config.budgets {
-            let mut spec = base.clone();
-            spec.prune.target.keep = budget;
-            let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
-            eval_config.eval_samples = config.eval_samples;
-            let name = format!("{}@{budget}", spec.name);
-            anyhow::ensure!(
-                tasks.iter().all(|t: &Task| t.name != name),
-                "{}: key `envs`: two envs are named `{}` (or a budget repeats); give each env file its own `name`",
-                path.display(),
-                spec.name
-            );
-            tasks.push(Task {
-                name,
-                evaluator: Evaluator::new(&net, &data, eval_config)?,
-                spec,
-            });
-        }
-    }
-    let dir = logdir.unwrap_or_else(|| {
-        PathBuf::from("runs").join(format!(
-            "{}-s{}-{}",
-            config.name,
-            config.seed,
-            now_rfc3339().replace([':', '-'], "").trim_end_matches('Z')
-        ))
-    });
-    anyhow::ensure!(
-        !dir.join(autoprune::search::EPISODES_FILE).exists(),
-        "{}: key `--logdir`: already holds a run; choose another folder",
-        dir.display()
-    );
-    install_ctrl_c();
-    std::fs::create_dir_all(&dir)
-        .with_context(|| format!("{}: cannot create the run folder", dir.display()))?;
+    let mut tasks = build_tasks(
+        path,
+        &config.envs,
+        &config.budgets,
+        &[],
+        config.eval_samples,
+        &run,
+    )?;
+    let dir = training_dir(logdir, &config.name, config.seed)?;
     let outcome = {
         let mut sink = autoprune::runlog::TensorBoardSink::new(&dir)?;
         train_graph_agent(
@@ -947,6 +1380,8 @@ fn transfer(
             ppo: Default::default(),
             evolution: Default::default(),
             gnn: GnnConfig::default(),
+            meta: Default::default(),
+            pruningnet: Default::default(),
             path: PathBuf::from("transfer options"),
         };
         config.validate()?;
@@ -1156,6 +1591,18 @@ fn search(request: SearchRequest, device: &str, threads: Option<i32>, json: bool
     // every way out of it, errors included.
     let outcome = {
         let mut sink = autoprune::runlog::TensorBoardSink::new(&folder.dir)?;
+        if config.agent == AgentKind::Pruningnet {
+            autoprune::search::prepare_pruningnet(
+                &config,
+                &spec,
+                &net,
+                &mut evaluator,
+                &folder.dir,
+                &mut sink,
+                &progress,
+                &STOP,
+            )?;
+        }
         Search {
             config: &config,
             spec: &spec,

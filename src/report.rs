@@ -294,3 +294,69 @@ pub fn render_scaling(
     root.present().map_err(|e| plot_error(path, e))?;
     Ok(())
 }
+
+/// Lines on linear axes: one named series of (x, y) points each, e.g. reward against
+/// adaptation episodes for several initialisations.
+pub fn render_lines(
+    path: &Path,
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    register_font()?;
+    let points = || series.iter().flat_map(|(_, p)| p.iter().copied());
+    if points().next().is_none() || points().any(|(x, y)| !(x.is_finite() && y.is_finite())) {
+        return Err(plot_error(
+            path,
+            "no points, or a point that is not a number",
+        ));
+    }
+    let (x_lo, x_hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.0), b.max(p.0))
+    });
+    let (y_lo, y_hi) = points().fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+        (a.min(p.1), b.max(p.1))
+    });
+    let pad = ((y_hi - y_lo) * 0.1).max(1e-3);
+    let root = BitMapBackend::new(path, (800, 560)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(title, ("sans-serif", 20))
+        .margin(16)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d(x_lo..x_hi.max(x_lo + 1.0), y_lo - pad..y_hi + pad)
+        .map_err(|e| plot_error(path, e))?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .y_label_formatter(&|y| format!("{y:.3}"))
+        .label_style(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    for (i, (label, line)) in series.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(line.iter().copied(), color.stroke_width(2)))
+            .map_err(|e| plot_error(path, e))?
+            .label(label.clone())
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        chart
+            .draw_series(line.iter().map(|&p| Circle::new(p, 4, color.filled())))
+            .map_err(|e| plot_error(path, e))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .label_font(("sans-serif", 13))
+        .draw()
+        .map_err(|e| plot_error(path, e))?;
+    root.present().map_err(|e| plot_error(path, e))?;
+    Ok(())
+}

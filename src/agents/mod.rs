@@ -12,7 +12,9 @@
 pub mod ddpg;
 pub mod evolution;
 pub mod gnn;
+pub mod meta;
 pub mod ppo;
+pub mod pruningnet;
 pub mod random;
 mod util;
 
@@ -99,6 +101,11 @@ pub enum AgentKind {
     Evolution,
     Random,
     Gnn,
+    /// The graph agent started from a meta-trained initialisation (`autoprune meta-train`).
+    Meta,
+    /// MetaPruning: a PruningNet trained first, then evolution scoring candidates with its
+    /// generated weights.
+    Pruningnet,
 }
 
 impl AgentKind {
@@ -109,6 +116,8 @@ impl AgentKind {
             AgentKind::Evolution => "evolution",
             AgentKind::Random => "random",
             AgentKind::Gnn => "gnn",
+            AgentKind::Meta => "meta",
+            AgentKind::Pruningnet => "pruningnet",
         }
     }
 }

@@ -9,7 +9,7 @@ use crate::data::{Dataset, Split, SplitName};
 use crate::env::{EnvSpec, Granularity, RewardKind};
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
-use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Masker};
+use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Mask, Masker};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
@@ -130,6 +130,16 @@ pub struct Evaluator {
     /// The evaluation split, cut to `eval_samples`: what `evaluate` scores on.
     eval: Split,
     config: EvalConfig,
+    /// Where each evaluation's starting weights come from (default: the pretrained model).
+    source: Option<Box<dyn WeightSource>>,
+}
+
+/// Starting weights for an evaluation other than the pretrained model's: e.g. weights
+/// generated for the policy's channel counts (MetaPruning's PruningNet).
+pub trait WeightSource {
+    /// Values for some of the model's tensors (by name) under a policy's `masks`; tensors
+    /// not returned start from their pretrained values. The masks are applied afterwards.
+    fn weights(&self, masks: &[Mask]) -> Result<Vec<(String, Tensor)>>;
 }
 
 impl std::fmt::Debug for Evaluator {
@@ -176,6 +186,7 @@ impl Evaluator {
             }),
             test: split(&data.test),
             config,
+            source: None,
         })
     }
 
@@ -196,6 +207,17 @@ impl Evaluator {
         &self.config
     }
 
+    /// Every evaluation from now on starts from `source`'s weights (None: the pretrained
+    /// model's). BatchNorm is then always recalibrated.
+    pub fn set_source(&mut self, source: Option<Box<dyn WeightSource>>) {
+        self.source = source;
+    }
+
+    /// The training split (for agents that train a network of their own on it).
+    pub fn train_split(&self) -> &Split {
+        &self.train
+    }
+
     /// The ActionWall for this evaluator's budget; `source` names the env file in errors.
     pub fn wall(&self, source: &std::path::Path) -> Result<ActionWall> {
         ActionWall::new(&self.costs, self.config.budget, source)
@@ -203,7 +225,7 @@ impl Evaluator {
 
     /// Scores keep ratios (one per unit) on the evaluation split (cut to `eval_samples`).
     pub fn evaluate(&mut self, keeps: &[f64]) -> Result<Score> {
-        self.score(keeps, None)
+        self.score(keeps, None, true)
     }
 
     /// Scores several policies, one after another on the same working copy.
@@ -213,12 +235,21 @@ impl Evaluator {
 
     /// Scores keep ratios on the whole of a split (`test` for the one final report).
     pub fn evaluate_on(&mut self, keeps: &[f64], split: SplitName) -> Result<Score> {
-        self.score(keeps, Some(split))
+        self.score(keeps, Some(split), true)
     }
 
-    fn score(&mut self, keeps: &[f64], split: Option<SplitName>) -> Result<Score> {
+    /// Scores the model the last evaluation of `keeps` left in the working copy (pruned,
+    /// recalibrated, fine-tuned) on another split, without pruning and fine-tuning it again.
+    /// `keeps` must be the policy last evaluated.
+    pub fn rescore_on(&mut self, keeps: &[f64], split: SplitName) -> Result<Score> {
+        self.score(keeps, Some(split), false)
+    }
+
+    fn score(&mut self, keeps: &[f64], split: Option<SplitName>, apply: bool) -> Result<Score> {
         let started = Instant::now();
-        self.apply(keeps)?;
+        if apply {
+            self.apply(keeps)?;
+        }
         let data = match split {
             None => &self.eval,
             Some(SplitName::Train) => &self.train,
@@ -273,15 +304,18 @@ impl Evaluator {
                 value: *bad,
             });
         }
+        let raw = self.masker.masks(keeps);
+        let generated = match &self.source {
+            Some(source) => source.weights(&raw)?,
+            None => Vec::new(),
+        };
         let masks: Vec<(Tensor, Tensor)> = {
             let by_name: std::collections::HashMap<&str, &Tensor> = self
                 .tensors
                 .iter()
                 .map(|(n, t, _)| (n.as_str(), t))
                 .collect();
-            self.masker
-                .masks(keeps)
-                .into_iter()
+            raw.into_iter()
                 .filter_map(|m| {
                     by_name
                         .get(m.tensor.as_str())
@@ -294,13 +328,19 @@ impl Evaluator {
             for (_, working, dense) in &self.tensors {
                 working.shallow_clone().copy_(dense);
             }
+            for (name, value) in &generated {
+                if let Ok(i) = self.tensors.binary_search_by(|t| t.0.as_str().cmp(name)) {
+                    self.tensors[i].1.shallow_clone().copy_(value);
+                }
+            }
             apply_masks(&masks);
         }
         let mut rng = StdRng::seed_from_u64(self.config.seed);
         // Pruning changes what flows into every BatchNorm; a policy that prunes nothing
         // keeps the pretrained statistics, so keep = 1 is exactly the dense model.
-        let prunes =
-            (0..units).any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size);
+        // Generated weights never had statistics of their own.
+        let prunes = self.source.is_some()
+            || (0..units).any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size);
         if prunes && self.config.recalibration_batches > 0 {
             self.net.recalibrate_batch_norm(
                 &self.train,

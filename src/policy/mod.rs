@@ -282,3 +282,42 @@ pub fn load_graph_agent(
     )?;
     Ok(agent)
 }
+
+/// A PruningNet from its checkpoint (the `pruningnet.safetensors` of a `pruningnet` search),
+/// for `model` (the env's pretrained model, whose graph it must fit): the hypernetworks'
+/// width is read from the file.
+pub fn load_pruningnet(
+    path: &Path,
+    model: &crate::model::GraphNet,
+) -> Result<crate::agents::pruningnet::PruningNet> {
+    let tensors = tch::Tensor::read_safetensors(path).map_err(|e| {
+        Error::data(
+            path,
+            format!(
+                "not a readable safetensors file ({}); give the pruningnet.safetensors of a pruningnet search",
+                e.to_string().lines().next().unwrap_or_default()
+            ),
+        )
+    })?;
+    let hidden = tensors
+        .iter()
+        .find(|(name, t)| name.ends_with(".hidden.weight") && t.size().len() == 2)
+        .map(|(_, t)| t.size()[0] as usize)
+        .ok_or_else(|| Error::Checkpoint {
+            path: path.to_path_buf(),
+            tensor: "*.hidden.weight".into(),
+            message: "missing: not a PruningNet checkpoint (a search with agent = \"pruningnet\" writes one)".into(),
+        })?;
+    let config = crate::agents::pruningnet::PruningNetConfig {
+        hidden,
+        ..Default::default()
+    };
+    let mut net = crate::agents::pruningnet::PruningNet::new(model, &config)?;
+    crate::model::checkpoint::load_var_store(
+        net.var_store_mut(),
+        path,
+        |_| (0, 0),
+        "autoprune search (agent = \"pruningnet\")",
+    )?;
+    Ok(net)
+}

@@ -4,7 +4,9 @@
 use crate::agents::ddpg::DdpgConfig;
 use crate::agents::evolution::EvolutionConfig;
 use crate::agents::gnn::GnnConfig;
+use crate::agents::meta::MetaConfig;
 use crate::agents::ppo::PpoConfig;
+use crate::agents::pruningnet::PruningNetConfig;
 use crate::agents::AgentKind;
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -33,6 +35,14 @@ pub struct SearchConfig {
     pub evolution: EvolutionConfig,
     #[serde(default)]
     pub gnn: GnnConfig,
+    /// With `agent = "meta"`: the meta-trained initialisation (the `[gnn]` table sets how
+    /// it adapts).
+    #[serde(default)]
+    pub meta: MetaConfig,
+    /// With `agent = "pruningnet"`: the PruningNet's training (the `[evolution]` table sets
+    /// the search).
+    #[serde(default)]
+    pub pruningnet: PruningNetConfig,
     /// The file it was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -75,6 +85,15 @@ impl SearchConfig {
             AgentKind::Evolution => self.evolution.check(),
             AgentKind::Random => None,
             AgentKind::Gnn => self.gnn.check(),
+            AgentKind::Meta if !self.meta.init.is_file() => Some((
+                "meta.init",
+                format!(
+                    "{}: no such agent checkpoint; run `autoprune meta-train` and point `init` at its agent.safetensors",
+                    self.meta.init.display()
+                ),
+            )),
+            AgentKind::Meta => self.gnn.check(),
+            AgentKind::Pruningnet => self.pruningnet.check().or_else(|| self.evolution.check()),
         };
         match problem {
             Some((key, message)) => Err(invalid(key, message)),

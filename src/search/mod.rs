@@ -6,7 +6,9 @@
 //! (its choices are checked against the record) while the recorded scores stand in for the
 //! evaluations, so a resumed run continues exactly where the uninterrupted one would be.
 
+pub mod adapt;
 mod config;
+pub mod meta_train;
 pub mod train_agent;
 
 pub use config::SearchConfig;
@@ -38,6 +40,8 @@ pub const BEST_FILE: &str = "best.json";
 pub const WEIGHTS_FILE: &str = "weights.txt";
 /// The agent's network at the end of the run (agents that have one).
 pub const AGENT_FILE: &str = "agent.safetensors";
+/// The trained PruningNet (searches with `agent = "pruningnet"`).
+pub const PRUNINGNET_FILE: &str = "pruningnet.safetensors";
 
 /// One finished episode, as written to `episodes.jsonl` (one JSON object per line).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -248,7 +252,7 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
     Ok(match config.agent {
         AgentKind::Ddpg => Box::new(Ddpg::new(config.ddpg.clone(), STATE_DIM, config.seed)?),
         AgentKind::Ppo => Box::new(Ppo::new(config.ppo.clone(), STATE_DIM, config.seed)?),
-        AgentKind::Evolution => Box::new(Evolution::new(
+        AgentKind::Evolution | AgentKind::Pruningnet => Box::new(Evolution::new(
             config.evolution.clone(),
             env.wall().clone(),
             config.seed,
@@ -260,6 +264,13 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
             env.wall().budget().keep,
             config.seed,
             tch::Device::Cpu,
+        )?),
+        AgentKind::Meta => Box::new(crate::policy::load_graph_agent(
+            &config.meta.init,
+            env.costs(),
+            env.wall().budget().keep,
+            config.seed,
+            config.gnn.clone(),
         )?),
     })
 }
@@ -552,4 +563,65 @@ fn policy_text(policy: &PolicyFile) -> String {
 pub fn test_score(evaluator: &mut Evaluator, policy: &PolicyFile) -> Result<Score> {
     let keeps: Vec<f64> = policy.layers.iter().map(|l| l.keep).collect();
     evaluator.evaluate_on(&keeps, SplitName::Test)
+}
+
+/// The PruningNet of a `pruningnet` search in `dir`: loaded from `dir/pruningnet.safetensors`
+/// when a run being resumed already trained it, else trained on the evaluator's training
+/// split (logging its loss to `sink`) and saved there. The evaluator then scores every
+/// policy from the PruningNet's weights.
+#[allow(clippy::too_many_arguments)]
+pub fn prepare_pruningnet(
+    config: &SearchConfig,
+    spec: &EnvSpec,
+    model: &crate::model::GraphNet,
+    evaluator: &mut Evaluator,
+    dir: &Path,
+    sink: &mut dyn MetricsSink,
+    progress: &Progress,
+    stop: &AtomicBool,
+) -> Result<()> {
+    use crate::agents::pruningnet::PruningNet;
+    if spec.prune.granularity != crate::env::Granularity::Channel {
+        return Err(Error::Invalid {
+            path: spec.path.clone(),
+            key: "prune.granularity".into(),
+            message: "a PruningNet generates weights for channel counts; set granularity = \"channel\" (or choose another agent)".into(),
+        });
+    }
+    let path = dir.join(PRUNINGNET_FILE);
+    let net = if path.is_file() {
+        crate::policy::load_pruningnet(&path, model)?
+    } else {
+        let mut net = PruningNet::new(model, &config.pruningnet)?;
+        let wall = evaluator.wall(&spec.path)?;
+        let bar = progress.bar(config.pruningnet.steps as u64, "training the PruningNet");
+        let mut mean = 0.0;
+        net.train(
+            &config.pruningnet,
+            evaluator.masker(),
+            &wall,
+            evaluator.train_split(),
+            config.seed,
+            |step, loss| {
+                if stop.load(Ordering::SeqCst) {
+                    return Err(Error::Invalid {
+                        path: dir.to_path_buf(),
+                        key: "--resume".into(),
+                        message: "interrupted while training the PruningNet; nothing was searched yet, start again with autoprune search --resume on this folder".into(),
+                    });
+                }
+                mean = if step == 0 { loss } else { 0.98 * mean + 0.02 * loss };
+                sink.scalar("pruningnet/loss", loss, step);
+                bar.set_position(step as u64 + 1);
+                bar.set_message(format!("loss {mean:.4}"));
+                Ok(())
+            },
+        )?;
+        bar.finish_and_clear();
+        sink.flush()?;
+        crate::policy::save_agent(net.var_store(), &path)?;
+        net
+    };
+    evaluator.set_source(Some(Box::new(net)));
+    Ok(())
 }

@@ -128,13 +128,11 @@ pub fn train_graph_agent(
         .collect();
     let mut agent =
         GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed, tch::Device::Cpu)?;
-    let mut log =
-        std::fs::File::create(&episodes_path).map_err(|e| Error::io(&episodes_path, e))?;
+    let mut log = TaskLog::create(&episodes_path, tasks)?;
     let bar = progress.bar(
         config.episodes as u64,
         &format!("gnn on {} tasks", tasks.len()),
     );
-    let mut best = vec![f64::NEG_INFINITY; tasks.len()];
     let mut finished = 0;
     let mut interrupted = false;
     for index in 0..config.episodes {
@@ -142,42 +140,17 @@ pub fn train_graph_agent(
             interrupted = true;
             break;
         }
-        let started = Instant::now();
         let t = index % tasks.len();
         agent.select_task(t);
-        agent.begin_episode(index);
-        let actions = agent.act(Observation::Graph(envs[t].graph_state()), true);
-        let keeps = envs[t].step_profile(&actions);
-        let score = tasks[t].evaluator.evaluate(&keeps)?;
-        agent.learn(&Episode {
+        task_episode(
+            &mut agent,
+            &mut envs[t],
+            &mut tasks[t],
+            t,
             index,
-            transitions: Vec::new(),
-            proposed: actions,
-            reward: score.reward,
-        })?;
-        best[t] = best[t].max(score.reward);
-        let record = TaskRecord {
-            episode: index,
-            task: tasks[t].name.clone(),
-            reward: score.reward,
-            accuracy: score.accuracy,
-            params_kept: score.params_kept,
-            flops_kept: score.flops_kept,
-            seconds: started.elapsed().as_secs_f64(),
-        };
-        let line = serde_json::to_string(&record)
-            .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
-        log.write_all(format!("{line}\n").as_bytes())
-            .and_then(|_| log.flush())
-            .map_err(|e| Error::io(&episodes_path, e))?;
-        sink.scalar(&format!("reward/{}", tasks[t].name), score.reward, index);
-        sink.scalar(
-            &format!("accuracy/{}", tasks[t].name),
-            score.accuracy,
-            index,
-        );
-        sink.scalar(&format!("best/reward/{}", tasks[t].name), best[t], index);
-        sink.flush()?;
+            &mut log,
+            sink,
+        )?;
         finished = index + 1;
         bar.set_position(finished as u64);
     }
@@ -187,11 +160,77 @@ pub fn train_graph_agent(
     Ok(TrainOutcome {
         episodes: finished,
         interrupted,
-        best: tasks
-            .iter()
-            .zip(best)
-            .map(|(t, b)| (t.name.clone(), b))
-            .collect(),
+        best: log.best(tasks),
         agent: agent_path,
     })
+}
+
+/// `episodes.jsonl` of a multi-task run, and the best reward reached on each task.
+pub(crate) struct TaskLog {
+    file: std::fs::File,
+    path: PathBuf,
+    best: Vec<f64>,
+}
+
+impl TaskLog {
+    pub(crate) fn create(path: &Path, tasks: &[Task]) -> Result<Self> {
+        Ok(Self {
+            file: std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
+            path: path.to_path_buf(),
+            best: vec![f64::NEG_INFINITY; tasks.len()],
+        })
+    }
+
+    /// (task name, best reward) in task order.
+    pub(crate) fn best(&self, tasks: &[Task]) -> Vec<(String, f64)> {
+        tasks
+            .iter()
+            .zip(&self.best)
+            .map(|(t, b)| (t.name.clone(), *b))
+            .collect()
+    }
+}
+
+/// One explored episode of `agent` (already on task `t`) on `env`: act, fit to the budget,
+/// score, learn, then log to `log` and `sink`. Returns the score.
+pub(crate) fn task_episode(
+    agent: &mut GraphAgent,
+    env: &mut PruneEnv,
+    task: &mut Task,
+    t: usize,
+    index: usize,
+    log: &mut TaskLog,
+    sink: &mut dyn MetricsSink,
+) -> Result<crate::eval::Score> {
+    let started = Instant::now();
+    agent.begin_episode(index);
+    let actions = agent.act(Observation::Graph(env.graph_state()), true);
+    let keeps = env.step_profile(&actions);
+    let score = task.evaluator.evaluate(&keeps)?;
+    agent.learn(&Episode {
+        index,
+        transitions: Vec::new(),
+        proposed: actions,
+        reward: score.reward,
+    })?;
+    log.best[t] = log.best[t].max(score.reward);
+    let record = TaskRecord {
+        episode: index,
+        task: task.name.clone(),
+        reward: score.reward,
+        accuracy: score.accuracy,
+        params_kept: score.params_kept,
+        flops_kept: score.flops_kept,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let line = serde_json::to_string(&record).map_err(|e| Error::data(&log.path, e.to_string()))?;
+    log.file
+        .write_all(format!("{line}\n").as_bytes())
+        .and_then(|_| log.file.flush())
+        .map_err(|e| Error::io(&log.path, e))?;
+    sink.scalar(&format!("reward/{}", task.name), score.reward, index);
+    sink.scalar(&format!("accuracy/{}", task.name), score.accuracy, index);
+    sink.scalar(&format!("best/reward/{}", task.name), log.best[t], index);
+    sink.flush()?;
+    Ok(score)
 }

@@ -167,6 +167,20 @@ impl GraphAgent {
         &self.policy
     }
 
+    /// How many tasks the agent was built with.
+    pub fn tasks(&self) -> usize {
+        self.inputs.len()
+    }
+
+    /// Forgets collected episodes and the optimiser's moments: the start of a fresh
+    /// adaptation from the current weights (Reptile's inner loop).
+    pub fn reset_learning(&mut self) -> Result<()> {
+        self.optimizer = nn::Adam::default().build(self.policy.var_store(), self.config.lr)?;
+        self.samples.clear();
+        self.pending = None;
+        Ok(())
+    }
+
     fn update(&mut self) -> Result<()> {
         // Samples grouped by task: each task has its own graph (and number of units).
         let mut order: Vec<usize> = (0..self.samples.len()).collect();

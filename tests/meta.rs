@@ -1,0 +1,343 @@
+//! Meta-learning: MetaPruning's PruningNet (weights of the right shape for any encoding; the
+//! full encoding trains to the dense model's accuracy; `search` with agent = "pruningnet"
+//! end to end) and Reptile (`meta-train` on two tiny tasks adapts better than a random
+//! initialisation on a third).
+
+mod common;
+
+use autoprune::agents::pruningnet::{PruningNet, PruningNetConfig};
+use autoprune::data::{self, DataOptions, Dataset, DatasetKind, SplitName};
+use autoprune::env::{Granularity, Metric, RewardKind};
+use autoprune::eval::{EvalConfig, Evaluator};
+use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
+use autoprune::prune::{Budget, CostModel, Criterion, Importance, Masker};
+use autoprune::runlog::Progress;
+use common::{read_events, run, search_in, setup, success_json};
+use rand::{Rng, SeedableRng};
+use tch::Device;
+
+fn synthetic() -> Dataset {
+    let options = DataOptions {
+        kind: DatasetKind::Synthetic,
+        dir: Default::default(),
+        val_size: 400,
+        seed: 0,
+    };
+    data::load(&options, Device::Cpu).unwrap()
+}
+
+/// A small VGG with BatchNorm (two coupled-free conv groups and a classifier).
+fn vgg(data: &Dataset) -> GraphNet {
+    let cfg = [
+        zoo::VggItem::Conv(8),
+        zoo::VggItem::Conv(12),
+        zoo::VggItem::Pool(zoo::PoolMarker::M),
+        zoo::VggItem::Conv(16),
+    ];
+    GraphNet::new(
+        zoo::vgg(&data.shape, data.classes, &cfg).unwrap(),
+        Device::Cpu,
+    )
+}
+
+fn eval_config(keep: f64) -> EvalConfig {
+    EvalConfig {
+        granularity: Granularity::Channel,
+        criterion: Criterion::L1,
+        budget: Budget {
+            metric: Metric::Flops,
+            keep,
+            bounds: [0.05, 1.0],
+        },
+        reward: RewardKind::Accuracy,
+        eval_split: SplitName::Val,
+        finetune_steps: 0,
+        finetune_lr: 0.01,
+        recalibration_batches: 4,
+        batch_size: 64,
+        eval_batch_size: 400,
+        eval_samples: None,
+        seed: 0,
+    }
+}
+
+#[test]
+fn a_pruningnet_generates_every_tensor_in_shape_for_any_encoding() {
+    let data = synthetic();
+    tch::manual_seed(0);
+    let net = vgg(&data);
+    let costs = CostModel::new(net.graph(), Granularity::Channel);
+    let importance = Importance::compute(&net, Criterion::L1, &data.train, 0).unwrap();
+    let masker = Masker::new(&costs, &importance);
+    let mut pn = PruningNet::new(&net, &PruningNetConfig::default()).unwrap();
+    let shapes: std::collections::HashMap<String, Vec<i64>> = net
+        .var_store()
+        .variables()
+        .into_iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(n, t)| (n, t.size()))
+        .collect();
+    let units = costs.units().len();
+    assert!(units >= 3, "three conv groups");
+    // A few training steps, so the encoding reaches the weights.
+    let (images, labels) = data.train.batches(32, None).next().unwrap();
+    let half = masker.masks(&vec![0.5; units]);
+    for _ in 0..5 {
+        assert!(pn.train_step(&half, &images, &labels).unwrap().is_finite());
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut encodings: Vec<Vec<f64>> = vec![vec![0.05; units], vec![1.0; units]];
+    encodings.extend((0..20).map(|_| (0..units).map(|_| rng.random_range(0.05..=1.0)).collect()));
+    let mut previous: Option<Vec<(String, tch::Tensor)>> = None;
+    for keeps in &encodings {
+        let generated = pn.generate(&masker.masks(keeps));
+        assert_eq!(
+            generated.len(),
+            shapes.len(),
+            "every trainable tensor, once"
+        );
+        for (name, tensor) in &generated {
+            assert_eq!(
+                Some(&tensor.size()),
+                shapes.get(name),
+                "{name} at {keeps:?}"
+            );
+            assert!(
+                bool::try_from(tensor.isfinite().all()).unwrap(),
+                "{name} is finite"
+            );
+        }
+        // Generated weights depend on the encoding.
+        if let Some(previous) = &previous {
+            let name = pn.generated()[1];
+            let a = &previous.iter().find(|(n, _)| n == name).unwrap().1;
+            let b = &generated.iter().find(|(n, _)| n == name).unwrap().1;
+            assert!(f64::try_from((a - b).abs().max()).unwrap() > 0.0, "{name}");
+        }
+        previous = Some(generated);
+    }
+    // Scored through the evaluator: the policy's FLOPs meet the budget, accuracy is real.
+    let mut evaluator = Evaluator::new(&net, &data, eval_config(0.5)).unwrap();
+    evaluator.set_source(Some(Box::new(pn)));
+    let wall = evaluator.wall(std::path::Path::new("test")).unwrap();
+    let keeps = wall.fit(&vec![1.0; units]);
+    let score = evaluator.evaluate(&keeps).unwrap();
+    assert!(score.flops_kept <= 0.5 + 1e-9);
+    assert!((0.0..=1.0).contains(&score.accuracy));
+}
+
+#[test]
+fn the_full_encoding_trains_to_the_dense_models_accuracy() {
+    let data = synthetic();
+    let train_config = TrainConfig {
+        epochs: 2,
+        batch_size: 64,
+        optimizer: Optimizer::Adam,
+        lr: 0.01,
+        momentum: 0.0,
+        weight_decay: 0.0,
+        schedule: Schedule::Constant,
+    };
+    // The dense model, trained from scratch.
+    tch::manual_seed(1);
+    let mut dense = vgg(&data);
+    train(&mut dense, &data, &train_config, 0, &Progress::quiet()).unwrap();
+    let dense_accuracy = dense.evaluate(&data.val, 400).unwrap().accuracy;
+    assert!(
+        dense_accuracy > 0.9,
+        "the dense model learns: {dense_accuracy}"
+    );
+    // A PruningNet over a fresh model of the same graph, trained for the same steps with the
+    // full encoding only.
+    tch::manual_seed(1);
+    let fresh = vgg(&data);
+    let config = PruningNetConfig {
+        lr: 0.01,
+        ..Default::default()
+    };
+    let mut pn = PruningNet::new(&fresh, &config).unwrap();
+    let mut evaluator = Evaluator::new(&fresh, &data, eval_config(1.0)).unwrap();
+    let units = evaluator.costs().units().len();
+    let full = vec![1.0; units];
+    let before = evaluator.evaluate(&full).unwrap().accuracy;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    for _ in 0..train_config.epochs {
+        for (images, labels) in data.train.batches(64, Some(&mut rng)) {
+            pn.train_step(&evaluator.masker().masks(&full), &images, &labels)
+                .unwrap();
+        }
+    }
+    evaluator.set_source(Some(Box::new(pn)));
+    let after = evaluator.evaluate(&full).unwrap().accuracy;
+    assert!(
+        after >= dense_accuracy - 0.02,
+        "PruningNet at the full encoding {after} against the dense model {dense_accuracy} (untrained {before})"
+    );
+    assert!(after > before + 0.3, "it learned: {before} -> {after}");
+}
+
+/// The synthetic env with channel pruning at half the FLOPs, and a pruningnet config.
+fn channel_setup(dir: &std::path::Path, episodes: usize) -> std::path::PathBuf {
+    let config = setup(dir, "pruningnet", episodes);
+    let env = dir.join("env.toml");
+    let text = std::fs::read_to_string(&env)
+        .unwrap()
+        .replace(
+            "granularity = \"unstructured\"",
+            "granularity = \"channel\"",
+        )
+        .replace("criterion = \"magnitude\"", "criterion = \"l1\"")
+        .replace(
+            "target = { metric = \"params\", keep = 0.2 }",
+            "target = { metric = \"flops\", keep = 0.5 }",
+        );
+    std::fs::write(&env, text).unwrap();
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        format!("{text}\n[pruningnet]\nsteps = 60\nlr = 0.003\n\n[evolution]\npopulation = 6\ntop_k = 2\n"),
+    )
+    .unwrap();
+    config
+}
+
+#[test]
+fn search_with_a_pruningnet_trains_it_then_evolves_policies_scored_with_its_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = channel_setup(dir.path(), 12);
+    let logdir = dir.path().join("run");
+    let result = success_json(&search_in(&config, &logdir, &["--json"]));
+    assert_eq!(result["agent"], "pruningnet");
+    assert!(result["flops_kept"].as_f64().unwrap() <= 0.5 + 1e-9);
+    let pruningnet = logdir.join("pruningnet.safetensors");
+    assert!(pruningnet.is_file());
+    let events = read_events(&logdir);
+    let losses = events["scalars"]["pruningnet/loss"].as_array().unwrap();
+    assert_eq!(losses.len(), 60, "one loss per training step");
+    assert!(events["scalars"]["reward"].as_array().unwrap().len() == 12);
+
+    // The winner, applied from the PruningNet's weights, scores what the search recorded
+    // (same weights, same recalibration batches).
+    let applied = success_json(&run(&[
+        "apply",
+        "--env",
+        dir.path().join("env.toml").to_str().unwrap(),
+        "--policy",
+        result["policy"].as_str().unwrap(),
+        "--pruningnet",
+        pruningnet.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(applied["accuracy"], result["accuracy"]);
+    assert_eq!(applied["test_accuracy"], result["test_accuracy"]);
+
+    // Resume after the PruningNet was trained: it is loaded, not trained again, and the run
+    // continues to the same episodes.
+    let more = success_json(&common::resume_to(&logdir, 18, &["--json"]));
+    assert_eq!(more["episodes"], 18);
+    let events = read_events(&logdir);
+    assert_eq!(
+        events["scalars"]["pruningnet/loss"]
+            .as_array()
+            .unwrap()
+            .len(),
+        60
+    );
+
+    // Unstructured pruning has no channel counts to generate weights for.
+    let text = std::fs::read_to_string(dir.path().join("env.toml"))
+        .unwrap()
+        .replace(
+            "granularity = \"channel\"",
+            "granularity = \"unstructured\"",
+        );
+    std::fs::write(dir.path().join("env.toml"), text).unwrap();
+    let out = search_in(&config, &dir.path().join("run2"), &[]);
+    let line = common::one_error_line(&out);
+    assert!(line.contains("prune.granularity"), "{line}");
+}
+
+#[test]
+fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
+    let dir = tempfile::tempdir().unwrap();
+    setup(dir.path(), "gnn", 1);
+    let env_text = std::fs::read_to_string(dir.path().join("env.toml")).unwrap();
+    // Three MLPs of other widths and depths on the synthetic set: two to meta-train on, one
+    // held out.
+    let variant = |name: &str, hidden: &str| {
+        let text = env_text
+            .replace("name = \"synthetic-mlp\"", &format!("name = \"{name}\""))
+            .replace("hidden = [32, 16]", &format!("hidden = {hidden}"))
+            .replace("mlp.safetensors", &format!("{name}.safetensors"));
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let a = variant("mlp-a", "[48, 24]");
+    let b = variant("mlp-b", "[32]");
+    let held_out = variant("mlp-c", "[40, 20, 10]");
+    let text = std::fs::read_to_string(&held_out)
+        .unwrap()
+        .replace("keep = 0.2 }", "keep = 0.1 }");
+    std::fs::write(&held_out, text).unwrap();
+    let config = dir.path().join("meta.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"meta-test\"\nenvs = [{:?}, {:?}]\nbudgets = [0.1, 0.2]\nseed = 0\n\n[reptile]\niterations = 40\ninner_episodes = 8\n\n[gnn]\nlr = 3e-3\nepisodes_per_update = 4\n",
+            a.to_str().unwrap(),
+            b.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let agent = dir.path().join("meta.safetensors");
+    let trained = success_json(&run(&[
+        "meta-train",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        dir.path().join("meta-run").to_str().unwrap(),
+        "--out",
+        agent.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(trained["iterations"], 40);
+    assert_eq!(trained["episodes"], 320);
+    assert_eq!(trained["tasks"], 4);
+    assert!(agent.is_file());
+    let events = read_events(&dir.path().join("meta-run"));
+    assert_eq!(
+        events["scalars"]["meta/step_size"]
+            .as_array()
+            .unwrap()
+            .len(),
+        40
+    );
+
+    let curve = success_json(&run(&[
+        "adapt-curve",
+        "--init",
+        &format!("meta={}", agent.to_str().unwrap()),
+        "--init",
+        "random=random",
+        "--env",
+        held_out.to_str().unwrap(),
+        "--points",
+        "0,10",
+        "--seeds",
+        "0,1,2",
+        "--json",
+    ]));
+    let mean = |name: &str, i: usize| curve["summary"][name]["mean"][i].as_f64().unwrap();
+    assert!(
+        mean("meta", 1) > mean("random", 1),
+        "after 10 episodes: meta {} against random {}",
+        mean("meta", 1),
+        mean("random", 1)
+    );
+    // Best-so-far never falls.
+    for run in curve["runs"].as_array().unwrap() {
+        let r = run["rewards"].as_array().unwrap();
+        assert!(r[1].as_f64().unwrap() >= r[0].as_f64().unwrap());
+    }
+}
