@@ -26,21 +26,7 @@ envs="envs/fmnist-vgg7.toml envs/fmnist-mobilenetv2.toml envs/mnist-lenet5.toml"
 cache=runs/transfer-table
 mkdir -p "$cache"
 results=$(mktemp)
-field() { python3 -c 'import json, sys; print(json.load(sys.stdin)[sys.argv[1]])' "$1"; }
-# measure ENV METHOD SEED CMD...: the test accuracy CMD prints as JSON, cached per key.
-measure() {
-    local key="$cache/$1.$2.s$3"
-    shift 3
-    if [ ! -s "$key" ]; then
-        [ -n "${GATHER:-}" ] && return 1
-        if ! "$@" | field test_accuracy > "$key.tmp"; then
-            echo "failed: $*" >&2
-            return 1
-        fi
-        mv "$key.tmp" "$key"
-    fi
-    cat "$key"
-}
+source scripts/measure.sh
 for seed in $seeds; do
     agent=runs/gnn-train-s$seed/agent.safetensors
     if [ ! -f "$agent" ] && [ -z "${GATHER:-}" ]; then
@@ -50,18 +36,18 @@ for seed in $seeds; do
     fi
     for env in $envs; do
         name=$(basename "$env" .toml)
-        acc=$(measure "$name" zero-shot "$seed" "$bin" transfer --agent "$agent" --env "$env" \
+        acc=$(measure "$name.zero-shot.s$seed" "$bin" transfer --agent "$agent" --env "$env" \
             --seed "$seed" "${threads[@]}" --out "runs/transfer-$name-s$seed.json" --json) \
             && echo "$name zero-shot $acc" >> "$results"
         if [ "$adapt" -gt 0 ]; then
             [ -s "$cache/$name.+$adapt-episodes.s$seed" ] || rm -rf "runs/transfer-$name-a$adapt-s$seed"
-            acc=$(measure "$name" "+$adapt-episodes" "$seed" "$bin" transfer --agent "$agent" \
+            acc=$(measure "$name.+$adapt-episodes.s$seed" "$bin" transfer --agent "$agent" \
                 --env "$env" --seed "$seed" "${threads[@]}" --adapt-episodes "$adapt" \
                 --eval-samples 2000 --logdir "runs/transfer-$name-a$adapt-s$seed" --json) \
                 && echo "$name +$adapt-episodes $acc" >> "$results"
         fi
         for method in uniform lamp; do
-            acc=$(measure "$name" "$method" "$seed" "$bin" baseline --env "$env" \
+            acc=$(measure "$name.$method.s$seed" "$bin" baseline --env "$env" \
                 --method "$method" --seed "$seed" "${threads[@]}" --json) \
                 && echo "$name $method $acc" >> "$results"
         done

@@ -99,7 +99,8 @@ enum Command {
     /// Prunes an env's model with a trained graph agent: zero-shot (one forward pass, one
     /// evaluation), or adapted for a few episodes first; writes the policy and scores it.
     Transfer {
-        /// The graph agent's checkpoint (`agent.safetensors` of a search with agent = "gnn").
+        /// The graph agent's checkpoint (`agent.safetensors` of a search with agent = "gnn",
+        /// of `train-agent` or of `meta-train`).
         #[arg(long)]
         agent: PathBuf,
         /// Env file (envs/*.toml) of the model to prune.
@@ -1042,6 +1043,7 @@ fn meta_train(
         let best: serde_json::Map<String, serde_json::Value> = outcome
             .best
             .iter()
+            .filter(|(_, reward)| reward.is_finite())
             .map(|(task, reward)| (task.clone(), json!(reward)))
             .collect();
         println!(

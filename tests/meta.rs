@@ -314,6 +314,38 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
         40
     );
 
+    // A search can start from the meta-trained agent (agent = "meta").
+    let search_config = dir.path().join("meta-search.toml");
+    let write_search = |init: &str| {
+        std::fs::write(
+            &search_config,
+            format!(
+                "name = \"meta\"\nenv = {:?}\nagent = \"meta\"\nepisodes = 8\n\n[meta]\ninit = {init:?}\n",
+                held_out.to_str().unwrap()
+            ),
+        )
+        .unwrap();
+    };
+    write_search(agent.to_str().unwrap());
+    let searched = success_json(&search_in(
+        &search_config,
+        &dir.path().join("meta-search"),
+        &["--json"],
+    ));
+    assert_eq!(searched["agent"], "meta");
+    assert_eq!(searched["episodes"], 8);
+    assert!(searched["params_kept"].as_f64().unwrap() <= 0.1 + 1e-9);
+    write_search("no/such/agent.safetensors");
+    let line = common::one_error_line(&search_in(
+        &search_config,
+        &dir.path().join("meta-search-2"),
+        &[],
+    ));
+    assert!(
+        line.contains("meta.init") && line.contains("meta-train"),
+        "{line}"
+    );
+
     let curve = success_json(&run(&[
         "adapt-curve",
         "--init",
