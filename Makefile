@@ -24,6 +24,7 @@ bench: setup
 	cargo bench --bench evaluate
 	cargo bench --bench search
 	cargo bench --bench gnn
+	cargo bench --bench pruningnet
 
 ## The README's baseline table (pretrains fmnist-vgg and fmnist-resnet20 if needed; long).
 baseline-table: setup

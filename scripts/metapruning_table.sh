@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The README's MetaPruning comparison on fmnist-resnet20 (channel pruning to 0.5 of the
 # FLOPs): test accuracy, mean ± std over seeds, of each method's policy after the same
-# fine-tune budget (FINETUNE masked SGD steps of batch 128, default 300), and without it.
+# fine-tune budget (FINETUNE masked SGD steps of batch 128, default 100, as in the baseline table), and without it.
 #   MetaPruning: `autoprune search --config configs/metapruning-resnet20.toml`, whose winner
 #     starts from the PruningNet's weights (`apply --pruningnet`);
 #   DDPG: the best policy of configs/amc-ddpg-resnet20.toml (the run scripts/search_table.sh
@@ -15,7 +15,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
-finetune=${FINETUNE:-300}
+finetune=${FINETUNE:-100}
 bin=${BIN:-./target/release/autoprune}
 env=envs/fmnist-resnet20.toml
 threads=()
