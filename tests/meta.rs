@@ -373,3 +373,70 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
         assert!(r[1].as_f64().unwrap() >= r[0].as_f64().unwrap());
     }
 }
+
+#[test]
+fn every_shipped_config_loads_as_a_search_agent_training_or_meta_training_config() {
+    use autoprune::search::meta_train::MetaTrainConfig;
+    use autoprune::search::train_agent::TrainAgentConfig;
+    use autoprune::search::SearchConfig;
+    let dir = common::repo().join("configs");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let search = SearchConfig::load(&path);
+        let train = TrainAgentConfig::load(&path);
+        let meta = MetaTrainConfig::load(&path);
+        assert!(
+            search.is_ok() || train.is_ok() || meta.is_ok(),
+            "{}: {:?} / {:?} / {:?}",
+            path.display(),
+            search.err(),
+            train.err(),
+            meta.err()
+        );
+        seen += 1;
+    }
+    assert!(seen >= 12, "{seen} configs");
+}
+
+#[test]
+fn bad_meta_training_configs_get_one_line_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("envs = []\nbudgets = [0.5]\n", "envs"),
+        ("envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [1.5]\n", "budgets"),
+        (
+            "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\n[reptile]\ninner_episodes = 0\n",
+            "reptile",
+        ),
+        (
+            "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\n[reptile]\nmeta_lr = 2.0\n",
+            "reptile",
+        ),
+        (
+            "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\nbudget = 0.5\n",
+            "budget",
+        ),
+        (
+            "envs = [\"no/such/env.toml\"]\nbudgets = [0.5]\n",
+            "no/such/env.toml",
+        ),
+    ];
+    for (i, (body, key)) in cases.iter().enumerate() {
+        let config = dir.path().join(format!("c{i}.toml"));
+        std::fs::write(&config, format!("name = \"bad\"\n{body}")).unwrap();
+        let out = run(&[
+            "meta-train",
+            "--config",
+            config.to_str().unwrap(),
+            "--logdir",
+            dir.path().join(format!("run{i}")).to_str().unwrap(),
+        ]);
+        let line = common::one_error_line(&out);
+        assert!(line.contains(key), "case {i}: {line}");
+        assert!(
+            !dir.path().join(format!("run{i}")).exists(),
+            "case {i}: nothing written on bad input"
+        );
+    }
+}
