@@ -173,6 +173,7 @@ fn evolution_improves_on_its_first_generation() {
         mutation_prob: 0.3,
         crossover: 0.5,
         max_tries: 10,
+        window: 0.0,
     };
     let mut agent = Evolution::new(config, wall, 1);
     let rewards: Vec<f64> = (0..100)

@@ -195,7 +195,7 @@ fn channel_setup(dir: &std::path::Path, episodes: usize) -> std::path::PathBuf {
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
         &config,
-        format!("{text}\n[pruningnet]\nsteps = 60\nlr = 0.003\n\n[evolution]\npopulation = 6\ntop_k = 2\n"),
+        format!("{text}\n[pruningnet]\nsteps = 60\nlr = 0.003\n\n[evolution]\npopulation = 6\ntop_k = 2\nwindow = 0.9\n"),
     )
     .unwrap();
     config
@@ -215,6 +215,11 @@ fn search_with_a_pruningnet_trains_it_then_evolves_policies_scored_with_its_weig
     let losses = events["scalars"]["pruningnet/loss"].as_array().unwrap();
     assert_eq!(losses.len(), 60, "one loss per training step");
     assert!(events["scalars"]["reward"].as_array().unwrap().len() == 12);
+    // Every candidate lies in the FLOPs window [0.9, 1.0] × 0.5.
+    for record in common::records(&logdir) {
+        let flops = record["flops_kept"].as_f64().unwrap();
+        assert!((0.45 - 1e-9..=0.5 + 1e-9).contains(&flops), "{flops}");
+    }
 
     // The winner, applied from the PruningNet's weights, scores what the search recorded
     // (same weights, same recalibration batches).

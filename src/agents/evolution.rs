@@ -22,6 +22,10 @@ pub struct EvolutionConfig {
     pub crossover: f64,
     /// Draws before falling back to the ActionWall for a feasible candidate.
     pub max_tries: usize,
+    /// The lower edge of the budget window, as a fraction of the budget: candidates must use
+    /// at least `window` × budget (MetaPruning's FLOPs window). 0 accepts any candidate that
+    /// meets the budget.
+    pub window: f64,
 }
 
 impl Default for EvolutionConfig {
@@ -32,6 +36,7 @@ impl Default for EvolutionConfig {
             mutation_prob: 0.1,
             crossover: 0.5,
             max_tries: 50,
+            window: 0.0,
         }
     }
 }
@@ -47,11 +52,13 @@ impl EvolutionConfig {
         }
         if !(0.0..=1.0).contains(&self.mutation_prob)
             || !(0.0..=1.0).contains(&self.crossover)
+            || !(0.0..=1.0).contains(&self.window)
             || self.max_tries == 0
         {
             return Some((
                 "evolution",
-                "mutation_prob and crossover must be in [0, 1], max_tries at least 1".into(),
+                "mutation_prob, crossover and window must be in [0, 1], max_tries at least 1"
+                    .into(),
             ));
         }
         None
@@ -64,11 +71,16 @@ impl EvolutionConfig {
 pub(crate) struct FeasibleSampler {
     wall: ActionWall,
     max_tries: usize,
+    floor: f64,
 }
 
 impl FeasibleSampler {
     pub fn new(wall: ActionWall, max_tries: usize) -> Self {
-        Self { wall, max_tries }
+        Self {
+            wall,
+            max_tries,
+            floor: 0.0,
+        }
     }
 
     fn keeps(&self, actions: &[f64]) -> Vec<f64> {
@@ -79,8 +91,16 @@ impl FeasibleSampler {
             .collect()
     }
 
+    /// Accepts only candidates that use at least `floor` (a fraction of the dense model's
+    /// budget metric) besides meeting the budget: the lower edge of a window.
+    pub fn with_floor(mut self, floor: f64) -> Self {
+        self.floor = floor;
+        self
+    }
+
     pub fn feasible(&self, actions: &[f64]) -> bool {
-        self.wall.cost(&self.keeps(actions)) <= self.wall.budget().keep + 1e-12
+        let cost = self.wall.cost(&self.keeps(actions));
+        cost <= self.wall.budget().keep + 1e-12 && cost >= self.floor - 1e-12
     }
 
     /// The first feasible candidate `draw` produces that `fresh` accepts, or else the last one
@@ -138,7 +158,8 @@ impl std::fmt::Debug for Evolution {
 
 impl Evolution {
     pub fn new(config: EvolutionConfig, wall: ActionWall, seed: u64) -> Self {
-        let sampler = FeasibleSampler::new(wall, config.max_tries);
+        let floor = config.window * wall.budget().keep;
+        let sampler = FeasibleSampler::new(wall, config.max_tries).with_floor(floor);
         Self {
             config,
             sampler,
