@@ -3,7 +3,8 @@
 # FLOPs): test accuracy, mean ± std over seeds, of each method's policy after the same
 # fine-tune budget (FINETUNE masked SGD steps of batch 128, default 100, as in the baseline table), and without it.
 #   MetaPruning: `autoprune search --config configs/metapruning-resnet20.toml`, whose winner
-#     starts from the PruningNet's weights (`apply --pruningnet`);
+#     starts from the PruningNet's weights (`apply --pruningnet`); its policy is also
+#     fine-tuned from the pretrained weights, to tell the architecture from the weights;
 #   DDPG: the best policy of configs/amc-ddpg-resnet20.toml (the run scripts/search_table.sh
 #     leaves in runs/table-amc-ddpg-resnet20-s<seed>, searched here if missing), from the
 #     pretrained weights;
@@ -44,6 +45,10 @@ for seed in $seeds; do
         acc=$(measure "metapruning-ft.s$seed" "$bin" apply --env "$env" --policy "$mp/policy.json" \
             --pruningnet "$mp/pruningnet.safetensors" --finetune-steps "$finetune" \
             --seed "$seed" "${threads[@]}" --json) && echo "MetaPruning ft $acc" >> "$results"
+        # The same policy from the pretrained weights: the architecture without the weights.
+        acc=$(measure "metapruning-policy-pretrained-ft.s$seed" "$bin" apply --env "$env" \
+            --policy "$mp/policy.json" --finetune-steps "$finetune" --seed "$seed" \
+            "${threads[@]}" --json) && echo "MetaPruning-policy ft $acc" >> "$results"
     fi
     ddpg=runs/table-amc-ddpg-resnet20-s$seed
     if [ -n "${SKIP_DDPG:-}" ] && [ ! -f "$ddpg/result.json" ]; then
@@ -76,9 +81,10 @@ def cell(values):
     return f"{statistics.mean(values):.2f} ± {sd:.2f} ({len(values)})"
 print(f"| method | after {sys.argv[2]} fine-tune steps | no fine-tune |")
 print("|---|---|---|")
-for method in ["MetaPruning", "DDPG", "uniform", "lamp"]:
+names = {"lamp": "LAMP", "MetaPruning-policy": "MetaPruning's policy, pretrained weights"}
+for method in ["MetaPruning", "MetaPruning-policy", "DDPG", "uniform", "lamp"]:
     if method in rows:
-        name = "LAMP" if method == "lamp" else method
+        name = names.get(method, method)
         print(f"| {name} | {cell(rows[method].get('ft', []))} | {cell(rows[method].get('none', []))} |")
 PY
 rm -f "$results"
