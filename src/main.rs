@@ -1040,12 +1040,7 @@ fn meta_train(
         None => outcome.agent.clone(),
     };
     if json {
-        let best: serde_json::Map<String, serde_json::Value> = outcome
-            .best
-            .iter()
-            .filter(|(_, reward)| reward.is_finite())
-            .map(|(task, reward)| (task.clone(), json!(reward)))
-            .collect();
+        let best = best_rewards_json(&outcome.best);
         println!(
             "{}",
             json!({"iterations": outcome.iterations, "episodes": outcome.episodes, "interrupted": outcome.interrupted, "tasks": tasks.len(), "best_reward": best, "agent": agent, "logdir": dir})
@@ -1252,6 +1247,16 @@ fn mean_std(values: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// Best reward per task as a JSON object; tasks never drawn (no finite reward) are left out.
+fn best_rewards_json(best: &[(String, f64)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = best
+        .iter()
+        .filter(|(_, reward)| reward.is_finite())
+        .map(|(task, reward)| (task.clone(), json!(reward)))
+        .collect();
+    serde_json::Value::Object(map)
+}
+
 /// `autoprune train-agent`: one graph agent trained on every env of the config at every budget.
 fn train_agent(
     path: &Path,
@@ -1297,11 +1302,7 @@ fn train_agent(
         )
     }?;
     if json {
-        let best: serde_json::Map<String, serde_json::Value> = outcome
-            .best
-            .iter()
-            .map(|(task, reward)| (task.clone(), json!(reward)))
-            .collect();
+        let best = best_rewards_json(&outcome.best);
         println!(
             "{}",
             json!({"episodes": outcome.episodes, "interrupted": outcome.interrupted, "tasks": tasks.len(), "best_reward": best, "agent": outcome.agent, "logdir": dir})

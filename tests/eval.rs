@@ -1,7 +1,9 @@
 //! The evaluator: exact at keep 1, budget met, pretrained weights never touched, masks fixed
 //! through fine-tuning, rewards, NaN refused, and slimmed export equal to the masked model.
 
-use autoprune::data::{self, DataOptions, Dataset, DatasetKind, SplitName};
+mod common;
+
+use autoprune::data::{Dataset, SplitName};
 use autoprune::env::{Granularity, Metric, RewardKind};
 use autoprune::eval::{reward, EvalConfig, Evaluator};
 use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
@@ -9,16 +11,6 @@ use autoprune::prune::{allocate, slim, Budget, Criterion, Method};
 use autoprune::runlog::Progress;
 use std::path::Path;
 use tch::{Device, Kind, Tensor};
-
-fn synthetic() -> Dataset {
-    let options = DataOptions {
-        kind: DatasetKind::Synthetic,
-        dir: Default::default(),
-        val_size: 400,
-        seed: 0,
-    };
-    data::load(&options, Device::Cpu).unwrap()
-}
 
 /// A small VGG with BatchNorm, trained briefly on the synthetic set.
 fn pretrained_vgg(data: &Dataset) -> GraphNet {
@@ -80,7 +72,7 @@ fn snapshot(net: &GraphNet) -> Vec<(String, Tensor)> {
 
 #[test]
 fn keep_one_reproduces_the_dense_model_exactly() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let net = pretrained_vgg(&data);
     let dense = net.evaluate(&data.val, 256).unwrap();
     for granularity in [
@@ -105,7 +97,7 @@ fn keep_one_reproduces_the_dense_model_exactly() {
 
 #[test]
 fn every_allocator_meets_its_budget_and_never_touches_the_pretrained_weights() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let net = pretrained_vgg(&data);
     let before = snapshot(&net);
     for (granularity, metric, keep) in [
@@ -152,7 +144,7 @@ fn every_allocator_meets_its_budget_and_never_touches_the_pretrained_weights() {
 
 #[test]
 fn masks_stay_fixed_through_fine_tuning_and_fine_tuning_helps() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let net = pretrained_vgg(&data);
     let mut cfg = config(
         Granularity::Unstructured,
@@ -193,7 +185,7 @@ fn masks_stay_fixed_through_fine_tuning_and_fine_tuning_helps() {
 
 #[test]
 fn evaluate_batch_equals_one_by_one() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let net = pretrained_vgg(&data);
     let mut evaluator = Evaluator::new(
         &net,
@@ -229,7 +221,7 @@ fn rewards_follow_their_formulas() {
 
 #[test]
 fn a_nan_loss_is_an_error_not_a_reward() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let net = pretrained_vgg(&data);
     tch::no_grad(|| {
         let _ = net.var_store().variables()["fc.bias"]
@@ -262,7 +254,7 @@ fn a_nan_loss_is_an_error_not_a_reward() {
 
 #[test]
 fn slimmed_model_computes_what_the_masked_model_computes() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let graph_net = {
         // A residual net: channels coupled through Add must be sliced together.
         tch::manual_seed(1);

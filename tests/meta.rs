@@ -6,7 +6,7 @@
 mod common;
 
 use autoprune::agents::pruningnet::{PruningNet, PruningNetConfig};
-use autoprune::data::{self, DataOptions, Dataset, DatasetKind, SplitName};
+use autoprune::data::{Dataset, SplitName};
 use autoprune::env::{Granularity, Metric, RewardKind};
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
@@ -15,16 +15,6 @@ use autoprune::runlog::Progress;
 use common::{read_events, run, search_in, setup, success_json};
 use rand::{Rng, SeedableRng};
 use tch::Device;
-
-fn synthetic() -> Dataset {
-    let options = DataOptions {
-        kind: DatasetKind::Synthetic,
-        dir: Default::default(),
-        val_size: 400,
-        seed: 0,
-    };
-    data::load(&options, Device::Cpu).unwrap()
-}
 
 /// A small VGG with BatchNorm (two coupled-free conv groups and a classifier).
 fn vgg(data: &Dataset) -> GraphNet {
@@ -63,7 +53,7 @@ fn eval_config(keep: f64) -> EvalConfig {
 
 #[test]
 fn a_pruningnet_generates_every_tensor_in_shape_for_any_encoding() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     tch::manual_seed(0);
     let net = vgg(&data);
     let costs = CostModel::new(net.graph(), Granularity::Channel);
@@ -128,7 +118,7 @@ fn a_pruningnet_generates_every_tensor_in_shape_for_any_encoding() {
 
 #[test]
 fn the_full_encoding_trains_to_the_dense_models_accuracy() {
-    let data = synthetic();
+    let data = common::synthetic_data();
     let train_config = TrainConfig {
         epochs: 2,
         batch_size: 64,

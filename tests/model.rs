@@ -1,7 +1,8 @@
 //! GraphNet: runs every zoo model, computes what the ops say, trains, and round-trips
 //! checkpoints (and refuses ones of another shape, naming the tensor).
 
-use autoprune::data::{self, DataOptions, DatasetKind};
+mod common;
+
 use autoprune::graph::{GraphBuilder, Op};
 use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
 use autoprune::runlog::Progress;
@@ -153,20 +154,10 @@ fn ops_compute_what_they_say() {
     assert!(diff < 1e-5, "max abs difference {diff}");
 }
 
-fn synthetic_set() -> data::Dataset {
-    let options = DataOptions {
-        kind: DatasetKind::Synthetic,
-        dir: Default::default(),
-        val_size: 400,
-        seed: 0,
-    };
-    data::load(&options, Device::Cpu).unwrap()
-}
-
 #[test]
 fn training_learns_the_synthetic_set() {
     tch::manual_seed(0);
-    let set = synthetic_set();
+    let set = common::synthetic_data();
     let mut net = GraphNet::new(
         zoo::mlp(&set.shape, set.classes, &[32, 16]).unwrap(),
         Device::Cpu,

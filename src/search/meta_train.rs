@@ -5,11 +5,11 @@
 //! agent checkpoint (`agent.safetensors` in the run folder) for `autoprune transfer` and for
 //! searches with `agent = "meta"`.
 
-use super::train_agent::{task_episode, Task, TaskLog};
-use super::{write_atomic, AGENT_FILE, CONFIG_FILE};
-use crate::agents::gnn::{GnnConfig, GraphAgent};
+use super::train_agent::{start_tasks, task_episode, Task};
+use super::AGENT_FILE;
+use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::{Reptile, ReptileConfig};
-use crate::env::{Granularity, PruneEnv};
+use crate::env::Granularity;
 use crate::error::{Error, Result};
 use crate::runlog::{MetricsSink, Progress};
 use rand::rngs::StdRng;
@@ -109,19 +109,9 @@ pub fn meta_train(
     progress: Progress,
     stop: &AtomicBool,
 ) -> Result<MetaOutcome> {
-    super::new_run_dir(dir, "choose another folder")?;
-    write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
-    let mut envs = Vec::with_capacity(tasks.len());
-    for task in tasks.iter() {
-        envs.push(PruneEnv::new(task.evaluator.wall(&task.spec.path)?));
-    }
-    let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
-        .iter()
-        .map(|e| (e.costs(), e.wall().budget().keep))
-        .collect();
-    let agent = GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed, tch::Device::Cpu)?;
+    let (mut envs, agent, mut log) =
+        start_tasks(dir, &config.to_toml(), tasks, &config.gnn, config.seed)?;
     let mut reptile = Reptile::new(agent);
-    let mut log = TaskLog::create(&dir.join(super::EPISODES_FILE), tasks)?;
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_4E7A);
     let bar = progress.bar(
         config.reptile.iterations as u64,

@@ -115,20 +115,8 @@ pub fn train_graph_agent(
     progress: Progress,
     stop: &AtomicBool,
 ) -> Result<TrainOutcome> {
-    let episodes_path = dir.join(super::EPISODES_FILE);
-    super::new_run_dir(dir, "choose another folder")?;
-    write_atomic(&dir.join(CONFIG_FILE), &config.to_toml())?;
-    let mut envs = Vec::with_capacity(tasks.len());
-    for task in tasks.iter() {
-        envs.push(PruneEnv::new(task.evaluator.wall(&task.spec.path)?));
-    }
-    let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
-        .iter()
-        .map(|e| (e.costs(), e.wall().budget().keep))
-        .collect();
-    let mut agent =
-        GraphAgent::for_tasks(config.gnn.clone(), &pairs, config.seed, tch::Device::Cpu)?;
-    let mut log = TaskLog::create(&episodes_path, tasks)?;
+    let (mut envs, mut agent, mut log) =
+        start_tasks(dir, &config.to_toml(), tasks, &config.gnn, config.seed)?;
     let bar = progress.bar(
         config.episodes as u64,
         &format!("gnn on {} tasks", tasks.len()),
@@ -163,6 +151,30 @@ pub fn train_graph_agent(
         best: log.best(tasks),
         agent: agent_path,
     })
+}
+
+/// Starts a multi-task run in `dir` (which must not hold a run yet): writes the config,
+/// builds one env per task and a graph agent for all of them, and opens the episode log.
+pub(crate) fn start_tasks(
+    dir: &Path,
+    config_toml: &str,
+    tasks: &[Task],
+    gnn: &GnnConfig,
+    seed: u64,
+) -> Result<(Vec<PruneEnv>, GraphAgent, TaskLog)> {
+    super::new_run_dir(dir, "choose another folder")?;
+    write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
+    let mut envs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        envs.push(PruneEnv::new(task.evaluator.wall(&task.spec.path)?));
+    }
+    let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
+        .iter()
+        .map(|e| (e.costs(), e.wall().budget().keep))
+        .collect();
+    let agent = GraphAgent::for_tasks(gnn.clone(), &pairs, seed, tch::Device::Cpu)?;
+    let log = TaskLog::create(&dir.join(super::EPISODES_FILE), tasks)?;
+    Ok((envs, agent, log))
 }
 
 /// `episodes.jsonl` of a multi-task run, and the best reward reached on each task.

@@ -143,3 +143,14 @@ pub fn resume_to(logdir: &Path, episodes: usize, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     run(&args)
 }
+
+/// The synthetic set (400 validation samples, seed 0) on the CPU.
+pub fn synthetic_data() -> autoprune::data::Dataset {
+    let options = autoprune::data::DataOptions {
+        kind: autoprune::data::DatasetKind::Synthetic,
+        dir: Default::default(),
+        val_size: 400,
+        seed: 0,
+    };
+    autoprune::data::load(&options, tch::Device::Cpu).unwrap()
+}
