@@ -109,6 +109,11 @@ enum Command {
         /// Fine-tune the agent on this env for this many episodes (0: zero-shot).
         #[arg(long, default_value_t = 0)]
         adapt_episodes: usize,
+        /// PPO settings for adaptation: the `[gnn]` table of this config (e.g. the
+        /// meta-train config whose inner loop the agent was trained for); default: `[gnn]`'s
+        /// defaults.
+        #[arg(long)]
+        gnn_config: Option<PathBuf>,
         /// Score adaptation episodes on only the first N validation samples.
         #[arg(long)]
         eval_samples: Option<usize>,
@@ -212,6 +217,11 @@ enum Command {
         /// Env file, repeatable: the held-out tasks.
         #[arg(long = "env", required = true)]
         envs: Vec<PathBuf>,
+        /// PPO settings for adaptation: the `[gnn]` table of this config (e.g. the
+        /// meta-train config whose inner loop the agent was trained for); default: `[gnn]`'s
+        /// defaults.
+        #[arg(long)]
+        gnn_config: Option<PathBuf>,
         /// Episode counts to report, ascending.
         #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,50")]
         points: Vec<usize>,
@@ -351,6 +361,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::AdaptCurve {
             inits,
             envs,
+            gnn_config,
             points,
             seeds,
             eval_samples,
@@ -362,6 +373,7 @@ fn run(cli: Cli) -> Result<()> {
         } => adapt_curve(
             &inits,
             &envs,
+            gnn_config.as_deref(),
             &points,
             &seeds,
             eval_samples,
@@ -403,6 +415,7 @@ fn run(cli: Cli) -> Result<()> {
             agent,
             env,
             adapt_episodes,
+            gnn_config,
             eval_samples,
             logdir,
             out,
@@ -412,6 +425,7 @@ fn run(cli: Cli) -> Result<()> {
             &agent,
             &env,
             adapt_episodes,
+            gnn_config.as_deref(),
             eval_samples,
             logdir,
             out,
@@ -828,6 +842,9 @@ fn apply(
     if let Some(path) = save {
         ensure_writable(path)?;
     }
+    if pruningnet.is_some() {
+        autoprune::search::check_pruningnet_env(&spec)?;
+    }
     let (net, data, _) = pretrained(&spec, run)?;
     let mut evaluator = Evaluator::new(&net, &data, EvalConfig::from_env(&spec, run.seed)?)?;
     if let Some(path) = pruningnet {
@@ -1068,6 +1085,7 @@ fn meta_train(
 fn adapt_curve(
     inits: &[String],
     envs: &[PathBuf],
+    gnn_config: Option<&Path>,
     points: &[usize],
     seeds: &[u64],
     eval_samples: Option<usize>,
@@ -1076,7 +1094,7 @@ fn adapt_curve(
     run: &RunOptions,
     json: bool,
 ) -> Result<()> {
-    use autoprune::agents::gnn::{GnnConfig, GraphAgent};
+    use autoprune::agents::gnn::GraphAgent;
     use autoprune::env::PruneEnv;
     let inits: Vec<(String, Option<PathBuf>)> = inits
         .iter()
@@ -1096,6 +1114,17 @@ fn adapt_curve(
             Ok((name.to_string(), path))
         })
         .collect::<Result<_>>()?;
+    for (i, (name, _)) in inits.iter().enumerate() {
+        anyhow::ensure!(
+            inits[..i].iter().all(|(other, _)| other != name),
+            "--init {name}=...: the name is given twice; give each start its own name"
+        );
+    }
+    anyhow::ensure!(
+        eval_samples != Some(0),
+        "--eval-samples: give at least 1 (or leave it out to score on the whole validation split)"
+    );
+    let gnn = gnn_settings(gnn_config)?;
     anyhow::ensure!(
         points.windows(2).all(|w| w[0] < w[1]),
         "--points: give episode counts in ascending order, e.g. 0,5,10,20,50"
@@ -1131,10 +1160,10 @@ fn adapt_curve(
                         search.costs(),
                         budget,
                         seed,
-                        GnnConfig::default(),
+                        gnn.clone(),
                     )?,
                     None => GraphAgent::new(
-                        GnnConfig::default(),
+                        gnn.clone(),
                         search.costs(),
                         budget,
                         seed,
@@ -1195,6 +1224,7 @@ fn adapt_curve(
         "seeds": seeds,
         "envs": envs,
         "eval_samples": eval_samples,
+        "gnn": gnn,
         "runs": runs,
         "summary": summary,
     });
@@ -1321,25 +1351,34 @@ fn train_agent(
     Ok(())
 }
 
+/// The graph agent's adaptation settings: `--gnn-config`'s `[gnn]` table, or the defaults.
+fn gnn_settings(path: Option<&Path>) -> Result<autoprune::agents::gnn::GnnConfig> {
+    Ok(match path {
+        Some(path) => autoprune::agents::gnn::GnnConfig::from_config_file(path)?,
+        None => Default::default(),
+    })
+}
+
 /// `autoprune transfer`: a trained graph agent prunes another env's model.
 #[allow(clippy::too_many_arguments)]
 fn transfer(
     agent_path: &Path,
     env: &Path,
     adapt_episodes: usize,
+    gnn_config: Option<&Path>,
     eval_samples: Option<usize>,
     logdir: Option<PathBuf>,
     out: Option<PathBuf>,
     run: &RunOptions,
     json: bool,
 ) -> Result<()> {
-    use autoprune::agents::gnn::GnnConfig;
     use autoprune::agents::{Agent, AgentKind, Observation};
     use autoprune::env::PruneEnv;
     use autoprune::search::{RunFolder, Search, SearchConfig};
     let env_text = std::fs::read_to_string(env)
         .with_context(|| format!("{}: cannot read the env file", env.display()))?;
     let spec = EnvSpec::parse(&env_text, env)?;
+    let gnn = gnn_settings(gnn_config)?;
     let (net, data, _) = pretrained(&spec, run)?;
     let mut eval_config = EvalConfig::from_env(&spec, run.seed)?;
     let mut evaluator = Evaluator::new(&net, &data, eval_config.clone())?;
@@ -1350,7 +1389,7 @@ fn transfer(
         evaluator.costs(),
         budget,
         run.seed,
-        GnnConfig::default(),
+        gnn.clone(),
     )?;
     // Zero-shot: the agent's greedy actions, made feasible by the wall, scored once.
     let mut prune_env = PruneEnv::new(wall);
@@ -1382,7 +1421,7 @@ fn transfer(
             ddpg: Default::default(),
             ppo: Default::default(),
             evolution: Default::default(),
-            gnn: GnnConfig::default(),
+            gnn,
             meta: Default::default(),
             pruningnet: Default::default(),
             path: PathBuf::from("transfer options"),

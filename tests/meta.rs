@@ -349,12 +349,17 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
         "random=random",
         "--env",
         held_out.to_str().unwrap(),
+        "--gnn-config",
+        config.to_str().unwrap(),
         "--points",
         "0,10",
         "--seeds",
         "0,1,2",
         "--json",
     ]));
+    // Every start adapts with the meta-training config's inner-loop PPO.
+    assert_eq!(curve["gnn"]["episodes_per_update"], 4);
+    assert_eq!(curve["gnn"]["lr"], 3e-3);
     let mean = |name: &str, i: usize| curve["summary"][name]["mean"][i].as_f64().unwrap();
     assert!(
         mean("meta", 1) > mean("random", 1),
@@ -366,6 +371,36 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
     for run in curve["runs"].as_array().unwrap() {
         let r = run["rewards"].as_array().unwrap();
         assert!(r[1].as_f64().unwrap() >= r[0].as_f64().unwrap());
+    }
+
+    // Bad adaptation input: one line each, before any work.
+    let bad_gnn = dir.path().join("bad-gnn.toml");
+    std::fs::write(&bad_gnn, "name = \"x\"\n[gnn]\nepisodes_per_update = 0\n").unwrap();
+    let held = held_out.to_str().unwrap();
+    let cases: [(Vec<&str>, &str); 3] = [
+        (
+            vec!["--init", "a=random", "--init", "a=random", "--env", held],
+            "given twice",
+        ),
+        (
+            vec!["--init", "a=random", "--env", held, "--eval-samples", "0"],
+            "--eval-samples",
+        ),
+        (
+            vec![
+                "--init",
+                "a=random",
+                "--env",
+                held,
+                "--gnn-config",
+                bad_gnn.to_str().unwrap(),
+            ],
+            "`gnn`",
+        ),
+    ];
+    for (args, expected) in cases {
+        let line = common::one_error_line(&run(&[&["adapt-curve"], &args[..]].concat()));
+        assert!(line.contains(expected), "{args:?}: {line}");
     }
 }
 
@@ -407,6 +442,10 @@ fn bad_meta_training_configs_get_one_line_naming_the_key() {
         (
             "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\n[reptile]\nmeta_lr = 2.0\n",
             "reptile",
+        ),
+        (
+            "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\n[reptile]\ninner_episodes = 6\n",
+            "reptile.inner_episodes",
         ),
         (
             "envs = [\"envs/synthetic-mlp.toml\"]\nbudgets = [0.5]\nbudget = 0.5\n",

@@ -62,7 +62,14 @@ fn a_trained_graph_agent_prunes_an_unseen_model() {
 
     // Adapted: a few episodes of PPO from the trained weights; never worse than zero-shot
     // on validation (the zero-shot policy stays a candidate).
+    // Its PPO settings come from another config's `[gnn]` table.
     let adapt_dir = dir.path().join("adapt");
+    let settings = dir.path().join("adapt.toml");
+    std::fs::write(
+        &settings,
+        "name = \"x\"\n[gnn]\nlr = 3e-3\nepisodes_per_update = 4\n",
+    )
+    .unwrap();
     let adapted = success_json(&run(&[
         "transfer",
         "--agent",
@@ -71,11 +78,18 @@ fn a_trained_graph_agent_prunes_an_unseen_model() {
         other.to_str().unwrap(),
         "--adapt-episodes",
         "12",
+        "--gnn-config",
+        settings.to_str().unwrap(),
         "--logdir",
         adapt_dir.to_str().unwrap(),
         "--json",
     ]));
     assert_eq!(records(&adapt_dir).len(), 12);
+    let recorded = std::fs::read_to_string(adapt_dir.join("config.toml")).unwrap();
+    assert!(
+        recorded.contains("episodes_per_update = 4") && recorded.contains("lr = 0.003"),
+        "{recorded}"
+    );
     assert!(adapted["reward"].as_f64().unwrap() >= zero["zero_shot_reward"].as_f64().unwrap());
     assert!(adapt_dir.join("policy.json").is_file());
 

@@ -258,7 +258,7 @@ impl PruningNet {
             .net
             .forward_overriding(images, true, &overrides)
             .cross_entropy_for_logits(labels);
-        self.optimizer.backward_step(&loss);
+        // Checked before the step, so a diverged batch never reaches the weights.
         let value = f64::try_from(&loss)?;
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -266,6 +266,7 @@ impl PruningNet {
                 value,
             });
         }
+        self.optimizer.backward_step(&loss);
         Ok(value)
     }
 

@@ -5,7 +5,7 @@
 //! agent checkpoint (`agent.safetensors` in the run folder) for `autoprune transfer` and for
 //! searches with `agent = "meta"`.
 
-use super::train_agent::{start_tasks, task_episode, Task};
+use super::train_agent::{check_tasks, start_tasks, task_episode, Task};
 use super::AGENT_FILE;
 use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::{Reptile, ReptileConfig};
@@ -59,20 +59,24 @@ impl MetaTrainConfig {
             key: key.into(),
             message: message.into(),
         };
-        if self.envs.is_empty() {
-            return Err(invalid("envs", "name at least one env file"));
-        }
-        if self.budgets.is_empty() || self.budgets.iter().any(|b| !(*b > 0.0 && *b <= 1.0)) {
-            return Err(invalid(
-                "budgets",
-                "give at least one budget, each a fraction in (0, 1]",
-            ));
-        }
-        if self.eval_samples == Some(0) {
-            return Err(invalid("eval_samples", "must be at least 1"));
+        if let Some((key, message)) = check_tasks(&self.envs, &self.budgets, self.eval_samples) {
+            return Err(invalid(key, message));
         }
         if let Some((key, message)) = self.reptile.check().or_else(|| self.gnn.check()) {
             return Err(invalid(key, &message));
+        }
+        // PPO updates once every `episodes_per_update` episodes and each task starts with no
+        // samples left over: fewer inner episodes would never move the weights, and a
+        // remainder would be explored and thrown away.
+        let per_update = self.gnn.episodes_per_update;
+        if !self.reptile.inner_episodes.is_multiple_of(per_update) {
+            return Err(invalid(
+                "reptile.inner_episodes",
+                &format!(
+                    "{} is not a multiple of gnn.episodes_per_update ({per_update}): each task's adaptation must end on a PPO update",
+                    self.reptile.inner_episodes
+                ),
+            ));
         }
         Ok(())
     }

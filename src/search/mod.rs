@@ -565,6 +565,30 @@ pub fn test_score(evaluator: &mut Evaluator, policy: &PolicyFile) -> Result<Scor
     evaluator.evaluate_on(&keeps, SplitName::Test)
 }
 
+/// Whether `spec` can be scored with a PruningNet's weights: channel pruning (it generates
+/// weights for channel counts), with BatchNorm recalibrated (generated weights have no
+/// running statistics of their own).
+pub fn check_pruningnet_env(spec: &EnvSpec) -> Result<()> {
+    let invalid = |key: &str, message: &str| Error::Invalid {
+        path: spec.path.clone(),
+        key: key.into(),
+        message: message.into(),
+    };
+    if spec.prune.granularity != crate::env::Granularity::Channel {
+        return Err(invalid(
+            "prune.granularity",
+            "a PruningNet generates weights for channel counts; set granularity = \"channel\" (or choose another agent)",
+        ));
+    }
+    if spec.reward.recalibration_batches == 0 {
+        return Err(invalid(
+            "reward.recalibration_batches",
+            "a PruningNet's weights have no BatchNorm statistics of their own; give at least 1 batch (default 20)",
+        ));
+    }
+    Ok(())
+}
+
 /// The PruningNet of a `pruningnet` search in `dir`: loaded from `dir/pruningnet.safetensors`
 /// when a run being resumed already trained it, else trained on the evaluator's training
 /// split (logging its loss to `sink`) and saved there. The evaluator then scores every
@@ -581,13 +605,7 @@ pub fn prepare_pruningnet(
     stop: &AtomicBool,
 ) -> Result<()> {
     use crate::agents::pruningnet::PruningNet;
-    if spec.prune.granularity != crate::env::Granularity::Channel {
-        return Err(Error::Invalid {
-            path: spec.path.clone(),
-            key: "prune.granularity".into(),
-            message: "a PruningNet generates weights for channel counts; set granularity = \"channel\" (or choose another agent)".into(),
-        });
-    }
+    check_pruningnet_env(spec)?;
     let path = dir.join(PRUNINGNET_FILE);
     let net = if path.is_file() {
         crate::policy::load_pruningnet(&path, model)?

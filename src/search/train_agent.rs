@@ -38,6 +38,28 @@ pub struct TrainAgentConfig {
     pub path: PathBuf,
 }
 
+/// What is wrong with a task distribution's keys, if anything: (key, message). Shared by
+/// `train-agent` and `meta-train` configs.
+pub(crate) fn check_tasks(
+    envs: &[PathBuf],
+    budgets: &[f64],
+    eval_samples: Option<usize>,
+) -> Option<(&'static str, &'static str)> {
+    if envs.is_empty() {
+        return Some(("envs", "name at least one env file"));
+    }
+    if budgets.is_empty() || budgets.iter().any(|b| !(*b > 0.0 && *b <= 1.0)) {
+        return Some((
+            "budgets",
+            "give at least one budget, each a fraction in (0, 1]",
+        ));
+    }
+    if eval_samples == Some(0) {
+        return Some(("eval_samples", "must be at least 1"));
+    }
+    None
+}
+
 impl TrainAgentConfig {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -48,20 +70,13 @@ impl TrainAgentConfig {
             key: key.into(),
             message: message.into(),
         };
-        if config.envs.is_empty() {
-            return Err(invalid("envs", "name at least one env file"));
-        }
-        if config.budgets.is_empty() || config.budgets.iter().any(|b| !(*b > 0.0 && *b <= 1.0)) {
-            return Err(invalid(
-                "budgets",
-                "give at least one budget, each a fraction in (0, 1]",
-            ));
+        if let Some((key, message)) =
+            check_tasks(&config.envs, &config.budgets, config.eval_samples)
+        {
+            return Err(invalid(key, message));
         }
         if config.episodes == 0 {
             return Err(invalid("episodes", "must be at least 1"));
-        }
-        if config.eval_samples == Some(0) {
-            return Err(invalid("eval_samples", "must be at least 1"));
         }
         if let Some((key, message)) = config.gnn.check() {
             return Err(invalid(key, &message));

@@ -6,7 +6,7 @@
 use super::{DynamicState, GraphInput, GraphPolicy};
 use crate::agents::util::{gaussian_log_prob, standard_normal};
 use crate::agents::{Agent, Episode, Learner, Mode, Observation};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::prune::CostModel;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -52,6 +52,26 @@ impl Default for GnnConfig {
 }
 
 impl GnnConfig {
+    /// The `[gnn]` table of a config file (a search, `train-agent` or `meta-train` config),
+    /// the defaults for whatever it leaves out; the file's other keys are not read.
+    pub fn from_config_file(path: &std::path::Path) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Section {
+            #[serde(default)]
+            gnn: GnnConfig,
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let config = crate::env::parse_toml::<Section>(&text, path)?.gnn;
+        if let Some((key, message)) = config.check() {
+            return Err(Error::Invalid {
+                path: path.to_path_buf(),
+                key: key.into(),
+                message,
+            });
+        }
+        Ok(config)
+    }
+
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
         if self.hidden == 0 || self.layers == 0 || self.epochs == 0 || self.episodes_per_update == 0
