@@ -11,7 +11,8 @@
 # mnist-lenet5-channel (channel), seeds 0, 1 and 2; episodes scored on 500 validation images,
 # each point's best policy rescored on all of them. Writes docs/adapt-curve.{json,png}.
 #   scripts/adapt_curve.sh        (THREADS=N passes --threads N)
-# Trained agents are reused from runs/meta-train-s0 and runs/gnn-one-env-s0 when present.
+# Trained agents are reused from runs/meta-train-s0 and runs/gnn-one-env-s0 when their run
+# finished. Every start adapts with the `[gnn]` defaults (lr 1e-3, a PPO update every 8 episodes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${BIN:-./target/release/autoprune}
@@ -19,14 +20,17 @@ threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 meta=runs/meta-train-s0
 one=runs/gnn-one-env-s0
-if [ ! -f "$meta/agent.safetensors" ]; then
-    rm -rf "$meta"
-    "$bin" meta-train --config configs/meta-train.toml --logdir "$meta" "${threads[@]}" --json > /dev/null
-fi
-if [ ! -f "$one/agent.safetensors" ]; then
-    rm -rf "$one"
-    "$bin" search --config configs/gnn-one-env.toml --logdir "$one" "${threads[@]}" --json > /dev/null
-fi
+# train COMMAND CONFIG RUN: a finished training run in RUN (its JSON in RUN/result.json); an
+# interrupted one (exit 130, no result.json) starts again.
+train() {
+    if [ ! -f "$3/result.json" ]; then
+        rm -rf "$3"
+        "$bin" "$1" --config "$2" --logdir "$3" "${threads[@]}" --json > "$3.json.tmp"
+        mv "$3.json.tmp" "$3/result.json"
+    fi
+}
+train meta-train configs/meta-train.toml "$meta"
+train search configs/gnn-one-env.toml "$one"
 "$bin" adapt-curve --init "meta=$meta/agent.safetensors" --init "one-env=$one/agent.safetensors" \
     --init random=random --env envs/fmnist-vgg7.toml --env envs/mnist-lenet5.toml \
     --env envs/mnist-lenet5-channel.toml --points 0,5,10,20,50 --seeds 0,1,2 --eval-samples 500 \
