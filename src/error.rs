@@ -50,6 +50,10 @@ pub enum Error {
     /// Training or evaluation produced a NaN or infinite value.
     #[error("{} is not finite ({value}); lower the learning rate or check the data", one_line(.what))]
     NonFinite { what: String, value: f64 },
+    /// The user stopped the run (Ctrl-C) at a point where nothing could be kept; the message
+    /// says what to run next. The command exits with 130, as after any Ctrl-C.
+    #[error("interrupted: {}", one_line(.message))]
+    Interrupted { message: String },
     /// An error raised inside libtorch.
     #[error("libtorch: {}", first_line(&.0.to_string()))]
     Torch(#[from] tch::TchError),

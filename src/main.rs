@@ -321,7 +321,12 @@ fn main() {
             }
         }
         eprintln!("error: {line}");
-        std::process::exit(1);
+        // A Ctrl-C that left nothing to keep exits like every other Ctrl-C.
+        let interrupted = matches!(
+            error.downcast_ref::<autoprune::error::Error>(),
+            Some(autoprune::error::Error::Interrupted { .. })
+        );
+        std::process::exit(if interrupted { 130 } else { 1 });
     }
 }
 

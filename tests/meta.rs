@@ -246,10 +246,92 @@ fn search_with_a_pruningnet_trains_it_then_evolves_policies_scored_with_its_weig
             "granularity = \"channel\"",
             "granularity = \"unstructured\"",
         );
-    std::fs::write(dir.path().join("env.toml"), text).unwrap();
+    std::fs::write(dir.path().join("env.toml"), &text).unwrap();
     let out = search_in(&config, &dir.path().join("run2"), &[]);
     let line = common::one_error_line(&out);
     assert!(line.contains("prune.granularity"), "{line}");
+    // Nor can `apply` start an unstructured policy from a PruningNet's weights.
+    let env = dir.path().join("env.toml");
+    let unstructured = dir.path().join("uniform.json");
+    success_json(&run(&[
+        "baseline",
+        "--env",
+        env.to_str().unwrap(),
+        "--method",
+        "uniform",
+        "--out",
+        unstructured.to_str().unwrap(),
+        "--json",
+    ]));
+    let apply_pruningnet = |policy: &std::path::Path| {
+        run(&[
+            "apply",
+            "--env",
+            env.to_str().unwrap(),
+            "--policy",
+            policy.to_str().unwrap(),
+            "--pruningnet",
+            pruningnet.to_str().unwrap(),
+        ])
+    };
+    let line = common::one_error_line(&apply_pruningnet(&unstructured));
+    assert!(line.contains("prune.granularity"), "{line}");
+    // Generated weights have no BatchNorm statistics: recalibration cannot be switched off.
+    let text = text
+        .replace(
+            "granularity = \"unstructured\"",
+            "granularity = \"channel\"",
+        )
+        .replace("[reward]\n", "[reward]\nrecalibration_batches = 0\n");
+    std::fs::write(dir.path().join("env.toml"), &text).unwrap();
+    let channel_policy = std::path::PathBuf::from(result["policy"].as_str().unwrap());
+    let line = common::one_error_line(&apply_pruningnet(&channel_policy));
+    assert!(line.contains("reward.recalibration_batches"), "{line}");
+    let out = search_in(&config, &dir.path().join("run3"), &[]);
+    let line = common::one_error_line(&out);
+    assert!(line.contains("reward.recalibration_batches"), "{line}");
+}
+
+#[test]
+fn ctrl_c_while_the_pruningnet_trains_exits_130_with_the_resume_command() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    let config = channel_setup(dir.path(), 12);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("steps = 60", "steps = 10000000");
+    std::fs::write(&config, text).unwrap();
+    let logdir = dir.path().join("run");
+    let mut child = common::search_command(&config, &logdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The search announces itself once Ctrl-C is handled; the PruningNet trains next.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("search:") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "no search line");
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    stderr.read_to_string(&mut rest).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let errors: Vec<&str> = rest.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(errors.len(), 1, "{rest}");
+    assert!(
+        errors[0].contains("interrupted: while training the PruningNet")
+            && errors[0].contains("autoprune search --resume"),
+        "{rest}"
+    );
+    assert!(!logdir.join("pruningnet.safetensors").exists());
+    assert_eq!(common::records_len(&logdir), 0);
 }
 
 #[test]

@@ -10,8 +10,8 @@ use autoprune::env::EnvSpec;
 use autoprune::policy::PolicyFile;
 use autoprune::search::{read_records, SearchConfig, BEST_FILE, CONFIG_FILE, ENV_FILE};
 use common::{
-    bin, one_error_line, read_events, records, repo, resume_to, run, search_in, setup, strip_times,
-    success_json,
+    bin, one_error_line, read_events, records, repo, resume_to, run, search_command, search_in,
+    setup, strip_times, success_json,
 };
 use std::path::Path;
 use std::process::{Output, Stdio};
@@ -159,14 +159,7 @@ fn the_same_seed_writes_byte_identical_policy_files() {
         let mut files = Vec::new();
         for attempt in 0..2 {
             let logdir = dir.path().join(format!("{agent}{attempt}"));
-            let out = bin()
-                .args([
-                    "search",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--logdir",
-                    logdir.to_str().unwrap(),
-                ])
+            let out = search_command(&config, &logdir)
                 .env("SOURCE_DATE_EPOCH", "1800000000")
                 .output()
                 .unwrap();

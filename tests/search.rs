@@ -5,7 +5,8 @@
 mod common;
 
 use common::{
-    bin, read_events, records, records_len, resume_to, run, search_in, setup, strip_times,
+    bin, read_events, records, records_len, resume_to, run, search_command, search_in, setup,
+    strip_times,
 };
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -115,14 +116,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
 
     for (attempt, kill_after) in [7usize, 40].into_iter().enumerate() {
         let logdir = dir.path().join(format!("killed{attempt}"));
-        let mut child = bin()
-            .args([
-                "search",
-                "--config",
-                config.to_str().unwrap(),
-                "--logdir",
-                logdir.to_str().unwrap(),
-            ])
+        let mut child = search_command(&config, &logdir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -171,14 +165,7 @@ fn ctrl_c_stops_after_the_episode_in_flight_and_resume_finishes() {
     let dir = tempfile::tempdir().unwrap();
     let config = setup(dir.path(), "evolution", 3000);
     let logdir = dir.path().join("run");
-    let child = bin()
-        .args([
-            "search",
-            "--config",
-            config.to_str().unwrap(),
-            "--logdir",
-            logdir.to_str().unwrap(),
-        ])
+    let child = search_command(&config, &logdir)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

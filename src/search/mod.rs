@@ -622,10 +622,11 @@ pub fn prepare_pruningnet(
             config.seed,
             |step, loss| {
                 if stop.load(Ordering::SeqCst) {
-                    return Err(Error::Invalid {
-                        path: dir.to_path_buf(),
-                        key: "--resume".into(),
-                        message: "interrupted while training the PruningNet; nothing was searched yet, start again with autoprune search --resume on this folder".into(),
+                    return Err(Error::Interrupted {
+                        message: format!(
+                            "while training the PruningNet, before any episode; start again with: autoprune search --resume {}",
+                            dir.display()
+                        ),
                     });
                 }
                 mean = if step == 0 { loss } else { 0.98 * mean + 0.02 * loss };

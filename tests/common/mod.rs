@@ -96,6 +96,19 @@ pub fn one_error_line(out: &Output) -> String {
     errors[0].to_string()
 }
 
+/// The command `autoprune search --config CONFIG --logdir LOGDIR`, to spawn or to set up further.
+pub fn search_command(config: &Path, logdir: &Path) -> std::process::Command {
+    let mut command = bin();
+    command.args([
+        "search",
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        logdir.to_str().unwrap(),
+    ]);
+    command
+}
+
 /// `autoprune search --config CONFIG --logdir LOGDIR EXTRA...`.
 pub fn search_in(config: &Path, logdir: &Path, extra: &[&str]) -> Output {
     let mut args = vec![
