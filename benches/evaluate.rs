@@ -8,8 +8,8 @@
 
 mod common;
 
+use autoprune::config::EnvSpec;
 use autoprune::device::{device_name, parse_device};
-use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::prune::{allocate, Method};
 use common::{arg, data_and_model, median};

@@ -9,11 +9,11 @@
 mod common;
 
 use autoprune::agents::gnn::{DynamicState, GnnConfig, GraphAgent, GraphInput, GraphPolicy};
-use autoprune::agents::{Agent, Episode, Learner, Observation};
+use autoprune::agents::{Agent, Episode, Learner, OneShotActor};
 use autoprune::device::{device_name, parse_device};
-use autoprune::env::Granularity;
 use autoprune::model::zoo;
 use autoprune::prune::CostModel;
+use autoprune::prune::Granularity;
 use common::{arg, median};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -113,7 +113,7 @@ fn training_step(rounds: usize, device: tch::Device) {
             for index in 0..batch {
                 agent.begin_episode(index);
                 let t = Instant::now();
-                let actions = agent.act(Observation::Graph(&observation), true);
+                let actions = OneShotActor::act(&mut agent, &observation, true);
                 let acted = t.elapsed().as_secs_f64();
                 let reward = actions.iter().sum::<f64>() / actions.len() as f64;
                 let episode = Episode {

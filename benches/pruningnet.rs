@@ -8,10 +8,10 @@
 
 mod common;
 
-use autoprune::agents::pruningnet::{PruningNet, PruningNetConfig};
 use autoprune::device::{device_name, parse_device};
-use autoprune::env::Granularity;
+use autoprune::eval::pruningnet::{PruningNet, PruningNetConfig};
 use autoprune::model::{zoo, GraphNet};
+use autoprune::prune::Granularity;
 use autoprune::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Masker};
 use common::{arg, median};
 use rand::{Rng, SeedableRng};
@@ -68,7 +68,7 @@ fn measure(device: Device, rounds: usize) -> (f64, f64) {
     let importance = Importance::compute(&net, Criterion::L1, &split, 0).expect("importance");
     let masker = Masker::new(&costs, &importance);
     let budget = Budget {
-        metric: autoprune::env::Metric::Flops,
+        metric: autoprune::prune::Metric::Flops,
         keep: 0.5,
         bounds: [0.1, 1.0],
     };

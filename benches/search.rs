@@ -10,11 +10,12 @@
 
 mod common;
 
+use autoprune::config::EnvSpec;
+use autoprune::config::SearchConfig;
 use autoprune::device::{device_name, parse_device};
-use autoprune::env::EnvSpec;
 use autoprune::eval::{EvalConfig, Evaluator};
+use autoprune::run::{RunFolder, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
-use autoprune::search::{RunFolder, Search, SearchConfig};
 use common::{arg, data_and_model};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -52,6 +53,7 @@ fn main() {
                 spec: &spec,
                 evaluator: &mut evaluator,
                 folder: &folder,
+                pretrained: net,
                 recorded: Vec::new(),
                 sink: &mut sink,
                 progress: Progress::stderr(),

@@ -60,6 +60,23 @@ pub enum Error {
 }
 
 impl Error {
+    /// The same error with a note on where it arose (`(after command-line overrides)`),
+    /// appended to the message of errors that have one.
+    pub fn noted(self, note: &str) -> Self {
+        match self {
+            Error::Invalid { path, key, message } => Error::Invalid {
+                path,
+                key,
+                message: format!("{message} ({note})"),
+            },
+            Error::Data { path, message } => Error::Data {
+                path,
+                message: format!("{message} ({note})"),
+            },
+            other => other,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

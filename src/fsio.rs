@@ -67,6 +67,25 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
+/// Makes sure `path`'s folder exists, so that writing `path` later cannot fail on a missing
+/// folder after hours of work.
+pub fn prepare_output(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            let why = if dir.ancestors().any(|a| a.is_file()) {
+                "a file is in the way".to_string()
+            } else {
+                e.to_string()
+            };
+            return Err(Error::data(
+                dir,
+                format!("cannot create the output folder ({why}); choose another path"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

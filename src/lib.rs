@@ -1,9 +1,10 @@
 //! autoprune learns layer-wise sparsity policies for neural networks.
 //!
 //! A model is a [`graph::ModelGraph`] (petgraph); [`model::GraphNet`] runs it on libtorch;
-//! [`data`] reads the data sets; [`env::EnvSpec`] describes a pruning environment.
+//! [`data`] reads the data sets; [`config::EnvSpec`] describes a pruning environment.
 
 pub mod agents;
+pub mod config;
 pub mod data;
 pub mod device;
 pub mod env;
@@ -16,7 +17,7 @@ pub mod onnx;
 pub mod policy;
 pub mod prune;
 pub mod report;
+pub mod run;
 pub mod runlog;
-pub mod search;
 
 pub use error::{Error, Result};

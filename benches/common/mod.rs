@@ -19,7 +19,7 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 /// The env's data and model on `device`: its checkpoint when present, else random weights
 /// (timing does not depend on the values), and which of the two it is.
 pub fn data_and_model(
-    spec: &autoprune::env::EnvSpec,
+    spec: &autoprune::config::EnvSpec,
     device: tch::Device,
 ) -> (
     autoprune::data::Dataset,

@@ -2,7 +2,7 @@
 //! candidates; the top-k by reward breed the next generation by mutation and crossover;
 //! candidates that break the budget are rejected and drawn again.
 
-use super::{Agent, Episode, Learner, Mode, Observation};
+use super::{Actor, Agent, Episode, Learner, OneShotActor};
 use crate::error::Result;
 use crate::prune::ActionWall;
 use rand::rngs::StdRng;
@@ -250,13 +250,15 @@ fn key(candidate: &[f64]) -> Vec<u64> {
 }
 
 impl Agent for Evolution {
-    fn mode(&self) -> Mode {
-        Mode::OneShot
+    fn actor(&mut self) -> Actor<'_> {
+        Actor::OneShot(self)
     }
 
     fn begin_episode(&mut self, _index: usize) {}
+}
 
-    fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
+impl OneShotActor for Evolution {
+    fn act(&mut self, _features: &[Vec<f32>], explore: bool) -> Vec<f64> {
         if !explore {
             if let Some((_, best)) = self.evaluated.iter().max_by(|a, b| a.0.total_cmp(&b.0)) {
                 return best.clone();

@@ -3,8 +3,10 @@
 //!
 //! Actions are normalised to [0, 1]: for sequential agents the env places them between the
 //! lower bound and the largest feasible keep ratio; one-shot agents' actions are mapped into
-//! the keep bounds and the ActionWall makes the policy feasible. Sequential agents (DDPG, PPO) act once per unit on
-//! AMC's state; one-shot agents (evolution, random) propose a whole policy at once.
+//! the keep bounds and the ActionWall makes the policy feasible. Sequential agents (DDPG,
+//! PPO) act once per unit on AMC's state; one-shot agents (evolution, random) propose a whole
+//! policy at once; the graph agent proposes a relative profile. The kinds are typed apart
+//! ([`Actor`]), so no agent is handed an observation it cannot use.
 //!
 //! Agents hold their own networks (tch) but read no files: checkpoints and run folders belong
 //! to `policy` and `runlog`.
@@ -14,33 +16,37 @@ pub mod evolution;
 pub mod gnn;
 pub mod meta;
 pub mod ppo;
-pub mod pruningnet;
 pub mod random;
 mod util;
 
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 
-/// How an agent acts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
+/// How an agent acts, typed by what it sees, so that an agent can only be handed the
+/// observation it was built for.
+pub enum Actor<'a> {
     /// One action per unit, seeing AMC's state for that unit.
-    Sequential,
-    /// One action per unit, all at once, seeing every unit's static features.
-    OneShot,
+    Sequential(&'a mut dyn SequentialActor),
+    /// One action per unit, all at once, seeing every unit's static features; the actions
+    /// are keep ratios placed between the keep bounds, made feasible by the wall.
+    OneShot(&'a mut dyn OneShotActor),
     /// Like `OneShot`, but the actions are a relative keep profile that the env scales to
     /// the budget ([`crate::env::PruneEnv::step_profile`]): equal actions are uniform
     /// allocation, and only the shape of the allocation is learned.
-    Profile,
+    Profile(&'a mut dyn OneShotActor),
 }
 
-/// What an agent sees.
-#[derive(Debug, Clone, Copy)]
-pub enum Observation<'a> {
-    /// The current unit's state (sequential mode).
-    Unit(&'a [f32]),
-    /// Every unit's static features (one-shot mode).
-    Graph(&'a [Vec<f32>]),
+/// An agent that acts once per unit.
+pub trait SequentialActor {
+    /// The normalised action for the unit whose AMC state is `state`. `explore` adds the
+    /// agent's exploration (noise, sampling); without it the agent acts greedily.
+    fn act(&mut self, state: &[f32], explore: bool) -> f64;
+}
+
+/// An agent that proposes every unit's action at once.
+pub trait OneShotActor {
+    /// One normalised action per unit, from every unit's static features.
+    fn act(&mut self, features: &[Vec<f32>], explore: bool) -> Vec<f64>;
 }
 
 /// One sequential step as it happened: the state, the normalised action taken, and the next
@@ -64,22 +70,26 @@ pub struct Episode {
     pub reward: f64,
 }
 
-/// Acting: from an observation to normalised actions (one for `Unit`, one per unit for
-/// `Graph`).
+/// Acting: an agent hands out its typed actor ([`Actor`]) for each step.
 pub trait Agent {
-    fn mode(&self) -> Mode;
-
-    /// `explore` adds the agent's exploration (noise, sampling); without it the agent acts
-    /// greedily.
-    fn act(&mut self, observation: Observation<'_>, explore: bool) -> Vec<f64>;
+    fn actor(&mut self) -> Actor<'_>;
 
     /// Called before each episode with its index.
     fn begin_episode(&mut self, index: usize);
 
-    /// The agent's network, for a checkpoint, if it has one worth keeping.
-    fn network(&self) -> Option<&tch::nn::VarStore> {
+    /// The agent's network and config, for a checkpoint, if it has a network worth keeping.
+    fn checkpoint(&self) -> Option<Checkpoint<'_>> {
         None
     }
+}
+
+/// What an agent checkpoint holds: the network, and what it takes to build it again.
+pub struct Checkpoint<'a> {
+    pub vars: &'a tch::nn::VarStore,
+    /// The agent family (`gnn`, `pruningnet`).
+    pub kind: &'static str,
+    /// The agent's config, as JSON.
+    pub config: String,
 }
 
 /// Learning: from finished episodes.

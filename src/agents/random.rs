@@ -2,7 +2,7 @@
 //! search); after too many rejections, the last draw's profile scaled into the budget.
 
 use super::evolution::FeasibleSampler;
-use super::{Agent, Episode, Learner, Mode, Observation};
+use super::{Actor, Agent, Episode, Learner, OneShotActor};
 use crate::error::Result;
 use crate::prune::ActionWall;
 use rand::rngs::StdRng;
@@ -27,13 +27,15 @@ impl RandomSearch {
 }
 
 impl Agent for RandomSearch {
-    fn mode(&self) -> Mode {
-        Mode::OneShot
+    fn actor(&mut self) -> Actor<'_> {
+        Actor::OneShot(self)
     }
 
     fn begin_episode(&mut self, _index: usize) {}
+}
 
-    fn act(&mut self, _observation: Observation<'_>, _explore: bool) -> Vec<f64> {
+impl OneShotActor for RandomSearch {
+    fn act(&mut self, _features: &[Vec<f32>], _explore: bool) -> Vec<f64> {
         let n = self.sampler.units();
         self.sampler.sample(
             &mut self.rng,

@@ -1,13 +1,10 @@
-//! Pruning environments: `EnvSpec`, parsed from `envs/*.toml` and validated into typed errors
-//! before anything runs.
+//! The pruning environment an agent acts in (`PruneEnv`: sequential, one-shot and profile
+//! steps through the ActionWall) and the one rollout routine every loop uses.
 //!
-//! Must not know about agent internals.
+//! Must not know about agent internals, files or the evaluator's internals.
 
 mod prune_env;
-mod spec;
+mod rollout;
 
 pub use prune_env::{PruneEnv, StepResult, STATE_DIM};
-pub use spec::{
-    parse_toml, Arch, DataSpec, EnvSpec, Granularity, Metric, ModelSpec, PruneSpec, RewardKind,
-    RewardSpec, Target,
-};
+pub use rollout::{rollout, Rollout};

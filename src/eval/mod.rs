@@ -3,12 +3,23 @@
 //! into a reward. Optional short masked fine-tune; BatchNorm recalibration after channel
 //! pruning.
 //!
+//! Weight sources live here too: the pretrained model (loaded, or pretrained first) and
+//! MetaPruning's PruningNet ([`pruningnet`]).
+//!
 //! Must not know about agents.
 
+mod pretrained;
+pub mod pruningnet;
+mod save;
+
+pub use pretrained::{pretrained, Pretrained};
+pub use save::graph_sidecar;
+
+use crate::config::{EnvSpec, RewardKind};
 use crate::data::{Dataset, Split, SplitName};
-use crate::env::{EnvSpec, Granularity, RewardKind};
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
+use crate::prune::Granularity;
 use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Mask, Masker};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -88,14 +99,9 @@ pub struct EvalConfig {
 impl EvalConfig {
     /// The env's settings, with the defaults for what an env does not say.
     pub fn from_env(spec: &EnvSpec, seed: u64) -> Result<Self> {
-        let criterion = Criterion::parse(&spec.prune.criterion).ok_or_else(|| Error::Invalid {
-            path: spec.path.clone(),
-            key: "prune.criterion".into(),
-            message: format!("`{}` is not a known criterion", spec.prune.criterion),
-        })?;
         Ok(Self {
             granularity: spec.prune.granularity,
-            criterion,
+            criterion: spec.prune.criterion,
             budget: Budget {
                 metric: spec.prune.target.metric,
                 keep: spec.prune.target.keep,

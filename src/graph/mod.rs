@@ -9,6 +9,7 @@ mod export;
 mod features;
 mod groups;
 mod ops;
+mod table;
 
 pub use export::{GraphJson, GroupJson, NodeJson};
 pub use features::{NodeFeatures, FEATURE_NAMES};

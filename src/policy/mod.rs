@@ -2,13 +2,14 @@
 //! searched for (a fingerprint of the graph's structure and shapes), the budget, and its
 //! score. A policy is never applied to another model silently.
 //!
-//! Must not know about training.
+//! Must not know about training or agents.
 
-use crate::env::{Granularity, Target};
+use crate::config::EnvSpec;
 use crate::error::{Error, Result};
 use crate::eval::{LayerKeep, Score};
 use crate::graph::ModelGraph;
 use crate::prune::CostModel;
+use crate::prune::{Granularity, Target};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -79,6 +80,32 @@ pub fn files_fingerprint(paths: &[std::path::PathBuf]) -> Result<String> {
 }
 
 impl PolicyFile {
+    /// The one constructor: `score`'s layers and metrics on `spec`'s env (its name,
+    /// granularity and target) for the model with fingerprint `model`, made by `agent` in
+    /// `episodes` episodes from `seed`, created now.
+    pub fn new(
+        spec: &EnvSpec,
+        model: &str,
+        score: &Score,
+        agent: &str,
+        episodes: usize,
+        seed: u64,
+    ) -> Self {
+        Self {
+            schema: SCHEMA,
+            env: spec.name.clone(),
+            model: model.to_string(),
+            granularity: spec.prune.granularity,
+            target: spec.prune.target,
+            layers: score.layers.clone(),
+            metrics: score.clone(),
+            agent: agent.to_string(),
+            episodes,
+            seed,
+            created: now_rfc3339(),
+        }
+    }
+
     /// Reads and checks a policy file (schema, finite keep ratios in (0, 1]).
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -210,114 +237,4 @@ pub fn now_rfc3339() -> String {
         rem % 3600 / 60,
         rem % 60
     )
-}
-
-/// Writes an agent's network (its `VarStore`) as a safetensors checkpoint, atomically.
-pub fn save_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
-    crate::model::checkpoint::save_var_store(vs, path)
-}
-
-/// Loads an agent checkpoint written by [`save_agent`] into a network of the same shape.
-pub fn load_agent(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
-    crate::model::checkpoint::load_var_store(vs, path, |_| (0, 0), "autoprune search")
-}
-
-/// A graph agent from its checkpoint (the `agent.safetensors` of a `gnn` search), ready to act
-/// on `costs`' units at `budget`: its width and depth are read from the file, the rest of
-/// its settings (learning rate, clip, ...) come from `settings`.
-pub fn load_graph_agent(
-    path: &Path,
-    costs: &CostModel,
-    budget: f64,
-    seed: u64,
-    settings: crate::agents::gnn::GnnConfig,
-) -> Result<crate::agents::gnn::GraphAgent> {
-    let not_graph_agent = |message: String| Error::Checkpoint {
-        path: path.to_path_buf(),
-        tensor: "encoder.input.weight".into(),
-        message,
-    };
-    let shapes: std::collections::HashMap<String, Vec<i64>> = if path.is_file() {
-        tch::Tensor::read_safetensors(path)
-            .map_err(|e| {
-                Error::data(
-                    path,
-                    format!("not a readable safetensors file ({}); give the agent.safetensors of a gnn search", e.to_string().lines().next().unwrap_or_default()),
-                )
-            })?
-            .into_iter()
-            .map(|(name, t)| (name, t.size()))
-            .collect()
-    } else {
-        return Err(Error::io(
-            path,
-            std::io::Error::new(std::io::ErrorKind::NotFound, "no such agent checkpoint"),
-        ));
-    };
-    let hidden = match shapes.get("encoder.input.weight").map(Vec::as_slice) {
-        Some(&[hidden, _]) if hidden > 0 => hidden as usize,
-        _ => {
-            return Err(not_graph_agent(
-                "missing: not a graph agent's checkpoint (train one with `autoprune search` and agent = \"gnn\")".into(),
-            ))
-        }
-    };
-    let layers = (0..)
-        .take_while(|l| shapes.contains_key(&format!("encoder.layer{l}.self.weight")))
-        .count();
-    let config = crate::agents::gnn::GnnConfig {
-        hidden,
-        layers,
-        ..settings
-    };
-    if let Some((key, message)) = config.check() {
-        return Err(not_graph_agent(format!("{key}: {message}")));
-    }
-    let agent = crate::agents::gnn::GraphAgent::new(config, costs, budget, seed, tch::Device::Cpu)?;
-    crate::model::checkpoint::load_var_store(
-        agent.policy().var_store(),
-        path,
-        |_| (0, 0),
-        "autoprune search",
-    )?;
-    Ok(agent)
-}
-
-/// A PruningNet from its checkpoint (the `pruningnet.safetensors` of a `pruningnet` search),
-/// for `model` (the env's pretrained model, whose graph it must fit): the hypernetworks'
-/// width is read from the file.
-pub fn load_pruningnet(
-    path: &Path,
-    model: &crate::model::GraphNet,
-) -> Result<crate::agents::pruningnet::PruningNet> {
-    let tensors = tch::Tensor::read_safetensors(path).map_err(|e| {
-        Error::data(
-            path,
-            format!(
-                "not a readable safetensors file ({}); give the pruningnet.safetensors of a pruningnet search",
-                e.to_string().lines().next().unwrap_or_default()
-            ),
-        )
-    })?;
-    let hidden = tensors
-        .iter()
-        .find(|(name, t)| name.ends_with(".hidden.weight") && t.size().len() == 2)
-        .map(|(_, t)| t.size()[0] as usize)
-        .ok_or_else(|| Error::Checkpoint {
-            path: path.to_path_buf(),
-            tensor: "*.hidden.weight".into(),
-            message: "missing: not a PruningNet checkpoint (a search with agent = \"pruningnet\" writes one)".into(),
-        })?;
-    let config = crate::agents::pruningnet::PruningNetConfig {
-        hidden,
-        ..Default::default()
-    };
-    let mut net = crate::agents::pruningnet::PruningNet::new(model, &config)?;
-    crate::model::checkpoint::load_var_store(
-        net.var_store_mut(),
-        path,
-        |_| (0, 0),
-        "autoprune search (agent = \"pruningnet\")",
-    )?;
-    Ok(net)
 }

@@ -2,8 +2,8 @@
 //! evaluator, export).
 
 use super::units::{nm_count, nm_layout, CostModel, UnitKind};
+use super::Granularity;
 use crate::data::Split;
-use crate::env::Granularity;
 use crate::error::{Error, Result};
 use crate::graph::{ModelGraph, Op};
 use crate::model::GraphNet;
@@ -32,21 +32,6 @@ pub enum Criterion {
     Snip,
     /// A random ranking, fixed by the seed.
     Random,
-}
-
-impl Criterion {
-    /// Parses the env's `prune.criterion`.
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "magnitude" => Criterion::Magnitude,
-            "l1" => Criterion::L1,
-            "l2" => Criterion::L2,
-            "taylor" => Criterion::Taylor,
-            "snip" => Criterion::Snip,
-            "random" => Criterion::Random,
-            _ => return None,
-        })
-    }
 }
 
 /// Batches of the training split that gradient criteria average over.

@@ -5,12 +5,14 @@
 //! Must not know about agents.
 
 mod allocate;
+mod budget;
 mod mask;
 mod slim;
 mod units;
 mod wall;
 
 pub use allocate::{allocate, erk_raw, lamp_scores, Method};
+pub use budget::{Granularity, Metric, Target};
 pub use mask::{Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
 pub use slim::slim;
 pub use units::{kept_count, nm_layout, CostModel, Counts, Unit, UnitKind};

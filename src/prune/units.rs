@@ -5,8 +5,8 @@
 //! [`CostModel`] turns keep ratios into kept elements (rounded to whole weights, whole
 //! channels or whole N-of-M patterns) and those into params and multiply-accumulates.
 
-use crate::env::{Granularity, Metric};
 use crate::graph::{ModelGraph, Op};
+use crate::prune::{Granularity, Metric};
 use petgraph::graph::NodeIndex;
 
 /// What one keep ratio applies to.

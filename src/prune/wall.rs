@@ -8,8 +8,8 @@
 //! so the budget holds exactly for the model that is built.
 
 use super::units::CostModel;
-use crate::env::Metric;
 use crate::error::{Error, Result};
+use crate::prune::Metric;
 use std::path::Path;
 
 /// The budget and bounds every policy must meet.

@@ -11,7 +11,7 @@ mod config;
 pub use config::DdpgConfig;
 
 use super::util::{forward_row, hard_update, mlp, rows_to_tensor, soft_update, truncated_normal};
-use super::{Agent, Episode, Learner, Mode, Observation};
+use super::{Actor, Agent, Episode, Learner, SequentialActor};
 use crate::error::Result;
 use buffer::{ReplayBuffer, Stored};
 use rand::rngs::StdRng;
@@ -154,27 +154,26 @@ impl Ddpg {
 }
 
 impl Agent for Ddpg {
-    fn mode(&self) -> Mode {
-        Mode::Sequential
+    fn actor(&mut self) -> Actor<'_> {
+        Actor::Sequential(self)
     }
 
     fn begin_episode(&mut self, index: usize) {
         self.episode = index;
     }
+}
 
-    fn act(&mut self, observation: Observation<'_>, explore: bool) -> Vec<f64> {
-        let Observation::Unit(state) = observation else {
-            return Vec::new();
-        };
+impl SequentialActor for Ddpg {
+    fn act(&mut self, state: &[f32], explore: bool) -> f64 {
         if explore && self.episode < self.config.warmup {
-            return vec![self.rng.random::<f64>()];
+            return self.rng.random::<f64>();
         }
         let mean = self.actor_action(state);
         if explore {
             let sigma = self.noise();
-            vec![truncated_normal(&mut self.rng, mean, sigma)]
+            truncated_normal(&mut self.rng, mean, sigma)
         } else {
-            vec![mean]
+            mean
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use super::{DynamicState, GraphInput, GraphPolicy};
 use crate::agents::util::{gaussian_log_prob, standard_normal};
-use crate::agents::{Agent, Episode, Learner, Mode, Observation};
-use crate::error::{Error, Result};
+use crate::agents::{Actor, Agent, Checkpoint, Episode, Learner, OneShotActor};
+use crate::error::Result;
 use crate::prune::CostModel;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -52,26 +52,6 @@ impl Default for GnnConfig {
 }
 
 impl GnnConfig {
-    /// The `[gnn]` table of a config file (a search, `train-agent` or `meta-train` config),
-    /// the defaults for whatever it leaves out; the file's other keys are not read.
-    pub fn from_config_file(path: &std::path::Path) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct Section {
-            #[serde(default)]
-            gnn: GnnConfig,
-        }
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config = crate::env::parse_toml::<Section>(&text, path)?.gnn;
-        if let Some((key, message)) = config.check() {
-            return Err(Error::Invalid {
-                path: path.to_path_buf(),
-                key: key.into(),
-                message,
-            });
-        }
-        Ok(config)
-    }
-
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
         if self.hidden == 0 || self.layers == 0 || self.epochs == 0 || self.episodes_per_update == 0
@@ -183,6 +163,15 @@ impl GraphAgent {
     }
 
     /// The network (for checkpoints and transfer).
+    /// The network and config, for an agent checkpoint.
+    pub fn to_checkpoint(&self) -> Checkpoint<'_> {
+        Checkpoint {
+            vars: self.policy.var_store(),
+            kind: "gnn",
+            config: serde_json::to_string(&self.config).unwrap_or_else(|_| "{}".into()),
+        }
+    }
+
     pub fn policy(&self) -> &GraphPolicy {
         &self.policy
     }
@@ -277,19 +266,22 @@ impl GraphAgent {
 }
 
 impl Agent for GraphAgent {
-    fn mode(&self) -> Mode {
-        Mode::Profile
+    fn actor(&mut self) -> Actor<'_> {
+        Actor::Profile(self)
     }
 
     fn begin_episode(&mut self, _index: usize) {
         self.pending = None;
     }
 
-    fn network(&self) -> Option<&tch::nn::VarStore> {
-        Some(self.policy.var_store())
+    fn checkpoint(&self) -> Option<Checkpoint<'_>> {
+        Some(self.to_checkpoint())
     }
+}
 
-    fn act(&mut self, _observation: Observation<'_>, explore: bool) -> Vec<f64> {
+/// The graph agent reads the graph itself (its encoder's inputs), not the env's features.
+impl OneShotActor for GraphAgent {
+    fn act(&mut self, _features: &[Vec<f32>], explore: bool) -> Vec<f64> {
         let _guard = tch::no_grad_guard();
         let (mean, value) = self.policy.forward(&self.inputs[self.task]);
         let mean: Vec<f64> = Vec::try_from(mean.to_kind(Kind::Double)).unwrap_or_default();

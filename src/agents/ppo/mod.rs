@@ -3,7 +3,7 @@
 //! moving-average baseline) at its last step, updates every few episodes.
 
 use super::util::{gaussian_log_prob, mlp, rows_to_tensor, standard_normal};
-use super::{Agent, Episode, Learner, Mode, Observation};
+use super::{Actor, Agent, Episode, Learner, SequentialActor};
 use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -228,24 +228,23 @@ impl Ppo {
 }
 
 impl Agent for Ppo {
-    fn mode(&self) -> Mode {
-        Mode::Sequential
+    fn actor(&mut self) -> Actor<'_> {
+        Actor::Sequential(self)
     }
 
     fn begin_episode(&mut self, _index: usize) {
         self.pending.clear();
     }
+}
 
-    fn act(&mut self, observation: Observation<'_>, explore: bool) -> Vec<f64> {
-        let Observation::Unit(state) = observation else {
-            return Vec::new();
-        };
+impl SequentialActor for Ppo {
+    fn act(&mut self, state: &[f32], explore: bool) -> f64 {
         let _guard = tch::no_grad_guard();
         let s = Tensor::from_slice(state).view([1, state.len() as i64]);
         let mean = self.mean(&s);
         let mean_value = f64::try_from(mean.view([-1]).get(0)).unwrap_or(0.5);
         if !explore {
-            return vec![mean_value];
+            return mean_value;
         }
         let std = f64::try_from(self.log_std.exp().view([-1]).get(0)).unwrap_or(self.config.std);
         let action = mean_value + std * standard_normal(&mut self.rng);
@@ -258,7 +257,7 @@ impl Agent for Ppo {
         let value = f64::try_from(self.value.forward(&s).view([-1]).get(0)).unwrap_or(0.0);
         self.pending
             .push((action as f32, log_prob as f32, value as f32));
-        vec![action.clamp(0.0, 1.0)]
+        action.clamp(0.0, 1.0)
     }
 }
 

@@ -1,0 +1,206 @@
+//! `autoprune adapt-curve`: best-so-far validation reward against adaptation episodes, for
+//! several starts, envs and seeds.
+
+use super::{DeviceArgs, JsonArg};
+use anyhow::{Context, Result};
+use autoprune::agents::gnn::GraphAgent;
+use autoprune::config::{gnn_settings, EnvSpec};
+use autoprune::env::PruneEnv;
+use autoprune::eval::{pretrained, EvalConfig, Evaluator};
+use autoprune::run::adapt::{adaptation_curve, curve_statistics};
+use autoprune::run::agent_file::load_graph_agent;
+use autoprune::runlog::Progress;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct AdaptCurveArgs {
+    /// NAME=CHECKPOINT, repeatable; CHECKPOINT `random` is a freshly initialised agent.
+    #[arg(long = "init", required = true)]
+    inits: Vec<String>,
+    /// Env file, repeatable: the held-out tasks.
+    #[arg(long = "env", required = true)]
+    envs: Vec<PathBuf>,
+    /// PPO settings for adaptation: the `[gnn]` table of this config (e.g. the
+    /// meta-train config whose inner loop the agent was trained for); default: `[gnn]`'s
+    /// defaults.
+    #[arg(long)]
+    gnn_config: Option<PathBuf>,
+    /// Episode counts to report, ascending.
+    #[arg(long, value_delimiter = ',', default_value = "0,5,10,20,50")]
+    points: Vec<usize>,
+    /// Seeds of the adaptation runs.
+    #[arg(long, value_delimiter = ',', default_value = "0,1,2")]
+    seeds: Vec<u64>,
+    /// Score adaptation episodes on only the first N validation samples.
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Write the curves (JSON) here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Draw the mean curves to this PNG.
+    #[arg(long)]
+    png: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// `NAME=CHECKPOINT` (or `NAME=random`) arguments, checked.
+fn parse_inits(inits: &[String]) -> Result<Vec<(String, Option<PathBuf>)>> {
+    let parsed: Vec<(String, Option<PathBuf>)> = inits
+        .iter()
+        .map(|spec| {
+            let (name, path) = spec.split_once('=').with_context(|| {
+                format!("--init {spec}: write NAME=CHECKPOINT (or NAME=random)")
+            })?;
+            anyhow::ensure!(!name.is_empty(), "--init {spec}: the name is empty");
+            let path = (path != "random").then(|| PathBuf::from(path));
+            if let Some(path) = &path {
+                anyhow::ensure!(
+                    path.is_file(),
+                    "--init {spec}: {} is not a file (give an agent.safetensors, or random)",
+                    path.display()
+                );
+            }
+            Ok((name.to_string(), path))
+        })
+        .collect::<Result<_>>()?;
+    for (i, (name, _)) in parsed.iter().enumerate() {
+        anyhow::ensure!(
+            parsed[..i].iter().all(|(other, _)| other != name),
+            "--init {name}=...: the name is given twice; give each start its own name"
+        );
+    }
+    Ok(parsed)
+}
+
+pub fn run(args: AdaptCurveArgs) -> Result<()> {
+    let inits = parse_inits(&args.inits)?;
+    let (points, seeds, eval_samples) = (&args.points, &args.seeds, args.eval_samples);
+    anyhow::ensure!(
+        eval_samples != Some(0),
+        "--eval-samples: give at least 1 (or leave it out to score on the whole validation split)"
+    );
+    let gnn = gnn_settings(args.gnn_config.as_deref())?;
+    anyhow::ensure!(
+        points.windows(2).all(|w| w[0] < w[1]),
+        "--points: give episode counts in ascending order, e.g. 0,5,10,20,50"
+    );
+    anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one seed");
+    for path in [&args.out, &args.png].into_iter().flatten() {
+        autoprune::fsio::prepare_output(path)?;
+    }
+    let device = args.device.setup(0)?;
+    let mut runs = Vec::new();
+    let progress = Progress::stderr();
+    let bar = progress.bar(
+        (inits.len() * args.envs.len() * seeds.len()) as u64,
+        "adaptation runs",
+    );
+    for env in &args.envs {
+        let spec = EnvSpec::load(env)?;
+        let model = pretrained(&spec, device, 0, &progress)?;
+        for &seed in seeds {
+            let eval_config = EvalConfig::from_env(&spec, seed)?;
+            let mut rescore = Evaluator::new(&model.net, &model.data, eval_config.clone())?;
+            let search_config = EvalConfig {
+                eval_samples,
+                ..eval_config
+            };
+            let mut search = Evaluator::new(&model.net, &model.data, search_config)?;
+            for (name, path) in &inits {
+                let mut prune_env = PruneEnv::new(search.wall(&spec.path)?);
+                let budget = prune_env.wall().budget().keep;
+                let mut agent = match path {
+                    Some(path) => {
+                        load_graph_agent(path, search.costs(), budget, seed, gnn.clone())?
+                    }
+                    None => GraphAgent::new(
+                        gnn.clone(),
+                        search.costs(),
+                        budget,
+                        seed,
+                        tch::Device::Cpu,
+                    )?,
+                };
+                let rewards = adaptation_curve(
+                    &mut agent,
+                    &mut prune_env,
+                    &mut search,
+                    &mut rescore,
+                    points,
+                )?;
+                let shown: Vec<String> = rewards.iter().map(|r| format!("{r:.4}")).collect();
+                progress.println(&format!(
+                    "{name} on {} (seed {seed}): {}",
+                    spec.name,
+                    shown.join(" ")
+                ));
+                runs.push((name.clone(), spec.name.clone(), seed, rewards));
+                bar.inc(1);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    // Mean and sample std over every env and seed, per initialisation and point.
+    let names: Vec<String> = inits.iter().map(|(name, _)| name.clone()).collect();
+    let starts: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
+    let curves: Vec<Vec<f64>> = runs.iter().map(|r| r.3.clone()).collect();
+    let stats = curve_statistics(&names, &starts, &curves);
+    let mut summary = serde_json::Map::new();
+    let mut lines = Vec::new();
+    for (name, (mean, std)) in names.iter().zip(&stats) {
+        lines.push((
+            name.clone(),
+            points
+                .iter()
+                .zip(mean)
+                .map(|(&p, &m)| (p as f64, m))
+                .collect::<Vec<_>>(),
+        ));
+        summary.insert(name.clone(), json!({"mean": mean, "std": std}));
+    }
+    let runs: Vec<serde_json::Value> = runs
+        .iter()
+        .map(|(init, env, seed, rewards)| json!({"init": init, "env": env, "seed": seed, "rewards": rewards}))
+        .collect();
+    let result = json!({
+        "points": points,
+        "seeds": seeds,
+        "envs": args.envs,
+        "eval_samples": eval_samples,
+        "gnn": gnn,
+        "runs": runs,
+        "summary": summary,
+    });
+    if let Some(out) = &args.out {
+        autoprune::fsio::write_atomic(out, format!("{result:#}\n").as_bytes())?;
+    }
+    if let Some(png) = &args.png {
+        autoprune::report::render_lines(
+            png,
+            "best validation reward within N adaptation episodes (mean over envs and seeds)",
+            "adaptation episodes",
+            "validation reward",
+            &lines,
+        )?;
+    }
+    if args.json.json {
+        println!("{result}");
+    } else {
+        let header: Vec<String> = points.iter().map(|p| format!("{p:>15}")).collect();
+        println!("{:<16}{}", "episodes", header.join(""));
+        for (name, (mean, std)) in names.iter().zip(&stats) {
+            let cells: Vec<String> = mean
+                .iter()
+                .zip(std)
+                .map(|(m, s)| format!("{:>15}", format!("{m:.4}±{s:.4}")))
+                .collect();
+            println!("{name:<16}{}", cells.join(""));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,98 @@
+//! `autoprune meta-train`: Reptile over the config's task distribution.
+
+use super::print::best_rewards_json;
+use super::{DeviceArgs, JsonArg, SeedArg};
+use anyhow::{Context, Result};
+use autoprune::config::MetaTrainConfig;
+use autoprune::run::meta_train::meta_train;
+use autoprune::run::tasks::build_tasks;
+use autoprune::run::{interrupt, new_run_dir, run_dir};
+use autoprune::runlog::{Progress, TensorBoardSink};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct MetaTrainArgs {
+    /// Meta-training config (configs/meta-train.toml).
+    #[arg(long)]
+    config: PathBuf,
+    /// Also write the meta-trained agent here.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    seed: SeedArg,
+    /// Reptile iterations (overrides the config's reptile.iterations).
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Run folder (default: runs/<config name>-s<seed>-<time>).
+    #[arg(long)]
+    logdir: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+pub fn run(args: MetaTrainArgs) -> Result<()> {
+    let mut config = MetaTrainConfig::load(&args.config)?;
+    if let Some(seed) = args.seed.seed {
+        config.seed = seed;
+    }
+    if let Some(iterations) = args.iterations {
+        config.reptile.iterations = iterations;
+        config
+            .validate()
+            .map_err(|e| e.noted("after --iterations"))?;
+    }
+    if let Some(out) = &args.out {
+        autoprune::fsio::prepare_output(out)?;
+    }
+    let device = args.device.setup(config.seed)?;
+    let mut tasks = build_tasks(&config.tasks(), device, config.seed)?;
+    let dir = run_dir(args.logdir, &config.name, config.seed);
+    new_run_dir(&dir, "choose another folder")?;
+    let stop = interrupt::arm();
+    let outcome = {
+        let mut sink = TensorBoardSink::new(&dir)?;
+        meta_train(
+            &config,
+            &mut tasks,
+            &dir,
+            &mut sink,
+            Progress::stderr(),
+            stop,
+        )
+    }?;
+    let agent = match args.out {
+        Some(out) => {
+            let bytes = std::fs::read(&outcome.agent)
+                .with_context(|| format!("{}: cannot read", outcome.agent.display()))?;
+            autoprune::fsio::write_atomic(&out, &bytes)?;
+            out
+        }
+        None => outcome.agent.clone(),
+    };
+    if args.json.json {
+        let best = best_rewards_json(&outcome.best);
+        println!(
+            "{}",
+            json!({"iterations": outcome.iterations, "episodes": outcome.episodes, "interrupted": outcome.interrupted, "tasks": tasks.len(), "best_reward": best, "agent": agent, "logdir": dir})
+        );
+    } else {
+        println!(
+            "{} Reptile iterations ({} episodes) over {} tasks; meta-trained agent written to {} (use it with autoprune transfer --agent, or agent = \"meta\" in a search config)",
+            outcome.iterations,
+            outcome.episodes,
+            tasks.len(),
+            agent.display()
+        );
+    }
+    anyhow::ensure!(
+        !outcome.interrupted,
+        autoprune::Error::Interrupted {
+            message: "the agent holds the meta-weights after the last finished iteration".into()
+        }
+    );
+    Ok(())
+}

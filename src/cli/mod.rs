@@ -1,0 +1,127 @@
+//! One file per command: its clap `Args` and a `run` that calls the library and prints.
+//! The flags every command shares are declared here once and flattened.
+//!
+//! Must not hold algorithms: the work itself is in the library.
+
+mod adapt_curve;
+mod apply;
+mod baseline;
+mod evaluate;
+mod graph;
+mod meta_train;
+mod pretrain;
+mod print;
+mod report;
+mod search;
+mod split;
+mod train_agent;
+mod transfer;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "autoprune",
+    version,
+    about = "Learns layer-wise sparsity policies for neural networks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Trains the env's model from scratch and saves its checkpoint.
+    Pretrain(pretrain::PretrainArgs),
+    /// Scores the env's pretrained model (pretraining it first if its checkpoint is missing).
+    Evaluate(evaluate::EvaluateArgs),
+    /// Allocates a policy without learning and scores it.
+    Baseline(baseline::BaselineArgs),
+    /// Prunes an env's model with a trained graph agent: zero-shot (one forward pass, one
+    /// evaluation), or adapted for a few episodes first; writes the policy and scores it.
+    Transfer(transfer::TransferArgs),
+    /// Applies a policy file to the env's model, scores it, and optionally saves the pruned model.
+    Apply(apply::ApplyArgs),
+    /// Trains one graph agent on several models and budgets at once (for `transfer`).
+    TrainAgent(train_agent::TrainAgentArgs),
+    /// Meta-trains a graph agent with Reptile over many models, budgets and granularities, for
+    /// fast adaptation to new ones (`transfer --adapt-episodes`, or agent = "meta" in search).
+    MetaTrain(meta_train::MetaTrainArgs),
+    /// Measures how fast graph agents adapt to envs: for every initialisation, env and seed,
+    /// the validation reward of the best policy found within each number of adaptation
+    /// episodes (0 = the zero-shot greedy policy). Writes JSON and optionally a PNG.
+    AdaptCurve(adapt_curve::AdaptCurveArgs),
+    /// Searches a per-layer keep-ratio policy with an agent, logging to TensorBoard.
+    Search(search::SearchArgs),
+    /// Draws a PNG of one or more runs: reward curves and the best policy's per-layer keep
+    /// profile beside uniform and LAMP at the same budget.
+    Report(report::ReportArgs),
+    /// Writes how the env's data is split and normalised (JSON: training and validation
+    /// indices into the training file, per-channel mean and std), so a model trained outside
+    /// autoprune can train on the same training samples and see the same inputs.
+    Split(split::SplitArgs),
+    /// Shows the env's model graph: nodes, costs and prunable groups.
+    Graph(graph::GraphArgs),
+}
+
+impl Command {
+    pub fn run(self) -> Result<()> {
+        match self {
+            Command::Pretrain(args) => pretrain::run(args),
+            Command::Evaluate(args) => evaluate::run(args),
+            Command::Baseline(args) => baseline::run(args),
+            Command::Transfer(args) => transfer::run(args),
+            Command::Apply(args) => apply::run(args),
+            Command::TrainAgent(args) => train_agent::run(args),
+            Command::MetaTrain(args) => meta_train::run(args),
+            Command::AdaptCurve(args) => adapt_curve::run(args),
+            Command::Search(args) => search::run(args),
+            Command::Report(args) => report::run(args),
+            Command::Split(args) => split::run(args),
+            Command::Graph(args) => graph::run(args),
+        }
+    }
+}
+
+/// Where a command runs its models.
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// auto, cpu, cuda or cuda:N (auto picks CUDA when available).
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Threads libtorch may use on the CPU (default: libtorch's choice).
+    #[arg(long)]
+    pub threads: Option<i32>,
+}
+
+impl DeviceArgs {
+    /// The device, with libtorch's threads set and its generators seeded with `seed`.
+    pub fn setup(&self, seed: u64) -> Result<tch::Device> {
+        let device = autoprune::device::parse_device(&self.device)?;
+        if let Some(threads) = self.threads {
+            anyhow::ensure!(threads >= 1, "--threads {threads}: use 1 or more");
+            tch::set_num_threads(threads);
+        }
+        autoprune::device::seed_torch(seed);
+        Ok(device)
+    }
+}
+
+/// `--seed`.
+#[derive(Args)]
+pub struct SeedArg {
+    /// Seeds shuffling, initialisation and every random choice (default: the config's seed,
+    /// or 0).
+    #[arg(long)]
+    pub seed: Option<u64>,
+}
+
+/// `--json`.
+#[derive(Args)]
+pub struct JsonArg {
+    /// Print one JSON object on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,112 @@
+//! `autoprune pretrain`: trains the env's model from scratch and saves its checkpoint.
+
+use super::{DeviceArgs, JsonArg, SeedArg};
+use anyhow::{Context, Result};
+use autoprune::config::EnvSpec;
+use autoprune::data;
+use autoprune::device::device_name;
+use autoprune::model::{train, GraphNet};
+use autoprune::runlog::Progress;
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct PretrainArgs {
+    /// Env file (envs/*.toml).
+    #[arg(long)]
+    env: PathBuf,
+    /// Overrides the env's [train] epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    out: JsonArg,
+}
+
+pub fn run(args: PretrainArgs) -> Result<()> {
+    let started = Instant::now();
+    let env = &args.env;
+    let spec = EnvSpec::load(env)?;
+    anyhow::ensure!(
+        spec.model.onnx_path().is_none(),
+        "{}: key `model.arch`: an onnx model brings its own weights; there is nothing to pretrain (run `autoprune evaluate --env {}` to score it)",
+        env.display(),
+        env.display()
+    );
+    let seed = args.seed.seed.unwrap_or(0);
+    let device = args.device.setup(seed)?;
+    let graph = spec.build_graph()?;
+    let checkpoint = spec.checkpoint_path();
+    if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!(
+                "{}: cannot create the checkpoint folder (model.checkpoint in {})",
+                dir.display(),
+                env.display()
+            )
+        })?;
+    }
+    let progress = Progress::stderr();
+    if !args.out.json {
+        print!("{}", graph.summary(&spec.name));
+    }
+    let data = data::load(&spec.data_options(), device)?;
+    let mut config = spec.train.clone();
+    if let Some(epochs) = args.epochs {
+        anyhow::ensure!(epochs >= 1, "--epochs {epochs}: use 1 or more");
+        config.epochs = epochs;
+    }
+    progress.println(&format!(
+        "pretraining {} on {} ({} train / {} val / {} test) on {}, {} epochs",
+        spec.name,
+        spec.data.dataset.name(),
+        data.train.len(),
+        data.val.len(),
+        data.test.len(),
+        device_name(device),
+        config.epochs
+    ));
+    let mut net = GraphNet::new(graph, device);
+    let train_started = Instant::now();
+    let history = train(&mut net, &data, &config, seed, &progress)?;
+    let train_seconds = train_started.elapsed().as_secs_f64();
+    let test = net.evaluate(&data.test, 1000)?;
+    net.save(&checkpoint)?;
+    let val = history.last().map(|e| e.val.accuracy).unwrap_or(0.0);
+    if args.out.json {
+        let out = json!({
+            "env": spec.name,
+            "arch": spec.model.arch(),
+            "dataset": spec.data.dataset.name(),
+            "device": device_name(device),
+            "epochs": config.epochs,
+            "params": net.graph().total_params(),
+            "flops": net.graph().total_flops(),
+            "val_accuracy": val,
+            "test_accuracy": test.accuracy,
+            "test_loss": test.loss,
+            "train_seconds": train_seconds,
+            "seconds": started.elapsed().as_secs_f64(),
+            "checkpoint": checkpoint,
+            "history": history,
+        });
+        println!("{out}");
+    } else {
+        println!(
+            "test accuracy {:.2}% (loss {:.4}), val accuracy {:.2}%, {} epochs in {:.0}s on {}",
+            100.0 * test.accuracy,
+            test.loss,
+            100.0 * val,
+            config.epochs,
+            train_seconds,
+            device_name(device)
+        );
+        println!("checkpoint written to {}", checkpoint.display());
+    }
+    Ok(())
+}

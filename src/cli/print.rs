@@ -1,0 +1,43 @@
+//! How scores are shown: one JSON object, or a few lines of text.
+
+use anyhow::Result;
+use autoprune::eval::Score;
+use serde_json::json;
+
+/// The score, with the test split's accuracy and loss beside it, as one JSON object.
+pub fn report(score: &Score, test: &Score, extra: serde_json::Value) -> Result<serde_json::Value> {
+    let mut out = serde_json::to_value(score)?;
+    out["test_accuracy"] = json!(test.accuracy);
+    out["test_loss"] = json!(test.loss);
+    if let (Some(out), Some(extra)) = (out.as_object_mut(), extra.as_object()) {
+        out.extend(extra.clone());
+    }
+    Ok(out)
+}
+
+pub fn print_score(title: &str, score: &Score, test: &Score) {
+    println!(
+        "{title}: {:?} accuracy {:.2}%, test accuracy {:.2}%, params kept {:.4} ({}), FLOPs kept {:.4} ({} MACs), reward {:.4}",
+        score.split,
+        100.0 * score.accuracy,
+        100.0 * test.accuracy,
+        score.params_kept,
+        score.params,
+        score.flops_kept,
+        score.flops,
+        score.reward
+    );
+    for layer in &score.layers {
+        println!("  {:<32} keep {:.4}", layer.name, layer.keep);
+    }
+}
+
+/// Best reward per task as a JSON object; tasks never drawn (no finite reward) are left out.
+pub fn best_rewards_json(best: &[(String, f64)]) -> serde_json::Value {
+    let map: serde_json::Map<String, serde_json::Value> = best
+        .iter()
+        .filter(|(_, reward)| reward.is_finite())
+        .map(|(task, reward)| (task.clone(), json!(reward)))
+        .collect();
+    serde_json::Value::Object(map)
+}

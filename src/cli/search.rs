@@ -1,0 +1,217 @@
+//! `autoprune search`: searches a per-layer keep-ratio policy with an agent, logging to
+//! TensorBoard; `--resume` continues a run folder.
+
+use super::print::{print_score, report};
+use super::{DeviceArgs, JsonArg};
+use anyhow::{Context, Result};
+use autoprune::agents::AgentKind;
+use autoprune::config::{EnvSpec, SearchConfig};
+use autoprune::eval::{pretrained, EvalConfig, Evaluator};
+use autoprune::policy::{files_fingerprint, now_rfc3339};
+use autoprune::run::{interrupt, run_dir, test_score, RunFolder, Search, BEST_FILE};
+use autoprune::runlog::{Progress, TensorBoardSink};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+use std::time::Instant;
+
+#[derive(Args)]
+pub struct SearchArgs {
+    /// Search config (configs/*.toml).
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Env file (overrides the config's env).
+    #[arg(long)]
+    env: Option<PathBuf>,
+    /// Agent (overrides the config's agent).
+    #[arg(long, value_enum)]
+    agent: Option<AgentKind>,
+    /// Episodes (overrides the config's episodes).
+    #[arg(long)]
+    episodes: Option<usize>,
+    /// Seed (overrides the config's seed).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Run folder (default: runs/<config>-<env>-s<seed>-<time>).
+    #[arg(long)]
+    logdir: Option<PathBuf>,
+    /// Write the best policy here (default: <run folder>/policy.json).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Continue the run in this folder (after a crash or Ctrl-C).
+    #[arg(long, conflicts_with_all = ["config", "env", "agent", "seed", "logdir"])]
+    resume: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// A new run folder for the config, with the command line's overrides.
+fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
+    let path = args.config.as_deref().context("--config is required")?;
+    let mut config = SearchConfig::load(path)?;
+    if let Some(env) = &args.env {
+        config.env = env.clone();
+    }
+    if let Some(agent) = args.agent {
+        config.agent = agent;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
+    }
+    if let Some(episodes) = args.episodes {
+        config.episodes = episodes;
+    }
+    config.validate()?;
+    let env_text = std::fs::read_to_string(&config.env).with_context(|| {
+        format!(
+            "{}: cannot read the env file (key `env` in {})",
+            config.env.display(),
+            path.display()
+        )
+    })?;
+    let spec = EnvSpec::parse(&env_text, &config.env)?;
+    let label = format!("{}-{}", config.name, spec.name);
+    let dir = run_dir(args.logdir.clone(), &label, config.seed);
+    let folder = RunFolder::create(&dir, &config, &env_text)?;
+    Ok((folder, config, spec))
+}
+
+pub fn run(args: SearchArgs) -> Result<()> {
+    let started = Instant::now();
+    let (folder, mut config, spec, recorded) = match &args.resume {
+        Some(dir) => RunFolder::open(dir)?,
+        None => {
+            let (folder, config, spec) = start(&args)?;
+            (folder, config, spec, Vec::new())
+        }
+    };
+    if args.resume.is_some() {
+        if let Some(episodes) = args.episodes {
+            config.episodes = episodes;
+            config.validate()?;
+        }
+    }
+    let device = args.device.setup(config.seed)?;
+    let model = pretrained(&spec, device, config.seed, &Progress::stderr())?;
+    folder.check_weights(
+        &files_fingerprint(&spec.weights_files())?,
+        &spec.weights_path(),
+    )?;
+    let progress = Progress::stderr();
+    let mut eval_config = EvalConfig::from_env(&spec, config.seed)?;
+    eval_config.eval_samples = config.eval_samples;
+    let mut evaluator = Evaluator::new(&model.net, &model.data, eval_config)?;
+    let stop = interrupt::arm();
+    progress.println(&format!(
+        "search: {} on {} ({:?} keep {} of {:?}), {} episodes{}, run folder {}",
+        config.agent.name(),
+        spec.name,
+        spec.prune.granularity,
+        spec.prune.target.keep,
+        spec.prune.target.metric,
+        config.episodes,
+        if recorded.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} already done)", recorded.len())
+        },
+        folder.dir.display()
+    ));
+    // The writer lives in this scope only: it is dropped (and its events are on disk) on
+    // every way out of it, errors included.
+    let outcome = {
+        let mut sink = TensorBoardSink::new(&folder.dir)?;
+        Search {
+            config: &config,
+            spec: &spec,
+            evaluator: &mut evaluator,
+            folder: &folder,
+            pretrained: &model.net,
+            recorded,
+            sink: &mut sink,
+            progress,
+            stop,
+            agent: None,
+        }
+        .run()
+    }?;
+    let Some(mut best) = outcome.best.clone() else {
+        return Err(autoprune::Error::Interrupted {
+            message: format!(
+                "the search stopped before its first episode finished; resume it with --resume {}",
+                folder.dir.display()
+            ),
+        }
+        .into());
+    };
+    if outcome.interrupted {
+        if args.json.json {
+            println!(
+                "{}",
+                json!({"interrupted": true, "episodes": outcome.episodes, "logdir": folder.dir, "best_reward": best.metrics.reward})
+            );
+        }
+        return Err(autoprune::Error::Interrupted {
+            message: format!(
+                "after {} of {} episodes; best so far in {}; continue with: autoprune search --resume {}",
+                outcome.episodes,
+                config.episodes,
+                folder.dir.join(BEST_FILE).display(),
+                folder.dir.display()
+            ),
+        }
+        .into());
+    }
+    let test = test_score(&mut evaluator, &best)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| folder.dir.join("policy.json"));
+    autoprune::fsio::prepare_output(&out)?;
+    best.created = now_rfc3339();
+    best.save(&out)?;
+    if args.json.json {
+        let extra = json!({
+            "env": spec.name,
+            "agent": config.agent.name(),
+            "episodes": outcome.episodes,
+            "seed": config.seed,
+            "policy": out,
+            "logdir": folder.dir,
+            "search_seconds": started.elapsed().as_secs_f64(),
+            "seconds_per_episode": outcome.seconds_per_episode(),
+            "outside_evaluator_share": outcome.outside_evaluator_share(),
+        });
+        println!("{}", report(&best.metrics, &test, extra)?);
+    } else {
+        let title = format!(
+            "best of {} {} episodes on {}",
+            outcome.episodes,
+            config.agent.name(),
+            spec.name
+        );
+        print_score(&title, &best.metrics, &test);
+        if outcome.new_episodes > 0 {
+            let per_episode = outcome.seconds_per_episode();
+            let per_episode = if per_episode < 0.1 {
+                format!("{:.1} ms", 1e3 * per_episode)
+            } else {
+                format!("{per_episode:.2} s")
+            };
+            println!(
+                "{} episodes run: {per_episode} per episode, {:.1}% of it outside the evaluator",
+                outcome.new_episodes,
+                100.0 * outcome.outside_evaluator_share()
+            );
+        }
+        println!("policy written to {}", out.display());
+        println!(
+            "TensorBoard logs in {} (tensorboard --logdir {})",
+            folder.dir.display(),
+            folder.dir.display()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! `autoprune transfer`: a trained graph agent prunes another env's model, zero-shot or after
+//! a few adaptation episodes.
+
+use super::print::{print_score, report};
+use super::{DeviceArgs, JsonArg, SeedArg};
+use anyhow::{Context, Result};
+use autoprune::config::{gnn_settings, EnvSpec, SearchConfig};
+use autoprune::data::SplitName;
+use autoprune::env::{rollout, PruneEnv};
+use autoprune::eval::{pretrained, EvalConfig, Evaluator};
+use autoprune::policy::{files_fingerprint, fingerprint, PolicyFile};
+use autoprune::run::agent_file::load_graph_agent;
+use autoprune::run::{interrupt, run_dir, RunFolder, Search};
+use autoprune::runlog::{Progress, TensorBoardSink};
+use clap::Args;
+use serde_json::json;
+use std::path::PathBuf;
+
+#[derive(Args)]
+pub struct TransferArgs {
+    /// The graph agent's checkpoint (`agent.safetensors` of a search with agent = "gnn",
+    /// of `train-agent` or of `meta-train`).
+    #[arg(long)]
+    agent: PathBuf,
+    /// Env file (envs/*.toml) of the model to prune.
+    #[arg(long)]
+    env: PathBuf,
+    /// Fine-tune the agent on this env for this many episodes (0: zero-shot).
+    #[arg(long, default_value_t = 0)]
+    adapt_episodes: usize,
+    /// PPO settings for adaptation: the `[gnn]` table of this config (e.g. the
+    /// meta-train config whose inner loop the agent was trained for); default: `[gnn]`'s
+    /// defaults.
+    #[arg(long)]
+    gnn_config: Option<PathBuf>,
+    /// Score adaptation episodes on only the first N validation samples.
+    #[arg(long)]
+    eval_samples: Option<usize>,
+    /// Run folder for the adaptation episodes (default: runs/transfer-<env>-s<seed>-<time>).
+    #[arg(long)]
+    logdir: Option<PathBuf>,
+    /// Write the policy file here (default: <logdir>/policy.json, or
+    /// transfer-<env>.json when zero-shot).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    device: DeviceArgs,
+    #[command(flatten)]
+    seed: SeedArg,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+pub fn run(args: TransferArgs) -> Result<()> {
+    let env = &args.env;
+    let env_text = std::fs::read_to_string(env)
+        .with_context(|| format!("{}: cannot read the env file", env.display()))?;
+    let spec = EnvSpec::parse(&env_text, env)?;
+    let gnn = gnn_settings(args.gnn_config.as_deref())?;
+    let seed = args.seed.seed.unwrap_or(0);
+    let device = args.device.setup(seed)?;
+    let model = pretrained(&spec, device, seed, &Progress::stderr())?;
+    let mut eval_config = EvalConfig::from_env(&spec, seed)?;
+    let mut evaluator = Evaluator::new(&model.net, &model.data, eval_config.clone())?;
+    let wall = evaluator.wall(&spec.path)?;
+    let budget = wall.budget().keep;
+    let mut agent = load_graph_agent(&args.agent, evaluator.costs(), budget, seed, gnn.clone())?;
+    // Zero-shot: the agent's greedy actions, made feasible by the wall, scored once.
+    let mut prune_env = PruneEnv::new(wall);
+    let greedy = rollout(&mut agent, &mut prune_env, 0, false).policy;
+    let zero_shot = evaluator.evaluate(&greedy)?;
+    let model_print = fingerprint(evaluator.costs().graph());
+    let mut best = PolicyFile::new(&spec, &model_print, &zero_shot, "gnn-transfer", 0, seed);
+    let mut folder_dir = None;
+    let mut interrupted = None;
+    if args.adapt_episodes > 0 {
+        let config =
+            SearchConfig::adaptation(env, args.adapt_episodes, seed, args.eval_samples, gnn)?;
+        let dir = run_dir(
+            args.logdir.clone(),
+            &format!("transfer-{}", spec.name),
+            seed,
+        );
+        let folder = RunFolder::create(&dir, &config, &env_text)?;
+        folder.check_weights(
+            &files_fingerprint(&spec.weights_files())?,
+            &spec.weights_path(),
+        )?;
+        eval_config.eval_samples = args.eval_samples;
+        let mut adapt_evaluator = Evaluator::new(&model.net, &model.data, eval_config)?;
+        let stop = interrupt::arm();
+        let outcome = {
+            let mut sink = TensorBoardSink::new(&folder.dir)?;
+            Search {
+                config: &config,
+                spec: &spec,
+                evaluator: &mut adapt_evaluator,
+                folder: &folder,
+                pretrained: &model.net,
+                recorded: Vec::new(),
+                sink: &mut sink,
+                progress: Progress::stderr(),
+                stop,
+                agent: Some(Box::new(agent)),
+            }
+            .run()
+        }?;
+        if let Some(adapted) = outcome.best {
+            // Adapted policies were scored on `eval_samples`; rescore the best on the whole
+            // validation split before comparing it with the zero-shot policy.
+            let keeps: Vec<f64> = adapted.layers.iter().map(|l| l.keep).collect();
+            let score = evaluator.evaluate(&keeps)?;
+            if score.reward > best.metrics.reward {
+                best.layers = score.layers.clone();
+                best.metrics = score;
+            }
+            best.episodes = outcome.episodes;
+        }
+        folder_dir = Some(folder.dir.clone());
+        if outcome.interrupted {
+            interrupted = Some(format!(
+                "after {} of {} adaptation episodes; the best policy found by then is written",
+                outcome.episodes, args.adapt_episodes
+            ));
+        }
+    }
+    let keeps: Vec<f64> = best.layers.iter().map(|l| l.keep).collect();
+    let test = evaluator.evaluate_on(&keeps, SplitName::Test)?;
+    let out = args.out.unwrap_or_else(|| match &folder_dir {
+        Some(dir) => dir.join("policy.json"),
+        None => PathBuf::from(format!("transfer-{}.json", spec.name)),
+    });
+    autoprune::fsio::prepare_output(&out)?;
+    best.save(&out)?;
+    if args.json.json {
+        let extra = json!({
+            "env": spec.name,
+            "agent": args.agent,
+            "adapt_episodes": args.adapt_episodes,
+            "zero_shot_reward": zero_shot.reward,
+            "zero_shot_accuracy": zero_shot.accuracy,
+            "policy": out,
+            "logdir": folder_dir,
+        });
+        println!("{}", report(&best.metrics, &test, extra)?);
+    } else {
+        print_score(
+            &format!(
+                "{} transferred to {} ({} adaptation episodes)",
+                args.agent.display(),
+                spec.name,
+                args.adapt_episodes
+            ),
+            &best.metrics,
+            &test,
+        );
+        println!("policy written to {}", out.display());
+    }
+    match interrupted {
+        Some(message) => Err(autoprune::Error::Interrupted { message }.into()),
+        None => Ok(()),
+    }
+}

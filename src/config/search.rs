@@ -1,0 +1,160 @@
+//! Search configs (`configs/*.toml`): which env, which agent, how many episodes, and the
+//! agent's hyper-parameters.
+
+use crate::agents::ddpg::DdpgConfig;
+use crate::agents::evolution::EvolutionConfig;
+use crate::agents::gnn::GnnConfig;
+use crate::agents::meta::MetaConfig;
+use crate::agents::ppo::PpoConfig;
+use crate::agents::AgentKind;
+use crate::error::{Error, Result};
+use crate::eval::pruningnet::PruningNetConfig;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// A parsed and validated search config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchConfig {
+    pub name: String,
+    /// Env file the search runs on.
+    pub env: PathBuf,
+    pub agent: AgentKind,
+    pub episodes: usize,
+    #[serde(default)]
+    pub seed: u64,
+    /// Score each episode on only the first this many samples of the evaluation split
+    /// (default: all of it).
+    #[serde(default)]
+    pub eval_samples: Option<usize>,
+    #[serde(default)]
+    pub ddpg: DdpgConfig,
+    #[serde(default)]
+    pub ppo: PpoConfig,
+    #[serde(default)]
+    pub evolution: EvolutionConfig,
+    #[serde(default)]
+    pub gnn: GnnConfig,
+    /// With `agent = "meta"`: the meta-trained initialisation (the `[gnn]` table sets how
+    /// it adapts).
+    #[serde(default)]
+    pub meta: MetaConfig,
+    /// With `agent = "pruningnet"`: the PruningNet's training (the `[evolution]` table sets
+    /// the search).
+    #[serde(default)]
+    pub pruningnet: PruningNetConfig,
+    /// The file it was read from.
+    #[serde(skip)]
+    pub path: PathBuf,
+}
+
+impl SearchConfig {
+    /// The search a trained graph agent adapts with (`autoprune transfer --adapt-episodes`):
+    /// `episodes` of PPO with `gnn`'s settings on the env at `env`, which errors name.
+    pub fn adaptation(
+        env: &Path,
+        episodes: usize,
+        seed: u64,
+        eval_samples: Option<usize>,
+        gnn: GnnConfig,
+    ) -> Result<Self> {
+        let config = SearchConfig {
+            name: "transfer".into(),
+            env: env.to_path_buf(),
+            agent: AgentKind::Gnn,
+            episodes,
+            seed,
+            eval_samples,
+            ddpg: Default::default(),
+            ppo: Default::default(),
+            evolution: Default::default(),
+            gnn,
+            meta: Default::default(),
+            pruningnet: Default::default(),
+            path: env.to_path_buf(),
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let mut config: SearchConfig = super::parse_toml(text, path)?;
+        config.path = path.to_path_buf();
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let invalid = |key: &str, message: String| Error::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message,
+        };
+        if self.name.trim().is_empty() {
+            return Err(invalid("name", "must not be empty".into()));
+        }
+        if self.episodes == 0 {
+            return Err(invalid("episodes", "must be at least 1".into()));
+        }
+        if self.eval_samples == Some(0) {
+            return Err(invalid(
+                "eval_samples",
+                "must be at least 1 (or left out for the whole split)".into(),
+            ));
+        }
+        let problem = match self.agent {
+            AgentKind::Ddpg => self.ddpg.check(),
+            AgentKind::Ppo => self.ppo.check(),
+            AgentKind::Evolution => self.evolution.check(),
+            AgentKind::Random => None,
+            AgentKind::Gnn => self.gnn.check(),
+            AgentKind::Meta if !self.meta.init.is_file() => Some((
+                "meta.init",
+                format!(
+                    "{}: no such agent checkpoint; run `autoprune meta-train` and point `init` at its agent.safetensors",
+                    self.meta.init.display()
+                ),
+            )),
+            AgentKind::Meta => self.gnn.check(),
+            AgentKind::Pruningnet => self.pruningnet.check().or_else(|| self.evolution.check()),
+        };
+        match problem {
+            Some((key, message)) => Err(invalid(key, message)),
+            None => Ok(()),
+        }
+    }
+
+    /// The config as TOML (written into the run folder, read back on resume).
+    pub fn to_toml(&self) -> Result<String> {
+        super::to_toml(self, &self.path)
+    }
+}
+
+/// The graph agent's adaptation settings: the `[gnn]` table of the config file at `path` (a
+/// search, `train-agent` or `meta-train` config; the defaults for what it leaves out, its
+/// other keys unread), or the defaults when there is no file.
+pub fn gnn_settings(path: Option<&Path>) -> Result<GnnConfig> {
+    #[derive(Deserialize)]
+    struct Section {
+        #[serde(default)]
+        gnn: GnnConfig,
+    }
+    let Some(path) = path else {
+        return Ok(GnnConfig::default());
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let config = super::parse_toml::<Section>(&text, path)?.gnn;
+    if let Some((key, message)) = config.check() {
+        return Err(Error::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            message,
+        });
+    }
+    Ok(config)
+}

@@ -1,0 +1,51 @@
+//! Text views of a graph for `autoprune graph` and `pretrain`: a per-node table and a summary.
+
+use super::ModelGraph;
+
+impl ModelGraph {
+    /// Per-node table: name, op, output shape, params, MACs, group.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n",
+            "node", "op", "shape", "params", "MACs", "group"
+        );
+        for &i in self.order() {
+            let node = self.node(i);
+            out.push_str(&format!(
+                "{:<28} {:<18} {:<16} {:>10} {:>12} {:>5}\n",
+                node.name,
+                node.op.type_name(),
+                format!("{:?}", node.out_shape),
+                self.node_params(i),
+                self.node_flops(i),
+                self.group_of(i).map(|g| g.to_string()).unwrap_or_default()
+            ));
+        }
+        out
+    }
+
+    /// A few lines: totals and the prunable groups.
+    pub fn summary(&self, name: &str) -> String {
+        let groups = self.prunable_groups();
+        let mut out = format!(
+            "{name}: {} nodes, {} params, {} MACs per sample, {} prunable groups\n",
+            self.order().len(),
+            self.total_params(),
+            self.total_flops(),
+            groups.len()
+        );
+        for (i, g) in groups.iter().enumerate() {
+            let producers: Vec<&str> = g
+                .producers
+                .iter()
+                .map(|&p| self.node(p).name.as_str())
+                .collect();
+            out.push_str(&format!(
+                "  group {i}: {} channels, produced by {}\n",
+                g.channels,
+                producers.join(", ")
+            ));
+        }
+        out
+    }
+}

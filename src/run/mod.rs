@@ -1,0 +1,38 @@
+//! Runs: run folders (one naming function), the search loop, multi-task training
+//! (train-agent, meta-train), adaptation curves, and the one way long commands stop on
+//! Ctrl-C.
+//!
+//! `autoprune search` runs an agent against the pruning env for a number of episodes, keeps
+//! the best policy (by reward on the evaluation split), logs every episode to TensorBoard and
+//! to a JSONL file in the run folder, and can resume a run folder after a crash or Ctrl-C.
+//!
+//! Resuming replays the recorded episodes: the agent acts and learns again from the same seed
+//! (its choices are checked against the record) while the recorded scores stand in for the
+//! evaluations, so a resumed run continues exactly where the uninterrupted one would be.
+
+//! Must not know about the command line.
+
+pub mod adapt;
+pub mod agent_file;
+mod folder;
+pub mod interrupt;
+pub mod meta_train;
+mod pruningnet;
+mod search;
+pub mod tasks;
+pub mod train_agent;
+
+pub use folder::{new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder};
+pub use pruningnet::check_pruningnet_env;
+pub use search::{build_agent, test_score, Search, SearchOutcome};
+
+/// Files of a run folder.
+pub const CONFIG_FILE: &str = "config.toml";
+pub const ENV_FILE: &str = "env.toml";
+pub const EPISODES_FILE: &str = "episodes.jsonl";
+pub const BEST_FILE: &str = "best.json";
+pub const WEIGHTS_FILE: &str = "weights.txt";
+/// The agent's network at the end of the run (agents that have one).
+pub const AGENT_FILE: &str = "agent.safetensors";
+/// The trained PruningNet (searches with `agent = "pruningnet"`).
+pub const PRUNINGNET_FILE: &str = "pruningnet.safetensors";

@@ -1,0 +1,71 @@
+//! Training one graph agent on several tasks at once (models and budgets), so that it learns
+//! what transfers: `autoprune train-agent --config C`. Episodes cycle through the tasks; each
+//! is scored by its own env's evaluator; the agent's network is written to the run folder
+//! (`agent.safetensors`) for `autoprune transfer`.
+
+use super::agent_file::save_agent;
+use super::tasks::{start_tasks, task_episode, Task};
+use super::AGENT_FILE;
+use crate::config::TrainAgentConfig;
+use crate::error::Result;
+use crate::runlog::{MetricsSink, Progress};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// How a training run ended.
+#[derive(Debug, Clone)]
+pub struct TrainOutcome {
+    pub episodes: usize,
+    pub interrupted: bool,
+    /// The best reward reached on each task, in task order.
+    pub best: Vec<(String, f64)>,
+    pub agent: PathBuf,
+}
+
+/// Trains a graph agent on `tasks`, episodes cycling through them, logging to `dir` (which
+/// must not hold a run yet) and `sink`; writes the agent to `dir/agent.safetensors`.
+pub fn train_graph_agent(
+    config: &TrainAgentConfig,
+    tasks: &mut [Task],
+    dir: &Path,
+    sink: &mut dyn MetricsSink,
+    progress: Progress,
+    stop: &AtomicBool,
+) -> Result<TrainOutcome> {
+    let (mut envs, mut agent, mut log) =
+        start_tasks(dir, &config.to_toml()?, tasks, &config.gnn, config.seed)?;
+    let bar = progress.bar(
+        config.episodes as u64,
+        &format!("gnn on {} tasks", tasks.len()),
+    );
+    let mut finished = 0;
+    let mut interrupted = false;
+    for index in 0..config.episodes {
+        if stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let t = index % tasks.len();
+        agent.select_task(t);
+        task_episode(
+            &mut agent,
+            &mut envs[t],
+            &mut tasks[t],
+            t,
+            index,
+            &mut log,
+            sink,
+        )?;
+        finished = index + 1;
+        bar.set_position(finished as u64);
+    }
+    bar.finish_and_clear();
+    let agent_path = dir.join(AGENT_FILE);
+    save_agent(&agent.to_checkpoint(), &agent_path)?;
+    Ok(TrainOutcome {
+        episodes: finished,
+        interrupted,
+        best: log.best(tasks),
+        agent: agent_path,
+    })
+}

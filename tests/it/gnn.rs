@@ -1,0 +1,209 @@
+//! The graph agent's network: permutation-equivariant (relabelling a graph's nodes leaves
+//! every unit's action unchanged), runs on graphs it never saw of any size, and its
+//! checkpoint loads back exactly.
+
+use autoprune::agents::gnn::{DynamicState, GraphPolicy};
+use autoprune::graph::{GraphJson, ModelGraph};
+use autoprune::model::checkpoint::{load_var_store, save_var_store};
+use autoprune::model::zoo;
+use autoprune::prune::Granularity;
+use autoprune::prune::{CostModel, UnitKind};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::collections::BTreeMap;
+use tch::Device;
+
+fn policy(seed: i64) -> GraphPolicy {
+    tch::set_num_threads(1);
+    tch::manual_seed(seed);
+    GraphPolicy::new(32, 3, Device::Cpu)
+}
+
+fn granularity(name: &str) -> Granularity {
+    Granularity::try_from(name.to_string()).unwrap()
+}
+
+/// The same graph with its nodes added in another (random, topologically valid) order.
+fn relabelled(graph: &ModelGraph, seed: u64) -> ModelGraph {
+    let json: GraphJson = graph.to_json();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut placed = std::collections::HashSet::new();
+    let mut pending = json.nodes.clone();
+    let mut order = Vec::new();
+    while !pending.is_empty() {
+        let ready: Vec<usize> = (0..pending.len())
+            .filter(|&i| pending[i].inputs.iter().all(|n| placed.contains(n)))
+            .collect();
+        let pick = ready[rng.random_range(0..ready.len())];
+        let node = pending.remove(pick);
+        placed.insert(node.name.clone());
+        order.push(node);
+    }
+    let json = GraphJson {
+        nodes: order,
+        ..json
+    };
+    ModelGraph::from_json(&json).unwrap()
+}
+
+/// Each unit's actions under a name that does not depend on node order: the layer's name, or
+/// the sorted names of a channel group's producers.
+fn actions_by_unit(
+    policy: &GraphPolicy,
+    costs: &CostModel,
+    keeps: &BTreeMap<String, f64>,
+) -> BTreeMap<String, f64> {
+    let graph = costs.graph();
+    let keys: Vec<String> = costs
+        .units()
+        .iter()
+        .map(|u| match u.kind {
+            UnitKind::Layer(i) => graph.node(i).name.clone(),
+            UnitKind::Group(g) => {
+                let mut names: Vec<String> = graph.prunable_groups()[g]
+                    .producers
+                    .iter()
+                    .map(|&i| graph.node(i).name.clone())
+                    .collect();
+                names.sort();
+                names.join("+")
+            }
+        })
+        .collect();
+    let state = DynamicState {
+        keeps: keys
+            .iter()
+            .map(|k| keeps.get(k).copied().unwrap_or(1.0))
+            .collect(),
+        budget: 0.3,
+        reduced: 0.2,
+        remaining: 0.5,
+    };
+    keys.into_iter().zip(policy.act(costs, &state)).collect()
+}
+
+#[test]
+fn relabelling_the_nodes_leaves_every_units_action_unchanged() {
+    let net = policy(1);
+    // Residual nets: their branches can be added in many orders (a chain such as VGG or
+    // MobileNetV2 has only one).
+    let graphs = [
+        zoo::resnet(&vec![1, 16, 16], 10, 14).unwrap(),
+        zoo::resnet(&vec![3, 32, 32], 10, 20).unwrap(),
+    ];
+    for graph in &graphs {
+        for g in ["channel", "unstructured"] {
+            let costs = CostModel::new(graph, granularity(g));
+            let first = actions_by_unit(&net, &costs, &BTreeMap::new());
+            // Some units already decided, so the dynamic features matter too.
+            let keeps: BTreeMap<String, f64> = first
+                .keys()
+                .enumerate()
+                .filter(|(i, _)| i % 3 == 0)
+                .map(|(i, k)| (k.clone(), 0.2 + 0.01 * i as f64))
+                .collect();
+            let reference = actions_by_unit(&net, &costs, &keeps);
+            for seed in 0..3 {
+                let other = relabelled(graph, seed);
+                let names = |m: &ModelGraph| -> Vec<String> {
+                    m.graph()
+                        .node_indices()
+                        .map(|i| m.node(i).name.clone())
+                        .collect()
+                };
+                assert_ne!(
+                    names(graph),
+                    names(&other),
+                    "the relabelling changed nothing"
+                );
+                let costs = CostModel::new(&other, granularity(g));
+                let actions = actions_by_unit(&net, &costs, &keeps);
+                assert_eq!(actions.len(), reference.len());
+                for (unit, a) in &reference {
+                    let b = actions[unit];
+                    assert!((a - b).abs() < 1e-5, "{g} {unit}: {a} vs {b}");
+                }
+            }
+            // And the actions do depend on the graph: not one value for all units.
+            let values: Vec<f64> = reference.values().copied().collect();
+            let spread = values.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
+                - values.iter().cloned().fold(f64::INFINITY, f64::min);
+            assert!(spread > 1e-4, "{g}: every unit gets the same action");
+        }
+    }
+}
+
+#[test]
+fn runs_on_graphs_it_never_saw_of_any_size() {
+    let net = policy(2);
+    let cfg: Vec<zoo::VggItem> = serde_json::from_str(r#"[16, "M", 32, 32, "M", 64]"#).unwrap();
+    let graphs = [
+        zoo::mlp(&vec![64], 4, &[32, 16]).unwrap(),
+        zoo::lenet5(&vec![1, 28, 28], 10).unwrap(),
+        zoo::vgg(&vec![1, 28, 28], 10, &cfg).unwrap(),
+        zoo::resnet(&vec![1, 28, 28], 10, 20).unwrap(),
+        zoo::resnet(&vec![3, 32, 32], 10, 56).unwrap(),
+        zoo::mobilenetv2(&vec![1, 28, 28], 10, 0.5).unwrap(),
+    ];
+    let mut sizes = Vec::new();
+    for graph in &graphs {
+        for g in ["channel", "unstructured", "2:4"] {
+            let costs = CostModel::new(graph, granularity(g));
+            let state = DynamicState::initial(costs.units().len(), 0.5);
+            let actions = net.act(&costs, &state);
+            assert_eq!(actions.len(), costs.units().len());
+            assert!(actions
+                .iter()
+                .all(|a| a.is_finite() && *a > 0.0 && *a < 1.0));
+            assert_eq!(actions, net.act(&costs, &state), "deterministic");
+        }
+        sizes.push(graph.graph().node_count());
+    }
+    assert!(
+        sizes.iter().max().unwrap() > &(10 * sizes.iter().min().unwrap()),
+        "{sizes:?}"
+    );
+}
+
+#[test]
+fn a_checkpoint_loads_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.safetensors");
+    let graph = zoo::resnet(&vec![1, 16, 16], 10, 8).unwrap();
+    let costs = CostModel::new(&graph, granularity("channel"));
+    let state = DynamicState::initial(costs.units().len(), 0.5);
+    let trained = policy(3);
+    save_var_store(trained.var_store(), &path).unwrap();
+    let fresh = policy(4);
+    assert_ne!(fresh.act(&costs, &state), trained.act(&costs, &state));
+    load_var_store(fresh.var_store(), &path, |_| (0, 0), "autoprune search").unwrap();
+    assert_eq!(fresh.act(&costs, &state), trained.act(&costs, &state));
+    // A checkpoint of another width is refused with the tensor named.
+    tch::manual_seed(5);
+    let wider = GraphPolicy::new(48, 3, Device::Cpu);
+    let error = load_var_store(wider.var_store(), &path, |_| (0, 0), "autoprune search")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("agent.safetensors") && error.contains("another model"),
+        "{error}"
+    );
+}
+
+#[test]
+fn the_scaling_curve_is_drawn() {
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("curve.png");
+    let points = [(7.0, 0.2), (83.0, 0.3), (875.0, 1.0), (2603.0, 3.1)];
+    autoprune::report::render_scaling(&png, "t", "edges", "ms", &points).unwrap();
+    let bytes = std::fs::read(&png).unwrap();
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    // Width and height from the IHDR chunk.
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (800, 560));
+    let error = autoprune::report::render_scaling(&png, "t", "x", "y", &[(0.0, 1.0)])
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("no positive points"), "{error}");
+}

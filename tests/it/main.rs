@@ -1,0 +1,19 @@
+//! The integration tests: one binary (linking libtorch once), one module per topic.
+
+mod common;
+
+mod agents;
+mod cli;
+mod data;
+mod eval;
+mod fuzz;
+mod gnn;
+mod graph;
+mod meta;
+mod model;
+mod onnx;
+mod prune;
+mod reliability;
+mod search;
+mod transfer;
+mod wall;
