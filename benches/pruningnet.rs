@@ -8,8 +8,9 @@
 
 mod common;
 
+use autoprune::config::PruningNetConfig;
 use autoprune::device::{device_name, parse_device};
-use autoprune::eval::pruningnet::{PruningNet, PruningNetConfig};
+use autoprune::eval::pruningnet::PruningNet;
 use autoprune::model::{zoo, GraphNet};
 use autoprune::prune::Granularity;
 use autoprune::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Masker};

@@ -3,6 +3,7 @@
 //! candidates that break the budget are rejected and drawn again.
 
 use super::{Actor, Agent, Episode, Learner, OneShotActor};
+use crate::check::Checks;
 use crate::error::Result;
 use crate::prune::ActionWall;
 use rand::rngs::StdRng;
@@ -44,24 +45,26 @@ impl Default for EvolutionConfig {
 impl EvolutionConfig {
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.population < 2 || self.top_k == 0 || self.top_k > self.population {
-            return Some((
-                "evolution",
-                "population must be at least 2 and top_k in 1..=population".into(),
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.mutation_prob)
-            || !(0.0..=1.0).contains(&self.crossover)
-            || !(0.0..=1.0).contains(&self.window)
-            || self.max_tries == 0
-        {
-            return Some((
-                "evolution",
-                "mutation_prob, crossover and window must be in [0, 1], max_tries at least 1"
-                    .into(),
-            ));
-        }
-        None
+        Checks::new()
+            .at_least("evolution.population", self.population, 2)
+            .at_least("evolution.top_k", self.top_k, 1)
+            .rule("evolution.top_k", self.top_k <= self.population, || {
+                format!(
+                    "{} is more than the population ({})",
+                    self.top_k, self.population
+                )
+            })
+            .within(
+                "evolution.mutation_prob",
+                self.mutation_prob,
+                0.0,
+                1.0,
+                false,
+            )
+            .within("evolution.crossover", self.crossover, 0.0, 1.0, false)
+            .within("evolution.window", self.window, 0.0, 1.0, false)
+            .at_least("evolution.max_tries", self.max_tries, 1)
+            .first()
     }
 }
 

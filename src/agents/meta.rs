@@ -6,6 +6,7 @@
 //! a new task in a few episodes.
 
 use super::gnn::GraphAgent;
+use crate::check::Checks;
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -37,20 +38,17 @@ impl Default for ReptileConfig {
 impl ReptileConfig {
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.iterations == 0 || self.inner_episodes == 0 {
-            return Some((
-                "reptile",
-                "iterations and inner_episodes must be at least 1".into(),
-            ));
-        }
         let step = |x: f64| x > 0.0 && x <= 1.0;
-        if !(step(self.meta_lr) && step(self.meta_lr_end)) {
-            return Some((
-                "reptile",
-                "meta_lr and meta_lr_end must be in (0, 1]".into(),
-            ));
-        }
-        None
+        Checks::new()
+            .at_least("reptile.iterations", self.iterations, 1)
+            .at_least("reptile.inner_episodes", self.inner_episodes, 1)
+            .rule("reptile.meta_lr", step(self.meta_lr), || {
+                format!("{} must be in (0, 1]", self.meta_lr)
+            })
+            .rule("reptile.meta_lr_end", step(self.meta_lr_end), || {
+                format!("{} must be in (0, 1]", self.meta_lr_end)
+            })
+            .first()
     }
 
     /// ε at iteration `i`.

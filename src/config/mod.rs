@@ -5,12 +5,14 @@
 //! Must not know about tch, agents' internals or run folders.
 
 mod env;
+mod pruningnet;
 mod search;
 mod tasks;
 
 pub use env::{
     Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
 };
+pub use pruningnet::PruningNetConfig;
 pub use search::{gnn_settings, SearchConfig};
 pub use tasks::{Distribution, MetaTrainConfig, TrainAgentConfig};
 

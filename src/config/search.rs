@@ -1,6 +1,7 @@
 //! Search configs (`configs/*.toml`): which env, which agent, how many episodes, and the
 //! agent's hyper-parameters.
 
+use super::PruningNetConfig;
 use crate::agents::ddpg::DdpgConfig;
 use crate::agents::evolution::EvolutionConfig;
 use crate::agents::gnn::GnnConfig;
@@ -8,7 +9,6 @@ use crate::agents::meta::MetaConfig;
 use crate::agents::ppo::PpoConfig;
 use crate::agents::AgentKind;
 use crate::error::{Error, Result};
-use crate::eval::pruningnet::PruningNetConfig;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -157,4 +157,42 @@ pub fn gnn_settings(path: Option<&Path>) -> Result<GnnConfig> {
         });
     }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error(agent: &str, table: &str) -> String {
+        let text =
+            format!("name = \"s\"\nenv = \"e.toml\"\nagent = \"{agent}\"\nepisodes = 3\n{table}\n");
+        SearchConfig::parse(&text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn a_bad_hyper_parameter_is_named_by_its_field() {
+        for (agent, table, key) in [
+            ("gnn", "[gnn]\nlr = 0.0", "gnn.lr"),
+            ("ppo", "[ppo]\nclip = 1.0", "ppo.clip"),
+            ("ddpg", "[ddpg]\nbatch_size = 64\nbuffer = 8", "ddpg.buffer"),
+            (
+                "evolution",
+                "[evolution]\npopulation = 4\ntop_k = 5",
+                "evolution.top_k",
+            ),
+            (
+                "pruningnet",
+                "[pruningnet]\nbudget_share = 2.0",
+                "pruningnet.budget_share",
+            ),
+        ] {
+            let line = error(agent, table);
+            assert!(
+                line.starts_with(&format!("c.toml: key `{key}`: ")),
+                "{line}"
+            );
+        }
+    }
 }

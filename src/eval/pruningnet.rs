@@ -12,64 +12,17 @@
 //! way.
 
 use super::WeightSource;
+use crate::config::PruningNetConfig;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
 use crate::prune::{ActionWall, Mask, Masker};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
 use tch::nn::{self, Module, OptimizerConfig};
 use tch::{Kind, Tensor};
-
-/// `[pruningnet]` in a search config.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct PruningNetConfig {
-    /// Training steps (one random encoding and one batch each).
-    pub steps: usize,
-    /// Width of each layer's hypernetwork.
-    pub hidden: usize,
-    /// Adam's learning rate.
-    pub lr: f64,
-    pub batch_size: usize,
-    /// Share of the training encodings scaled to the search's budget; the rest are random
-    /// encodings anywhere in the keep bounds, as in MetaPruning.
-    pub budget_share: f64,
-}
-
-impl Default for PruningNetConfig {
-    fn default() -> Self {
-        Self {
-            steps: 1500,
-            hidden: 32,
-            lr: 3e-4,
-            batch_size: 128,
-            budget_share: 0.5,
-        }
-    }
-}
-
-impl PruningNetConfig {
-    /// What is wrong with the values, if anything: (key, message).
-    pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.steps == 0 || self.hidden == 0 || self.batch_size == 0 {
-            return Some((
-                "pruningnet",
-                "steps, hidden and batch_size must be at least 1".into(),
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Some(("pruningnet", "lr must be a positive number".into()));
-        }
-        if !(0.0..=1.0).contains(&self.budget_share) {
-            return Some(("pruningnet", "budget_share must be in [0, 1]".into()));
-        }
-        None
-    }
-}
 
 /// One weight layer's hypernetwork: encoding (2) → hidden → the whole weight tensor.
 struct Hyper {

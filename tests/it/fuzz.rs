@@ -15,7 +15,7 @@ use autoprune::policy::PolicyFile;
 use autoprune::prune::CostModel;
 use autoprune::prune::Granularity;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::{Config, FileFailurePersistence, TestRunner};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -137,10 +137,15 @@ fn inputs(seeds: Vec<Vec<u8>>) -> impl Strategy<Value = Vec<u8>> {
     ]
 }
 
+/// Failing inputs are kept in `tests/it/fuzz.proptest-regressions` (commit it) and replayed
+/// first by every later run.
 fn runner(cases: u32) -> TestRunner {
     TestRunner::new(Config {
         cases,
-        failure_persistence: None,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/fuzz.proptest-regressions"
+        )))),
         ..Config::default()
     })
 }

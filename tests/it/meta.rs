@@ -4,9 +4,10 @@
 //! initialisation on a third).
 
 use crate::common::{read_events, run, search_in, setup, success_json};
+use autoprune::config::PruningNetConfig;
 use autoprune::config::RewardKind;
 use autoprune::data::{Dataset, SplitName};
-use autoprune::eval::pruningnet::{PruningNet, PruningNetConfig};
+use autoprune::eval::pruningnet::PruningNet;
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
 use autoprune::prune::{Budget, CostModel, Criterion, Importance, Masker};
@@ -476,7 +477,7 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
                 "--gnn-config",
                 bad_gnn.to_str().unwrap(),
             ],
-            "`gnn`",
+            "key `gnn.episodes_per_update`",
         ),
     ];
     for (args, expected) in cases {

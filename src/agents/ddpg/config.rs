@@ -1,5 +1,6 @@
 //! DDPG hyper-parameters, AMC's defaults (He et al., ECCV 2018).
 
+use crate::check::Checks;
 use serde::{Deserialize, Serialize};
 
 /// The `[ddpg]` table of a search config.
@@ -48,33 +49,26 @@ impl Default for DdpgConfig {
 impl DdpgConfig {
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.hidden == 0 || self.batch_size == 0 || self.buffer < self.batch_size {
-            return Some((
-                "ddpg",
-                "hidden and batch_size must be at least 1, and buffer at least batch_size".into(),
-            ));
-        }
-        for (key, value) in [
-            ("ddpg.actor_lr", self.actor_lr),
-            ("ddpg.critic_lr", self.critic_lr),
-        ] {
-            if !(value > 0.0 && value.is_finite()) {
-                return Some((key, format!("{value} must be a positive number")));
-            }
-        }
-        if !(0.0..=1.0).contains(&self.tau)
-            || !(0.0..=1.0).contains(&self.discount)
-            || !(0.0..=1.0).contains(&self.noise_decay)
-            || !(0.0..=1.0).contains(&self.baseline_alpha)
-        {
-            return Some((
-                "ddpg",
-                "tau, discount, noise_decay and baseline_alpha must be in [0, 1]".into(),
-            ));
-        }
-        if !(self.noise >= 0.0 && self.noise.is_finite()) {
-            return Some(("ddpg.noise", format!("{} must be non-negative", self.noise)));
-        }
-        None
+        Checks::new()
+            .at_least("ddpg.hidden", self.hidden, 1)
+            .at_least("ddpg.batch_size", self.batch_size, 1)
+            .rule("ddpg.buffer", self.buffer >= self.batch_size, || {
+                format!(
+                    "{} is smaller than batch_size ({})",
+                    self.buffer, self.batch_size
+                )
+            })
+            .positive("ddpg.actor_lr", self.actor_lr)
+            .positive("ddpg.critic_lr", self.critic_lr)
+            .within("ddpg.tau", self.tau, 0.0, 1.0, false)
+            .within("ddpg.discount", self.discount, 0.0, 1.0, false)
+            .within("ddpg.noise_decay", self.noise_decay, 0.0, 1.0, false)
+            .within("ddpg.baseline_alpha", self.baseline_alpha, 0.0, 1.0, false)
+            .rule(
+                "ddpg.noise",
+                self.noise >= 0.0 && self.noise.is_finite(),
+                || format!("{} must be non-negative", self.noise),
+            )
+            .first()
     }
 }

@@ -6,6 +6,7 @@
 use super::{DynamicState, GraphInput, GraphPolicy};
 use crate::agents::util::{gaussian_log_prob, standard_normal};
 use crate::agents::{Actor, Agent, Checkpoint, Episode, Learner, OneShotActor};
+use crate::check::Checks;
 use crate::error::Result;
 use crate::prune::CostModel;
 use rand::rngs::StdRng;
@@ -54,20 +55,15 @@ impl Default for GnnConfig {
 impl GnnConfig {
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.hidden == 0 || self.layers == 0 || self.epochs == 0 || self.episodes_per_update == 0
-        {
-            return Some((
-                "gnn",
-                "hidden, layers, epochs and episodes_per_update must be at least 1".into(),
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.std > 0.0 && self.std.is_finite()) {
-            return Some(("gnn", "lr and std must be positive numbers".into()));
-        }
-        if !(0.0..1.0).contains(&self.clip) {
-            return Some(("gnn", "clip must be in [0, 1)".into()));
-        }
-        None
+        Checks::new()
+            .at_least("gnn.hidden", self.hidden, 1)
+            .at_least("gnn.layers", self.layers, 1)
+            .at_least("gnn.epochs", self.epochs, 1)
+            .at_least("gnn.episodes_per_update", self.episodes_per_update, 1)
+            .positive("gnn.lr", self.lr)
+            .positive("gnn.std", self.std)
+            .within("gnn.clip", self.clip, 0.0, 1.0, true)
+            .first()
     }
 }
 

@@ -4,6 +4,7 @@
 
 use super::util::{gaussian_log_prob, mlp, rows_to_tensor, standard_normal};
 use super::{Actor, Agent, Episode, Learner, SequentialActor};
+use crate::check::Checks;
 use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -57,29 +58,17 @@ impl Default for PpoConfig {
 impl PpoConfig {
     /// What is wrong with the values, if anything: (key, message).
     pub fn check(&self) -> Option<(&'static str, String)> {
-        if self.hidden == 0
-            || self.epochs == 0
-            || self.minibatch == 0
-            || self.episodes_per_update == 0
-        {
-            return Some((
-                "ppo",
-                "hidden, epochs, minibatch and episodes_per_update must be at least 1".into(),
-            ));
-        }
-        if !(self.lr > 0.0 && self.lr.is_finite() && self.std > 0.0 && self.std.is_finite()) {
-            return Some(("ppo", "lr and std must be positive numbers".into()));
-        }
-        if !(0.0..=1.0).contains(&self.gamma)
-            || !(0.0..=1.0).contains(&self.lambda)
-            || !(0.0..1.0).contains(&self.clip)
-        {
-            return Some((
-                "ppo",
-                "gamma and lambda must be in [0, 1], clip in [0, 1)".into(),
-            ));
-        }
-        None
+        Checks::new()
+            .at_least("ppo.hidden", self.hidden, 1)
+            .at_least("ppo.epochs", self.epochs, 1)
+            .at_least("ppo.minibatch", self.minibatch, 1)
+            .at_least("ppo.episodes_per_update", self.episodes_per_update, 1)
+            .positive("ppo.lr", self.lr)
+            .positive("ppo.std", self.std)
+            .within("ppo.gamma", self.gamma, 0.0, 1.0, false)
+            .within("ppo.lambda", self.lambda, 0.0, 1.0, false)
+            .within("ppo.clip", self.clip, 0.0, 1.0, true)
+            .first()
     }
 }
 
