@@ -1,4 +1,7 @@
-//! Choosing the tch device and thread count from the command line.
+//! Choosing the tch device from its name (`auto`, `cpu`, `cuda`, `cuda:N`) and seeding
+//! libtorch.
+//!
+//! Must not know about models.
 
 use crate::error::{Error, Result};
 use tch::Device;

@@ -1,6 +1,8 @@
 //! `autoprune report`: one PNG per call with the reward curves of one or more runs and the
 //! per-layer keep profile of each run's best policy beside reference profiles (uniform and
-//! LAMP at the same budget).
+//! LAMP at the same budget); line charts for the scaling and adaptation curves.
+//!
+//! Must not know about search internals: it draws the numbers it is given.
 
 use crate::error::{Error, Result};
 use plotters::prelude::*;

@@ -31,7 +31,7 @@ pub enum Actor<'a> {
     /// are keep ratios placed between the keep bounds, made feasible by the wall.
     OneShot(&'a mut dyn OneShotActor),
     /// Like `OneShot`, but the actions are a relative keep profile that the env scales to
-    /// the budget ([`crate::env::PruneEnv::step_profile`]): equal actions are uniform
+    /// the budget (the env's `step_profile`): equal actions are uniform
     /// allocation, and only the shape of the allocation is learned.
     Profile(&'a mut dyn OneShotActor),
 }

@@ -1,7 +1,8 @@
 //! Models: the zoo of builders that emit a `ModelGraph`, `GraphNet` (which runs any graph on
-//! tch), dense training, and safetensors checkpoints.
+//! tch), dense training, and safetensors checkpoints (which may record the config that
+//! built them).
 //!
-//! Must not know about agents.
+//! Must not know about agents, env files or run folders.
 
 pub mod checkpoint;
 mod graphnet;

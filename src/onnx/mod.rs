@@ -1,5 +1,7 @@
 //! Bring your own model: ONNX files in (a [`ModelGraph`](crate::graph::ModelGraph) with its
 //! pretrained weights), pruned ONNX files out.
+//!
+//! Must not know about agents or env files.
 
 mod export;
 mod import;

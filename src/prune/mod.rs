@@ -1,8 +1,8 @@
-//! Pruning: granularities (unstructured, channel, N:M), criteria (magnitude, L1, L2, Taylor,
+//! Pruning: the budget types (granularity, metric, target), criteria (magnitude, L1, L2, Taylor,
 //! SNIP, random), the one mask routine, the cost model, the ActionWall, non-learned
 //! allocators (uniform, global, LAMP, ERK, random), and physical slimming for export.
 //!
-//! Must not know about agents.
+//! Must not know about agents, env files or the evaluator.
 
 mod allocate;
 mod budget;

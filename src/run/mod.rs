@@ -9,7 +9,7 @@
 //! Resuming replays the recorded episodes: the agent acts and learns again from the same seed
 //! (its choices are checked against the record) while the recorded scores stand in for the
 //! evaluations, so a resumed run continues exactly where the uninterrupted one would be.
-
+//!
 //! Must not know about the command line.
 
 pub mod adapt;
