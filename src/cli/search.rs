@@ -2,7 +2,7 @@
 //! TensorBoard; `--resume` continues a run folder.
 
 use super::print::{print_score, report};
-use super::{DeviceArgs, JsonArg};
+use super::{DeviceArgs, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use autoprune::agents::AgentKind;
 use autoprune::config::{EnvSpec, SearchConfig};
@@ -29,9 +29,8 @@ pub struct SearchArgs {
     /// Episodes (overrides the config's episodes).
     #[arg(long)]
     episodes: Option<usize>,
-    /// Seed (overrides the config's seed).
-    #[arg(long)]
-    seed: Option<u64>,
+    #[command(flatten)]
+    seed: SeedArg,
     /// Run folder (default: runs/<config>-<env>-s<seed>-<time>).
     #[arg(long)]
     logdir: Option<PathBuf>,
@@ -57,7 +56,7 @@ fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
     if let Some(agent) = args.agent {
         config.agent = agent;
     }
-    if let Some(seed) = args.seed {
+    if let Some(seed) = args.seed.seed {
         config.seed = seed;
     }
     if let Some(episodes) = args.episodes {
