@@ -207,3 +207,39 @@ fn the_scaling_curve_is_drawn() {
         .to_string();
     assert!(error.contains("no positive points"), "{error}");
 }
+
+#[test]
+fn an_agent_checkpoint_records_its_config_and_loads_with_it() {
+    use autoprune::agents::gnn::{GnnConfig, GraphAgent};
+    use autoprune::agents::OneShotActor;
+    use autoprune::model::checkpoint::recorded_config;
+    use autoprune::run::agent_file::{load_graph_agent, save_agent};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.safetensors");
+    let graph = zoo::resnet(&vec![1, 16, 16], 10, 8).unwrap();
+    let costs = CostModel::new(&graph, granularity("channel"));
+    let narrow = GnnConfig {
+        hidden: 24,
+        layers: 2,
+        ..GnnConfig::default()
+    };
+    let mut trained = GraphAgent::new(narrow, &costs, 0.5, 3, Device::Cpu).unwrap();
+    save_agent(&trained.to_checkpoint(), &path).unwrap();
+    let recorded: GnnConfig = recorded_config(&path, "gnn").unwrap().unwrap();
+    assert_eq!((recorded.hidden, recorded.layers), (24, 2));
+    // Loading takes width and depth from the file, whatever the adaptation settings say.
+    let settings = GnnConfig {
+        hidden: 64,
+        layers: 3,
+        lr: 5e-4,
+        ..GnnConfig::default()
+    };
+    let mut loaded = load_graph_agent(&path, &costs, 0.5, 7, settings).unwrap();
+    let features: Vec<Vec<f32>> = Vec::new();
+    assert_eq!(
+        OneShotActor::act(&mut loaded, &features, false),
+        OneShotActor::act(&mut trained, &features, false)
+    );
+    let wrong = recorded_config::<GnnConfig>(&path, "pruningnet").unwrap_err();
+    assert!(wrong.to_string().contains("holds a `gnn` agent"), "{wrong}");
+}
