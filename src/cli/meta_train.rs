@@ -1,12 +1,10 @@
 //! `autoprune meta-train`: Reptile over the config's task distribution.
 
 use super::print::best_rewards_json;
-use super::{DeviceArgs, JsonArg, SeedArg};
+use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::{Context, Result};
 use autoprune::config::MetaTrainConfig;
 use autoprune::run::meta_train::meta_train;
-use autoprune::run::tasks::build_tasks;
-use autoprune::run::{interrupt, new_run_dir, run_dir};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
 use serde_json::json;
@@ -48,11 +46,17 @@ pub fn run(args: MetaTrainArgs) -> Result<()> {
     if let Some(out) = &args.out {
         autoprune::fsio::prepare_output(out)?;
     }
-    let device = args.device.setup(config.seed)?;
-    let mut tasks = build_tasks(&config.tasks(), device, config.seed)?;
-    let dir = run_dir(args.logdir, &config.name, config.seed);
-    new_run_dir(&dir, "choose another folder")?;
-    let stop = interrupt::arm();
+    let TaskRun {
+        mut tasks,
+        dir,
+        stop,
+    } = TaskRun::start(
+        &args.device,
+        &config.tasks(),
+        &config.name,
+        config.seed,
+        args.logdir,
+    )?;
     let outcome = {
         let mut sink = TensorBoardSink::new(&dir)?;
         meta_train(

@@ -109,6 +109,31 @@ impl DeviceArgs {
     }
 }
 
+/// What `train-agent` and `meta-train` start from: one task per env and budget on the
+/// device, a new run folder, and Ctrl-C armed.
+pub struct TaskRun {
+    pub tasks: Vec<autoprune::run::tasks::Task>,
+    pub dir: std::path::PathBuf,
+    pub stop: &'static std::sync::atomic::AtomicBool,
+}
+
+impl TaskRun {
+    pub fn start(
+        device: &DeviceArgs,
+        distribution: &autoprune::config::Distribution<'_>,
+        name: &str,
+        seed: u64,
+        logdir: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
+        let device = device.setup(seed)?;
+        let tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
+        let dir = autoprune::run::run_dir(logdir, name, seed);
+        autoprune::run::new_run_dir(&dir, "choose another folder")?;
+        let stop = autoprune::run::interrupt::arm();
+        Ok(Self { tasks, dir, stop })
+    }
+}
+
 /// `--seed`.
 #[derive(Args)]
 pub struct SeedArg {

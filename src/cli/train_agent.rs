@@ -2,12 +2,10 @@
 //! budget.
 
 use super::print::best_rewards_json;
-use super::{DeviceArgs, JsonArg, SeedArg};
+use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::Result;
 use autoprune::config::TrainAgentConfig;
-use autoprune::run::tasks::build_tasks;
 use autoprune::run::train_agent::train_graph_agent;
-use autoprune::run::{interrupt, new_run_dir, run_dir};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
 use serde_json::json;
@@ -41,11 +39,17 @@ pub fn run(args: TrainAgentArgs) -> Result<()> {
         anyhow::ensure!(episodes >= 1, "--episodes {episodes}: use 1 or more");
         config.episodes = episodes;
     }
-    let device = args.device.setup(config.seed)?;
-    let mut tasks = build_tasks(&config.tasks(), device, config.seed)?;
-    let dir = run_dir(args.logdir, &config.name, config.seed);
-    new_run_dir(&dir, "choose another folder")?;
-    let stop = interrupt::arm();
+    let TaskRun {
+        mut tasks,
+        dir,
+        stop,
+    } = TaskRun::start(
+        &args.device,
+        &config.tasks(),
+        &config.name,
+        config.seed,
+        args.logdir,
+    )?;
     let outcome = {
         let mut sink = TensorBoardSink::new(&dir)?;
         train_graph_agent(
