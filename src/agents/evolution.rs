@@ -2,7 +2,7 @@
 //! candidates; the top-k by reward breed the next generation by mutation and crossover;
 //! candidates that break the budget are rejected and drawn again.
 
-use super::{Actor, Agent, Episode, Learner, OneShotActor};
+use super::{Actor, Agent, Demonstration, Episode, Learner, OneShotActor};
 use crate::check::Checks;
 use crate::error::Result;
 use crate::prune::ActionWall;
@@ -279,5 +279,13 @@ impl Learner for Evolution {
         self.evaluated
             .push((episode.reward, episode.proposed.clone()));
         Ok(())
+    }
+
+    /// A demonstration counts as evaluated: once there are `top_k` of them, the first
+    /// generation is bred from them instead of drawn at random.
+    fn demonstrate(&mut self, demonstration: &Demonstration) {
+        self.seen.insert(key(&demonstration.actions));
+        self.evaluated
+            .push((demonstration.reward, demonstration.actions.clone()));
     }
 }

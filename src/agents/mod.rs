@@ -5,7 +5,9 @@
 //! lower bound and the largest feasible keep ratio; one-shot agents' actions are mapped into
 //! the keep bounds and the ActionWall makes the policy feasible. Sequential agents (DDPG,
 //! PPO) act once per unit on AMC's state; one-shot agents (evolution, random) propose a whole
-//! policy at once; the graph agent proposes a relative profile. The kinds are typed apart
+//! policy at once; the graph agent proposes a profile relative to a reference allocation.
+//! Searches start from the heuristic allocators: DDPG and evolution take their policies as
+//! demonstrations ([`Learner::demonstrate`]). The kinds are typed apart
 //! ([`Actor`]), so no agent is handed an observation it cannot use.
 //!
 //! Agents hold their own networks (tch) but read no files: checkpoints and run folders belong
@@ -30,9 +32,10 @@ pub enum Actor<'a> {
     /// One action per unit, all at once, seeing every unit's static features; the actions
     /// are keep ratios placed between the keep bounds, made feasible by the wall.
     OneShot(&'a mut dyn OneShotActor),
-    /// Like `OneShot`, but the actions are a relative keep profile that the env scales to
-    /// the budget (the env's `step_profile`): equal actions are uniform
-    /// allocation, and only the shape of the allocation is learned.
+    /// Like `OneShot`, but the actions are a keep profile relative to the env's reference
+    /// allocation (the best heuristic's, or uniform), scaled to the budget (the env's
+    /// `step_profile`): equal actions reproduce the reference, and only deviations from it
+    /// are learned.
     Profile(&'a mut dyn OneShotActor),
 }
 
@@ -77,6 +80,12 @@ pub trait Agent {
     /// Called before each episode with its index.
     fn begin_episode(&mut self, index: usize);
 
+    /// True for profile agents whose equal actions mean the env's reference allocation (the
+    /// best heuristic) rather than uniform allocation: the env is given the reference.
+    fn acts_relative_to_reference(&self) -> bool {
+        false
+    }
+
     /// The agent's network and config, for a checkpoint, if it has a network worth keeping.
     fn checkpoint(&self) -> Option<Checkpoint<'_>> {
         None
@@ -92,9 +101,23 @@ pub struct Checkpoint<'a> {
     pub config: String,
 }
 
-/// Learning: from finished episodes.
+/// A scored policy the agent did not choose (a heuristic allocation), in both action
+/// spaces: the sequential transitions that reproduce it and its one-shot normalised actions.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Demonstration {
+    pub transitions: Vec<Transition>,
+    pub actions: Vec<f64>,
+    pub reward: f64,
+}
+
+/// Learning: from finished episodes, and from demonstrations.
 pub trait Learner {
     fn learn(&mut self, episode: &Episode) -> Result<()>;
+
+    /// Takes in a demonstration before the agent's own episodes. Agents that learn only from
+    /// their own actions (on-policy PPO and the graph agent, random search) have nothing to
+    /// take from it.
+    fn demonstrate(&mut self, _demonstration: &Demonstration) {}
 }
 
 /// An agent the search can run: it acts and learns.

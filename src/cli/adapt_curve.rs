@@ -4,11 +4,12 @@
 use super::{DeviceArgs, JsonArg};
 use anyhow::{Context, Result};
 use autoprune::agents::gnn::GraphAgent;
+use autoprune::agents::Agent;
 use autoprune::config::{gnn_settings, EnvSpec};
-use autoprune::env::PruneEnv;
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::run::adapt::{adaptation_curve, curve_statistics};
 use autoprune::run::agent_file::load_graph_agent;
+use autoprune::run::heuristics::profile_env;
 use autoprune::runlog::Progress;
 use clap::Args;
 use serde_json::json;
@@ -112,8 +113,7 @@ pub fn run(args: AdaptCurveArgs) -> Result<()> {
             };
             let mut search = Evaluator::new(&model.net, &model.data, search_config)?;
             for (name, path) in &inits {
-                let mut prune_env = PruneEnv::new(search.wall(&spec.path)?);
-                let budget = prune_env.wall().budget().keep;
+                let budget = search.wall(&spec.path)?.budget().keep;
                 let mut agent = match path {
                     Some(path) => {
                         load_graph_agent(path, search.costs(), budget, seed, gnn.clone())?
@@ -126,6 +126,8 @@ pub fn run(args: AdaptCurveArgs) -> Result<()> {
                         tch::Device::Cpu,
                     )?,
                 };
+                let relative = agent.acts_relative_to_reference();
+                let (mut prune_env, _) = profile_env(&mut search, &spec.path, relative, seed)?;
                 let rewards = adaptation_curve(
                     &mut agent,
                     &mut prune_env,

@@ -182,6 +182,8 @@ pub fn run(args: SearchArgs) -> Result<()> {
             "search_seconds": started.elapsed().as_secs_f64(),
             "seconds_per_episode": outcome.seconds_per_episode(),
             "outside_evaluator_share": outcome.outside_evaluator_share(),
+            "best_from": outcome.best_from,
+            "subset_std": outcome.subset_std,
         });
         println!("{}", report(&best.metrics, &test, extra)?);
     } else {
@@ -192,6 +194,13 @@ pub fn run(args: SearchArgs) -> Result<()> {
             spec.name
         );
         print_score(&title, &best.metrics, &test);
+        if let Some(from) = outcome
+            .best_from
+            .as_deref()
+            .filter(|f| *f != config.agent.name())
+        {
+            println!("the best policy is the `{from}` heuristic's (scored as one of the first episodes); the agent found nothing better on the whole validation split");
+        }
         if outcome.new_episodes > 0 {
             let per_episode = outcome.seconds_per_episode();
             let per_episode = if per_episode < 0.1 {

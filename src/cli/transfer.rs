@@ -4,12 +4,14 @@
 use super::print::{print_score, report};
 use super::{DeviceArgs, JsonArg, SeedArg};
 use anyhow::{Context, Result};
+use autoprune::agents::Agent;
 use autoprune::config::{gnn_settings, EnvSpec, SearchConfig};
 use autoprune::data::SplitName;
-use autoprune::env::{rollout, PruneEnv};
+use autoprune::env::rollout;
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, fingerprint, PolicyFile};
 use autoprune::run::agent_file::load_graph_agent;
+use autoprune::run::heuristics::profile_env;
 use autoprune::run::{interrupt, run_dir, RunFolder, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
@@ -62,11 +64,16 @@ pub fn run(args: TransferArgs) -> Result<()> {
     let model = pretrained(&spec, device, seed, &Progress::stderr())?;
     let mut eval_config = EvalConfig::from_env(&spec, seed)?;
     let mut evaluator = Evaluator::new(&model.net, &model.data, eval_config.clone())?;
-    let wall = evaluator.wall(&spec.path)?;
-    let budget = wall.budget().keep;
+    let budget = evaluator.wall(&spec.path)?.budget().keep;
     let mut agent = load_graph_agent(&args.agent, evaluator.costs(), budget, seed, gnn.clone())?;
-    // Zero-shot: the agent's greedy actions, made feasible by the wall, scored once.
-    let mut prune_env = PruneEnv::new(wall);
+    // Zero-shot: the agent's greedy actions (relative to the best heuristic, for agents
+    // trained so), made feasible by the wall, scored once.
+    let (mut prune_env, reference) = profile_env(
+        &mut evaluator,
+        &spec.path,
+        agent.acts_relative_to_reference(),
+        seed,
+    )?;
     let greedy = rollout(&mut agent, &mut prune_env, 0, false).policy;
     let zero_shot = evaluator.evaluate(&greedy)?;
     let model_print = fingerprint(evaluator.costs().graph());
@@ -139,6 +146,7 @@ pub fn run(args: TransferArgs) -> Result<()> {
             "adapt_episodes": args.adapt_episodes,
             "zero_shot_reward": zero_shot.reward,
             "zero_shot_accuracy": zero_shot.accuracy,
+            "reference": reference.as_ref().map(|(h, score)| json!({"method": h.method.name(), "reward": score.reward, "accuracy": score.accuracy})),
             "policy": out,
             "logdir": folder_dir,
         });

@@ -13,7 +13,7 @@ pub use env::{
     Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
 };
 pub use pruningnet::PruningNetConfig;
-pub use search::{gnn_settings, SearchConfig};
+pub use search::{default_heuristics, gnn_settings, SearchConfig};
 pub use tasks::{Distribution, MetaTrainConfig, TrainAgentConfig};
 
 use crate::error::{Error, Result};

@@ -9,6 +9,7 @@ use crate::agents::meta::MetaConfig;
 use crate::agents::ppo::PpoConfig;
 use crate::agents::AgentKind;
 use crate::error::{Error, Result};
+use crate::prune::Method;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -27,6 +28,16 @@ pub struct SearchConfig {
     /// (default: all of it).
     #[serde(default)]
     pub eval_samples: Option<usize>,
+    /// The allocators scored first, as the search's first episodes: the search starts from
+    /// them (demonstrations for DDPG and evolution, the reference of the graph agent's
+    /// profile) and never returns less than the best of them. `[]` starts from nothing.
+    #[serde(default = "default_heuristics")]
+    pub heuristics: Vec<Method>,
+    /// With `eval_samples`: a candidate is rescored on the whole evaluation split when its
+    /// reward on the subset is within this many standard deviations of the subset's noise of
+    /// the best whole-split reward so far. The search's result is always a whole-split score.
+    #[serde(default = "default_rescore_sigmas")]
+    pub rescore_sigmas: f64,
     #[serde(default)]
     pub ddpg: DdpgConfig,
     #[serde(default)]
@@ -65,6 +76,8 @@ impl SearchConfig {
             episodes,
             seed,
             eval_samples,
+            heuristics: default_heuristics(),
+            rescore_sigmas: default_rescore_sigmas(),
             ddpg: Default::default(),
             ppo: Default::default(),
             evolution: Default::default(),
@@ -107,6 +120,23 @@ impl SearchConfig {
                 "must be at least 1 (or left out for the whole split)".into(),
             ));
         }
+        if let Some(repeated) = self
+            .heuristics
+            .iter()
+            .enumerate()
+            .find(|(i, m)| self.heuristics[..*i].contains(m))
+        {
+            return Err(invalid(
+                "heuristics",
+                format!("`{}` is listed twice", repeated.1.name()),
+            ));
+        }
+        if !(self.rescore_sigmas >= 0.0 && self.rescore_sigmas.is_finite()) {
+            return Err(invalid(
+                "rescore_sigmas",
+                format!("{} must be a finite number >= 0", self.rescore_sigmas),
+            ));
+        }
         let problem = match self.agent {
             AgentKind::Ddpg => self.ddpg.check(),
             AgentKind::Ppo => self.ppo.check(),
@@ -133,6 +163,15 @@ impl SearchConfig {
     pub fn to_toml(&self) -> Result<String> {
         super::to_toml(self, &self.path)
     }
+}
+
+/// Uniform, global magnitude, LAMP and ERK: the cheap allocators every search starts from.
+pub fn default_heuristics() -> Vec<Method> {
+    vec![Method::Uniform, Method::Global, Method::Lamp, Method::Erk]
+}
+
+fn default_rescore_sigmas() -> f64 {
+    2.0
 }
 
 /// The graph agent's adaptation settings: the `[gnn]` table of the config file at `path` (a

@@ -96,10 +96,16 @@ impl Split {
 
     /// The first `n` samples (a view, no copy).
     pub fn head(&self, n: usize) -> Split {
-        let n = n.min(self.len()) as i64;
+        self.window(0, n)
+    }
+
+    /// `n` samples from `start` on, cut to what the split holds (a view, no copy).
+    pub fn window(&self, start: usize, n: usize) -> Split {
+        let start = start.min(self.len());
+        let n = n.min(self.len() - start) as i64;
         Split {
-            images: self.images.narrow(0, 0, n),
-            labels: self.labels.narrow(0, 0, n),
+            images: self.images.narrow(0, start as i64, n),
+            labels: self.labels.narrow(0, start as i64, n),
         }
     }
 }

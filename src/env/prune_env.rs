@@ -10,6 +10,7 @@
 //! keep ratio per unit, passed through the wall as a whole. The reward for the finished
 //! policy comes from the evaluator (see `search`).
 
+use crate::agents::Transition;
 use crate::prune::{ActionWall, CostModel, UnitKind};
 
 /// Number of entries of a sequential state.
@@ -35,6 +36,8 @@ pub struct PruneEnv {
     unit_cost: Vec<f64>,
     keeps: Vec<f64>,
     raw: Vec<f64>,
+    /// The allocation profile steps are relative to (`None`: uniform).
+    reference: Option<Vec<f64>>,
 }
 
 impl PruneEnv {
@@ -72,7 +75,19 @@ impl PruneEnv {
             unit_cost,
             keeps: Vec::with_capacity(n),
             raw: Vec::with_capacity(n),
+            reference: None,
         }
+    }
+
+    /// Makes profile steps relative to `reference` (a feasible policy, one keep ratio per
+    /// unit, e.g. the best heuristic's), or to uniform allocation with `None`.
+    pub fn set_reference(&mut self, reference: Option<Vec<f64>>) {
+        self.reference = reference.filter(|r| r.len() == self.len());
+    }
+
+    /// The allocation profile steps are relative to, if not uniform.
+    pub fn reference(&self) -> Option<&[f64]> {
+        self.reference.as_deref()
     }
 
     pub fn wall(&self) -> &ActionWall {
@@ -162,32 +177,88 @@ impl PruneEnv {
     /// lower and upper keep bound, then made feasible by the wall.
     pub fn step_actions(&mut self, actions: &[f64]) -> Vec<f64> {
         let [lo, hi] = self.wall.budget().bounds;
+        // A non-finite action (an agent gone wrong) asks for the least.
         let raw: Vec<f64> = actions
             .iter()
-            .map(|a| lo + a.clamp(0.0, 1.0) * (hi - lo))
+            .map(|a| {
+                let a = if a.is_finite() {
+                    a.clamp(0.0, 1.0)
+                } else {
+                    0.0
+                };
+                lo + a * (hi - lo)
+            })
             .collect();
         self.step_all(&raw)
     }
 
     /// One-shot step from a relative profile: action `a` (in [0, 1], one per unit) weighs
-    /// its unit by `exp(PROFILE_SPAN · (a - 1/2))`, and the wall scales the weights to the
-    /// budget (`ActionWall::fit`). Equal actions give uniform allocation; the keep ratios of
-    /// two units differ by at most a factor `exp(PROFILE_SPAN)` before the bounds.
+    /// its unit's reference keep ratio (1 without a reference: uniform allocation) by
+    /// `exp(PROFILE_SPAN · (a - 1/2))`, and the wall scales the weights to the budget
+    /// (`ActionWall::fit`). Equal actions give the reference allocation itself (uniform
+    /// allocation without one), so only deviations from it are learned; the keep ratios of
+    /// two units move apart by at most a factor `exp(PROFILE_SPAN)` before the bounds.
     pub fn step_profile(&mut self, actions: &[f64]) -> Vec<f64> {
-        let profile: Vec<f64> = actions
+        let actions: Vec<f64> = actions
             .iter()
             .map(|&a| {
-                let a = if a.is_finite() {
+                if a.is_finite() {
                     a.clamp(0.0, 1.0)
                 } else {
                     0.5
-                };
-                (PROFILE_SPAN * (a - 0.5)).exp()
+                }
             })
             .collect();
-        self.raw = profile.clone();
-        self.keeps = self.wall.fit(&profile);
+        let profile: Vec<f64> = actions
+            .iter()
+            .enumerate()
+            .map(|(u, &a)| {
+                let base = self.reference.as_ref().map_or(1.0, |r| r[u]);
+                base * (PROFILE_SPAN * (a - 0.5)).exp()
+            })
+            .collect();
+        let equal = actions.windows(2).all(|w| w[0] == w[1]);
+        self.keeps = match &self.reference {
+            // The reference already meets the budget: scaling it back would only move units
+            // by a rounding step.
+            Some(reference) if equal => reference.clone(),
+            _ => self.wall.fit(&profile),
+        };
+        self.raw = profile;
         self.keeps.clone()
+    }
+
+    /// The actions that reproduce `policy` (feasible keep ratios, one per unit): the
+    /// sequential transitions (AMC's states and normalised actions, as
+    /// [`step`](Self::step) places them) and the one-shot normalised actions (as
+    /// [`step_actions`](Self::step_actions) places them). Learners take these as
+    /// demonstrations of a policy they did not choose.
+    pub fn demonstration(&mut self, policy: &[f64]) -> (Vec<Transition>, Vec<f64>) {
+        let [lo, hi] = self.wall.budget().bounds;
+        let normalise = |keep: f64, top: f64| {
+            if top > lo {
+                ((keep - lo) / (top - lo)).clamp(0.0, 1.0)
+            } else {
+                0.0
+            }
+        };
+        let mut state = self.reset();
+        let mut transitions = Vec::with_capacity(self.len());
+        for &keep in policy.iter().take(self.len()) {
+            let action = normalise(keep, self.max_keep());
+            let step = self.step(action);
+            transitions.push(Transition {
+                state: std::mem::take(&mut state),
+                action,
+                next_state: step.next_state.clone(),
+            });
+            match step.next_state {
+                Some(next) => state = next,
+                None => break,
+            }
+        }
+        let one_shot = policy.iter().map(|&k| normalise(k, hi)).collect();
+        (transitions, one_shot)
     }
 
     /// One-shot step: a keep ratio per unit, made feasible by the wall.

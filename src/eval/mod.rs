@@ -251,6 +251,49 @@ impl Evaluator {
         self.score(keeps, Some(split), false)
     }
 
+    /// True when `evaluate` scores on a subset of the evaluation split (`eval_samples`), so
+    /// that a search rescores its promising candidates on the whole split.
+    pub fn scores_a_subset(&self) -> bool {
+        self.eval.len() < self.config_split().len()
+    }
+
+    fn config_split(&self) -> &Split {
+        match self.config.eval_split {
+            SplitName::Train => &self.train,
+            SplitName::Val => &self.val,
+            SplitName::Test => &self.test,
+        }
+    }
+
+    /// The noise of subset scores: the standard deviation of `keeps`' reward over the
+    /// disjoint windows of `eval_samples` samples that the whole evaluation split holds
+    /// (None without a subset, or with room for fewer than two windows). Leaves `keeps`'
+    /// pruned model in the working copy.
+    pub fn subset_noise(&mut self, keeps: &[f64]) -> Result<Option<f64>> {
+        let size = self.eval.len();
+        let windows = self.config_split().len().checked_div(size).unwrap_or(0);
+        if !self.scores_a_subset() || windows < 2 {
+            return Ok(None);
+        }
+        self.apply(keeps)?;
+        let counts = self.costs.counts(keeps);
+        let mut rewards = Vec::with_capacity(windows);
+        for w in 0..windows {
+            let window = self.config_split().window(w * size, size);
+            let evaluation = self.net.evaluate(&window, self.config.eval_batch_size)?;
+            rewards.push(reward(
+                self.config.reward,
+                evaluation.accuracy,
+                counts.params,
+                counts.flops,
+            ));
+        }
+        let mean = rewards.iter().sum::<f64>() / windows as f64;
+        let variance =
+            rewards.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (windows - 1) as f64;
+        Ok(Some(variance.sqrt()))
+    }
+
     fn score(&mut self, keeps: &[f64], split: Option<SplitName>, apply: bool) -> Result<Score> {
         let started = Instant::now();
         if apply {

@@ -1,7 +1,7 @@
 //! Agent checkpoints (`agent.safetensors`, `pruningnet.safetensors`): an agent's network with
 //! the agent's own config in the file's metadata, and loading a graph agent from one.
 
-use crate::agents::gnn::{GnnConfig, GraphAgent};
+use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
 use crate::agents::Checkpoint;
 use crate::error::{Error, Result};
 use crate::model::checkpoint::{recorded_config, save_recorded};
@@ -13,15 +13,31 @@ pub fn save_agent(checkpoint: &Checkpoint<'_>, path: &Path) -> Result<()> {
     save_recorded(checkpoint.vars, checkpoint.kind, &checkpoint.config, path)
 }
 
+/// The graph agent config a checkpoint records. Agents recorded before profiles had a
+/// reference acted relative to uniform allocation, and are read so.
 fn recorded_gnn(path: &Path) -> Result<Option<GnnConfig>> {
-    recorded_config(path, "gnn")
+    let Some(recorded) = recorded_config::<serde_json::Value>(path, "gnn")? else {
+        return Ok(None);
+    };
+    let has_reference = recorded.get("reference").is_some();
+    let mut config: GnnConfig = serde_json::from_value(recorded).map_err(|e| {
+        Error::data(
+            path,
+            format!("the recorded `gnn` config does not parse ({e})"),
+        )
+    })?;
+    if !has_reference {
+        config.reference = ProfileReference::Uniform;
+    }
+    Ok(Some(config))
 }
 
 /// A graph agent from its checkpoint (the `agent.safetensors` of a `gnn` search,
 /// `train-agent` or `meta-train`), ready to act on `costs`' units at `budget`: its width and
 /// depth are the ones the file records (files written before agents recorded their config:
 /// read from the tensors' shapes), the rest of its settings (learning rate, clip, ...) come
-/// from `settings`.
+/// from `settings`. So is the reference its profile is relative to: the recorded one (uniform
+/// for files without a record).
 pub fn load_graph_agent(
     path: &Path,
     costs: &CostModel,
@@ -66,11 +82,13 @@ pub fn load_graph_agent(
         Some(recorded) => GnnConfig {
             hidden: recorded.hidden,
             layers: recorded.layers,
+            reference: recorded.reference,
             ..settings
         },
         None => GnnConfig {
             hidden,
             layers,
+            reference: ProfileReference::Uniform,
             ..settings
         },
     };

@@ -35,6 +35,22 @@ pub struct EpisodeRecord {
     pub rss_bytes: u64,
     #[serde(default)]
     pub peak_rss_bytes: u64,
+    /// The allocator whose policy this episode scored (`uniform`, `lamp`, ...); absent for
+    /// the agent's own episodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heuristic: Option<String>,
+    /// The policy rescored on the whole evaluation split, when the episode's own score is on
+    /// a subset (`eval_samples`) and it was promising enough to rescore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub whole_split: Option<WholeSplit>,
+}
+
+/// A policy's score on the whole evaluation split (see [`EpisodeRecord::whole_split`]).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct WholeSplit {
+    pub reward: f64,
+    pub accuracy: f64,
+    pub loss: f64,
 }
 
 /// Reads the complete records of an episodes file. A torn last line (a crash mid-write, no

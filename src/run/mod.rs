@@ -15,6 +15,7 @@
 pub mod adapt;
 pub mod agent_file;
 mod folder;
+pub mod heuristics;
 pub mod interrupt;
 pub mod meta_train;
 mod pruningnet;
@@ -22,7 +23,7 @@ mod search;
 pub mod tasks;
 pub mod train_agent;
 
-pub use folder::{new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder};
+pub use folder::{new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder, WholeSplit};
 pub use pruningnet::check_pruningnet_env;
 pub use search::{build_agent, test_score, Search, SearchOutcome};
 

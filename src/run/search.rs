@@ -1,13 +1,14 @@
 //! The search loop: an agent against the pruning env for a number of episodes, every episode
 //! logged before it counts, the best policy kept, and resume by replay.
 
-use super::{EpisodeRecord, RunFolder, AGENT_FILE, BEST_FILE, ENV_FILE, EPISODES_FILE};
+use super::heuristics::{heuristic_policies, Heuristic};
+use super::{EpisodeRecord, RunFolder, WholeSplit, AGENT_FILE, BEST_FILE, ENV_FILE, EPISODES_FILE};
 use crate::agents::ddpg::Ddpg;
 use crate::agents::evolution::Evolution;
 use crate::agents::gnn::GraphAgent;
 use crate::agents::ppo::Ppo;
 use crate::agents::random::RandomSearch;
-use crate::agents::{AgentKind, SearchAgent};
+use crate::agents::{AgentKind, Demonstration, SearchAgent};
 use crate::config::{EnvSpec, SearchConfig};
 use crate::data::SplitName;
 use crate::env::{rollout, PruneEnv, STATE_DIM};
@@ -36,6 +37,11 @@ pub struct SearchOutcome {
     pub seconds: f64,
     /// The part of `seconds` spent in the evaluator.
     pub eval_seconds: f64,
+    /// The noise of a subset score (std of the reward over disjoint windows of the
+    /// evaluation split) when episodes are scored on a subset.
+    pub subset_std: Option<f64>,
+    /// Where the best policy came from: the heuristic's name (`lamp`, ...), or the agent's.
+    pub best_from: Option<String>,
 }
 
 impl SearchOutcome {
@@ -109,7 +115,8 @@ pub struct Search<'a> {
 
 impl Search<'_> {
     /// Runs the remaining episodes (a `pruningnet` search trains or loads its PruningNet
-    /// first).
+    /// first). The first episodes score the config's heuristics, in order; the agent's own
+    /// episodes follow.
     pub fn run(mut self) -> Result<SearchOutcome> {
         if self.config.agent == AgentKind::Pruningnet {
             self.prepare_pruningnet()?;
@@ -134,7 +141,7 @@ impl Search<'_> {
                 message: "a search selects its policy on the evaluation split, so it must be `val`; test accuracy is reported once at the end".into(),
             });
         }
-        let mut env = PruneEnv::new(wall);
+        let mut env = PruneEnv::new(wall.clone());
         if env.is_empty() {
             return Err(Error::graph(
                 "<model>",
@@ -144,6 +151,11 @@ impl Search<'_> {
         let mut agent = match agent {
             Some(agent) => agent,
             None => build_agent(config, &env)?,
+        };
+        let heuristics = heuristic_policies(&config.heuristics, evaluator, &wall, config.seed);
+        let noise = match heuristics.first() {
+            Some(first) => evaluator.subset_noise(&first.keeps)?,
+            None => evaluator.subset_noise(&wall.fit(&vec![1.0; env.len()]))?,
         };
         let units: Vec<String> = env.costs().units().iter().map(|u| u.name.clone()).collect();
         let model = fingerprint(env.costs().graph());
@@ -159,6 +171,9 @@ impl Search<'_> {
                 std::fs::read_to_string(folder.dir.join(ENV_FILE)).unwrap_or_default()
             );
             sink.text("config", &text, 0);
+            if let Some(std) = noise {
+                sink.scalar("fidelity/subset_std", std, 0);
+            }
         }
         let bar = progress.bar(
             config.episodes as u64,
@@ -166,7 +181,9 @@ impl Search<'_> {
         );
         bar.set_position(recorded.len().min(config.episodes) as u64);
         let failpoints = failpoints();
+        let subset = evaluator.scores_a_subset();
         let mut best: Option<(f64, Vec<f64>, Score)> = None;
+        let mut best_from: Option<String> = None;
         let mut finished = 0;
         let mut interrupted = false;
         let (mut new_episodes, mut seconds, mut eval_seconds) = (0, 0.0, 0.0);
@@ -176,65 +193,94 @@ impl Search<'_> {
                 break;
             }
             let started = Instant::now();
-            let acted = rollout(agent.as_mut(), &mut env, index, true);
-            let policy = acted.policy.clone();
-            let score = match recorded.get(index) {
+            let heuristic = heuristics.get(index);
+            if index == heuristics.len() && agent.acts_relative_to_reference() {
+                env.set_reference(best.as_ref().map(|(_, keeps, _)| keeps.clone()));
+            }
+            // The agent's episodes are counted from its first one.
+            let (policy, acted) = match heuristic {
+                Some(h) => (h.keeps.clone(), None),
+                None => {
+                    let acted = rollout(agent.as_mut(), &mut env, index - heuristics.len(), true);
+                    (acted.policy.clone(), Some(acted))
+                }
+            };
+            let (score, whole) = match recorded.get(index) {
                 Some(record) => {
-                    let same = record.keeps.len() == policy.len()
-                        && record
-                            .keeps
-                            .iter()
-                            .zip(&policy)
-                            .all(|(a, b)| (a - b).abs() <= 1e-12);
-                    if !same {
-                        return Err(Error::Invalid {
-                            path: folder.dir.clone(),
-                            key: EPISODES_FILE.into(),
-                            message: format!("episode {index} chose another policy than the one recorded; the run cannot be resumed with this build or device"),
-                        });
-                    }
-                    score_from_record(record, &units, spec.data.eval_split)
+                    check_replayed(record, &policy, heuristic, &folder.dir, index)?;
+                    (
+                        score_from_record(record, &units, spec.data.eval_split),
+                        record.whole_split,
+                    )
                 }
                 None => {
                     let score = evaluator.evaluate(&policy)?;
                     eval_seconds += score.seconds;
-                    score
+                    let best_reward = best.as_ref().map_or(f64::NEG_INFINITY, |b| b.0);
+                    let promising = heuristic.is_some()
+                        || score.reward + config.rescore_sigmas * noise.unwrap_or(0.0)
+                            >= best_reward;
+                    let whole = if !subset {
+                        None
+                    } else if promising {
+                        let whole = evaluator.rescore_on(&policy, spec.data.eval_split)?;
+                        eval_seconds += whole.seconds;
+                        Some(WholeSplit {
+                            reward: whole.reward,
+                            accuracy: whole.accuracy,
+                            loss: whole.loss,
+                        })
+                    } else {
+                        None
+                    };
+                    (score, whole)
                 }
             };
-            agent.learn(&acted.episode(index, score.reward))?;
-            let improved = best.as_ref().is_none_or(|(r, _, _)| score.reward > *r);
+            match acted {
+                Some(acted) => {
+                    agent.learn(&acted.episode(index - heuristics.len(), score.reward))?
+                }
+                None => {
+                    let (transitions, actions) = env.demonstration(&policy);
+                    agent.demonstrate(&Demonstration {
+                        transitions,
+                        actions,
+                        reward: score.reward,
+                    });
+                }
+            }
+            let whole_score = match whole {
+                Some(w) => Some(Score {
+                    reward: w.reward,
+                    accuracy: w.accuracy,
+                    loss: w.loss,
+                    ..score.clone()
+                }),
+                None if !subset => Some(score.clone()),
+                None => None,
+            };
+            let improved = match &whole_score {
+                Some(w) => best.as_ref().is_none_or(|(r, _, _)| w.reward > *r),
+                None => false,
+            };
             if improved {
-                best = Some((score.reward, policy.clone(), score.clone()));
+                if let Some(w) = &whole_score {
+                    best = Some((w.reward, policy.clone(), w.clone()));
+                    best_from = Some(match heuristic {
+                        Some(h) => h.method.name().to_string(),
+                        None => config.agent.name().to_string(),
+                    });
+                }
             }
             let best_reward = best.as_ref().map(|b| b.0).unwrap_or(score.reward);
             if index >= recorded.len() {
-                let memory = crate::runlog::memory();
-                let mut scalars = BTreeMap::new();
-                scalars.insert("reward".to_string(), score.reward);
-                scalars.insert("accuracy".to_string(), score.accuracy);
-                scalars.insert("params_kept".to_string(), score.params_kept);
-                scalars.insert("flops_kept".to_string(), score.flops_kept);
-                scalars.insert("best/reward".to_string(), best_reward);
-                for (name, keep) in units.iter().zip(&policy) {
-                    scalars.insert(format!("keep/{name}"), *keep);
-                }
-                let record = EpisodeRecord {
-                    episode: index,
-                    reward: score.reward,
-                    accuracy: score.accuracy,
-                    loss: score.loss,
-                    params_kept: score.params_kept,
-                    flops_kept: score.flops_kept,
-                    params: score.params,
-                    flops: score.flops,
-                    best_reward,
-                    keeps: policy.clone(),
-                    scalars,
-                    seconds: started.elapsed().as_secs_f64(),
-                    eval_seconds: score.seconds,
-                    rss_bytes: memory.resident,
-                    peak_rss_bytes: memory.peak,
+                let scored = Scored {
+                    score: &score,
+                    policy: &policy,
+                    heuristic: heuristic.map(|h| h.method.name().to_string()),
+                    whole_split: whole,
                 };
+                let record = episode_record(index, &scored, &units, best_reward, started);
                 // The log line first: it is what resume trusts. Events and best.json follow;
                 // a crash between them loses at most this episode's events.
                 let line = serde_json::to_string(&record)
@@ -248,9 +294,12 @@ impl Search<'_> {
                 }
                 sink.histogram("keeps", &policy, index);
                 if improved {
-                    let best_file = best_policy_file(config, spec, &model, &score, index + 1);
-                    sink.text("best_policy", &policy_text(&best_file), index);
-                    best_file.save(&folder.dir.join(BEST_FILE))?;
+                    if let Some((_, _, best_score)) = &best {
+                        let best_file =
+                            best_policy_file(config, spec, &model, best_score, index + 1);
+                        sink.text("best_policy", &policy_text(&best_file), index);
+                        best_file.save(&folder.dir.join(BEST_FILE))?;
+                    }
                 }
                 failpoint(&failpoints, "saved", index);
                 sink.flush()?;
@@ -281,7 +330,93 @@ impl Search<'_> {
             new_episodes,
             seconds,
             eval_seconds,
+            subset_std: noise,
+            best_from,
         })
+    }
+}
+
+/// Checks a replayed episode against its record: the same policy, and the same heuristic.
+fn check_replayed(
+    record: &EpisodeRecord,
+    policy: &[f64],
+    heuristic: Option<&Heuristic>,
+    dir: &std::path::Path,
+    index: usize,
+) -> Result<()> {
+    let same = record.keeps.len() == policy.len()
+        && record
+            .keeps
+            .iter()
+            .zip(policy)
+            .all(|(a, b)| (a - b).abs() <= 1e-12)
+        && record.heuristic.as_deref() == heuristic.map(|h| h.method.name());
+    if same {
+        return Ok(());
+    }
+    Err(Error::Invalid {
+        path: dir.to_path_buf(),
+        key: EPISODES_FILE.into(),
+        message: format!("episode {index} chose another policy than the one recorded; the run cannot be resumed with this build, config or device"),
+    })
+}
+
+/// What one episode scored.
+struct Scored<'a> {
+    score: &'a Score,
+    policy: &'a [f64],
+    /// The allocator the policy came from (None: the agent's).
+    heuristic: Option<String>,
+    /// The whole-split score, for episodes scored on a subset and rescored.
+    whole_split: Option<WholeSplit>,
+}
+
+/// The log line of a finished episode, with exactly the scalars logged to TensorBoard.
+fn episode_record(
+    index: usize,
+    scored: &Scored<'_>,
+    units: &[String],
+    best_reward: f64,
+    started: Instant,
+) -> EpisodeRecord {
+    let Scored {
+        score,
+        policy,
+        heuristic,
+        whole_split,
+    } = scored;
+    let memory = crate::runlog::memory();
+    let mut scalars = BTreeMap::new();
+    scalars.insert("reward".to_string(), score.reward);
+    scalars.insert("accuracy".to_string(), score.accuracy);
+    scalars.insert("params_kept".to_string(), score.params_kept);
+    scalars.insert("flops_kept".to_string(), score.flops_kept);
+    scalars.insert("best/reward".to_string(), best_reward);
+    if let Some(whole) = whole_split {
+        scalars.insert("whole_split/reward".to_string(), whole.reward);
+        scalars.insert("whole_split/accuracy".to_string(), whole.accuracy);
+    }
+    for (name, keep) in units.iter().zip(policy.iter()) {
+        scalars.insert(format!("keep/{name}"), *keep);
+    }
+    EpisodeRecord {
+        episode: index,
+        reward: score.reward,
+        accuracy: score.accuracy,
+        loss: score.loss,
+        params_kept: score.params_kept,
+        flops_kept: score.flops_kept,
+        params: score.params,
+        flops: score.flops,
+        best_reward,
+        keeps: policy.to_vec(),
+        scalars,
+        seconds: started.elapsed().as_secs_f64(),
+        eval_seconds: score.seconds,
+        rss_bytes: memory.resident,
+        peak_rss_bytes: memory.peak,
+        heuristic: heuristic.clone(),
+        whole_split: *whole_split,
     }
 }
 

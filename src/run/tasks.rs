@@ -3,8 +3,9 @@
 //! one explored episode on a task.
 
 use super::folder::{new_run_dir, write_atomic};
+use super::heuristics::profile_env;
 use super::{CONFIG_FILE, EPISODES_FILE};
-use crate::agents::gnn::{GnnConfig, GraphAgent};
+use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
 use crate::agents::Learner;
 use crate::config::{Distribution, EnvSpec};
 use crate::env::{rollout, PruneEnv};
@@ -95,15 +96,17 @@ pub struct TaskRecord {
 pub(crate) fn start_tasks(
     dir: &Path,
     config_toml: &str,
-    tasks: &[Task],
+    tasks: &mut [Task],
     gnn: &GnnConfig,
     seed: u64,
 ) -> Result<(Vec<PruneEnv>, GraphAgent, TaskLog)> {
     new_run_dir(dir, "choose another folder")?;
     write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
+    let relative = gnn.reference == ProfileReference::BestHeuristic;
     let mut envs = Vec::with_capacity(tasks.len());
-    for task in tasks {
-        envs.push(PruneEnv::new(task.evaluator.wall(&task.spec.path)?));
+    for task in tasks.iter_mut() {
+        let (env, _) = profile_env(&mut task.evaluator, &task.spec.path, relative, seed)?;
+        envs.push(env);
     }
     let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
         .iter()

@@ -179,7 +179,9 @@ fn one_line(result: Result<(), autoprune::error::Error>) -> Result<(), String> {
 fn files(dir: &str) -> Vec<Vec<u8>> {
     let mut out: Vec<Vec<u8>> = std::fs::read_dir(repo().join(dir))
         .unwrap()
-        .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|path| path.is_file())
+        .map(|path| std::fs::read(path).unwrap())
         .collect();
     out.sort();
     out

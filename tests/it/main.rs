@@ -9,6 +9,7 @@ mod eval;
 mod fuzz;
 mod gnn;
 mod graph;
+mod heuristics;
 mod meta;
 mod model;
 mod onnx;

@@ -11,7 +11,7 @@ mod config;
 pub use config::DdpgConfig;
 
 use super::util::{forward_row, hard_update, mlp, rows_to_tensor, soft_update, truncated_normal};
-use super::{Actor, Agent, Episode, Learner, SequentialActor};
+use super::{Actor, Agent, Demonstration, Episode, Learner, SequentialActor};
 use crate::error::Result;
 use buffer::{ReplayBuffer, Stored};
 use rand::rngs::StdRng;
@@ -178,22 +178,34 @@ impl SequentialActor for Ddpg {
     }
 }
 
-impl Learner for Ddpg {
-    fn learn(&mut self, episode: &Episode) -> Result<()> {
-        for t in &episode.transitions {
+impl Ddpg {
+    fn store(&mut self, transitions: &[super::Transition], reward: f64) {
+        for t in transitions {
             self.buffer.push(Stored {
                 state: t.state.clone(),
                 action: t.action as f32,
-                reward: episode.reward as f32,
+                reward: reward as f32,
                 terminal: t.next_state.is_none(),
                 next_state: t.next_state.clone().unwrap_or_else(|| t.state.clone()),
             });
         }
+    }
+}
+
+impl Learner for Ddpg {
+    fn learn(&mut self, episode: &Episode) -> Result<()> {
+        self.store(&episode.transitions, episode.reward);
         if episode.index + 1 >= self.config.warmup && self.buffer.len() >= self.config.batch_size {
             for _ in 0..episode.transitions.len() {
                 self.update()?;
             }
         }
         Ok(())
+    }
+
+    /// Demonstrations join the replay buffer beside the warm-up episodes (AMC's critic then
+    /// starts from the heuristics' rewards too).
+    fn demonstrate(&mut self, demonstration: &Demonstration) {
+        self.store(&demonstration.transitions, demonstration.reward);
     }
 }

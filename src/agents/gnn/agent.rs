@@ -34,6 +34,19 @@ pub struct GnnConfig {
     pub std: f64,
     pub value_coef: f64,
     pub entropy_coef: f64,
+    /// What the proposed profile is relative to: the best heuristic's allocation (scored
+    /// first on each env), or uniform allocation.
+    pub reference: ProfileReference,
+}
+
+/// The allocation a graph agent's profile deviates from (equal actions reproduce it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProfileReference {
+    /// The same keep ratio everywhere (agents trained before references existed).
+    Uniform,
+    /// The best of the heuristic allocators on the evaluation split.
+    BestHeuristic,
 }
 
 impl Default for GnnConfig {
@@ -48,6 +61,7 @@ impl Default for GnnConfig {
             std: 0.15,
             value_coef: 0.5,
             entropy_coef: 0.0,
+            reference: ProfileReference::BestHeuristic,
         }
     }
 }
@@ -268,6 +282,10 @@ impl Agent for GraphAgent {
 
     fn begin_episode(&mut self, _index: usize) {
         self.pending = None;
+    }
+
+    fn acts_relative_to_reference(&self) -> bool {
+        self.config.reference == ProfileReference::BestHeuristic
     }
 
     fn checkpoint(&self) -> Option<Checkpoint<'_>> {

@@ -6,7 +6,7 @@
 mod agent;
 mod encoder;
 
-pub use agent::{GnnConfig, GraphAgent};
+pub use agent::{GnnConfig, GraphAgent, ProfileReference};
 pub use encoder::{DynamicState, GraphEncoder, GraphInput, NODE_FEATURES};
 
 use crate::prune::CostModel;
