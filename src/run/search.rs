@@ -157,45 +157,27 @@ impl Search<'_> {
             Some(first) => evaluator.subset_noise(&first.keeps)?,
             None => evaluator.subset_noise(&wall.fit(&vec![1.0; env.len()]))?,
         };
-        let units: Vec<String> = env.costs().units().iter().map(|u| u.name.clone()).collect();
-        let model = fingerprint(env.costs().graph());
-        let episodes_path = folder.dir.join(EPISODES_FILE);
-        let mut log = std::fs::OpenOptions::new()
-            .append(true)
-            .open(&episodes_path)
-            .map_err(|e| Error::io(&episodes_path, e))?;
+        let mut state = Episodes::open(config, spec, evaluator, folder, sink, noise, &env)?;
         if recorded.is_empty() {
-            let text = format!(
-                "config:\n\n```toml\n{}\n```\n\nenv:\n\n```toml\n{}\n```",
-                config.to_toml()?,
-                std::fs::read_to_string(folder.dir.join(ENV_FILE)).unwrap_or_default()
-            );
-            sink.text("config", &text, 0);
-            if let Some(std) = noise {
-                sink.scalar("fidelity/subset_std", std, 0);
-            }
+            state.log_config()?;
         }
         let bar = progress.bar(
             config.episodes as u64,
             &format!("{} {}", config.agent.name(), spec.name),
         );
         bar.set_position(recorded.len().min(config.episodes) as u64);
-        let failpoints = failpoints();
-        let subset = evaluator.scores_a_subset();
-        let mut best: Option<(f64, Vec<f64>, Score)> = None;
-        let mut best_from: Option<String> = None;
         let mut finished = 0;
         let mut interrupted = false;
-        let (mut new_episodes, mut seconds, mut eval_seconds) = (0, 0.0, 0.0);
         for index in 0..config.episodes {
-            if index >= recorded.len() && stop.load(Ordering::SeqCst) {
+            let record = recorded.get(index);
+            if record.is_none() && stop.load(Ordering::SeqCst) {
                 interrupted = true;
                 break;
             }
             let started = Instant::now();
             let heuristic = heuristics.get(index);
             if index == heuristics.len() && agent.acts_relative_to_reference() {
-                env.set_reference(best.as_ref().map(|(_, keeps, _)| keeps.clone()));
+                env.set_reference(state.best.as_ref().map(|b| b.keeps.clone()));
             }
             // The agent's episodes are counted from its first one.
             let (policy, acted) = match heuristic {
@@ -205,36 +187,13 @@ impl Search<'_> {
                     (acted.policy.clone(), Some(acted))
                 }
             };
-            let (score, whole) = match recorded.get(index) {
+            let (score, whole) = match record {
                 Some(record) => {
                     check_replayed(record, &policy, heuristic, &folder.dir, index)?;
-                    (
-                        score_from_record(record, &units, spec.data.eval_split),
-                        record.whole_split,
-                    )
+                    let score = score_from_record(record, &state.units, spec.data.eval_split);
+                    (score, record.whole_split)
                 }
-                None => {
-                    let score = evaluator.evaluate(&policy)?;
-                    eval_seconds += score.seconds;
-                    let best_reward = best.as_ref().map_or(f64::NEG_INFINITY, |b| b.0);
-                    let promising = heuristic.is_some()
-                        || score.reward + config.rescore_sigmas * noise.unwrap_or(0.0)
-                            >= best_reward;
-                    let whole = if !subset {
-                        None
-                    } else if promising {
-                        let whole = evaluator.rescore_on(&policy, spec.data.eval_split)?;
-                        eval_seconds += whole.seconds;
-                        Some(WholeSplit {
-                            reward: whole.reward,
-                            accuracy: whole.accuracy,
-                            loss: whole.loss,
-                        })
-                    } else {
-                        None
-                    };
-                    (score, whole)
-                }
+                None => state.score(&policy, heuristic.is_some())?,
             };
             match acted {
                 Some(acted) => {
@@ -249,90 +208,246 @@ impl Search<'_> {
                     });
                 }
             }
-            let whole_score = match whole {
-                Some(w) => Some(Score {
-                    reward: w.reward,
-                    accuracy: w.accuracy,
-                    loss: w.loss,
-                    ..score.clone()
-                }),
-                None if !subset => Some(score.clone()),
-                None => None,
+            let scored = Scored {
+                score: &score,
+                policy: &policy,
+                heuristic: heuristic.map(|h| h.method.name().to_string()),
+                whole_split: whole,
             };
-            let improved = match &whole_score {
-                Some(w) => best.as_ref().is_none_or(|(r, _, _)| w.reward > *r),
-                None => false,
-            };
-            if improved {
-                if let Some(w) = &whole_score {
-                    best = Some((w.reward, policy.clone(), w.clone()));
-                    best_from = Some(match heuristic {
-                        Some(h) => h.method.name().to_string(),
-                        None => config.agent.name().to_string(),
-                    });
-                }
-            }
-            let best_reward = best.as_ref().map(|b| b.0).unwrap_or(score.reward);
-            if index >= recorded.len() {
-                let scored = Scored {
-                    score: &score,
-                    policy: &policy,
-                    heuristic: heuristic.map(|h| h.method.name().to_string()),
-                    whole_split: whole,
-                };
-                let record = episode_record(index, &scored, &units, best_reward, started);
-                // The log line first: it is what resume trusts. Events and best.json follow;
-                // a crash between them loses at most this episode's events.
-                let line = serde_json::to_string(&record)
-                    .map_err(|e| Error::data(&episodes_path, e.to_string()))?;
-                log.write_all(format!("{line}\n").as_bytes())
-                    .and_then(|_| log.flush())
-                    .map_err(|e| Error::io(&episodes_path, e))?;
-                failpoint(&failpoints, "logged", index);
-                for (tag, value) in &record.scalars {
-                    sink.scalar(tag, *value, index);
-                }
-                sink.histogram("keeps", &policy, index);
-                if improved {
-                    if let Some((_, _, best_score)) = &best {
-                        let best_file =
-                            best_policy_file(config, spec, &model, best_score, index + 1);
-                        sink.text("best_policy", &policy_text(&best_file), index);
-                        best_file.save(&folder.dir.join(BEST_FILE))?;
-                    }
-                }
-                failpoint(&failpoints, "saved", index);
-                sink.flush()?;
-                new_episodes += 1;
-                seconds += started.elapsed().as_secs_f64();
+            let improved = state.keep_if_best(index, &scored);
+            if record.is_none() {
+                state.write(index, &scored, improved, started)?;
             } else if index + 1 == recorded.len() {
                 // The last replayed episode: make best.json agree with the log.
-                if let Some((_, _, best_score)) = &best {
-                    best_policy_file(config, spec, &model, best_score, index + 1)
-                        .save(&folder.dir.join(BEST_FILE))?;
-                }
+                state.save_best()?;
             }
             finished = index + 1;
             bar.set_position(finished as u64);
-            bar.set_message(format!("best reward {best_reward:.4}"));
+            bar.set_message(format!("best reward {:.4}", state.best_reward(&score)));
         }
         bar.finish_and_clear();
         // Agents with a network leave it in the run folder (for `autoprune transfer`).
         if let Some(checkpoint) = agent.checkpoint() {
             super::agent_file::save_agent(&checkpoint, &folder.dir.join(AGENT_FILE))?;
         }
-        let best =
-            best.map(|(_, _, score)| best_policy_file(config, spec, &model, &score, finished));
-        Ok(SearchOutcome {
+        Ok(state.outcome(finished, interrupted))
+    }
+}
+
+/// The best policy so far, by reward on the whole evaluation split.
+struct Best {
+    keeps: Vec<f64>,
+    /// Its whole-split score.
+    score: Score,
+    /// The episode that found it.
+    episode: usize,
+    /// The heuristic's name, or the agent's.
+    from: String,
+}
+
+/// A search's episodes in progress: the run folder's log, the sink, the best so far, and
+/// the time spent.
+struct Episodes<'a> {
+    config: &'a SearchConfig,
+    spec: &'a EnvSpec,
+    evaluator: &'a mut Evaluator,
+    folder: &'a RunFolder,
+    sink: &'a mut dyn MetricsSink,
+    log: std::fs::File,
+    log_path: std::path::PathBuf,
+    units: Vec<String>,
+    model: String,
+    /// True when episodes are scored on a subset of the evaluation split.
+    subset: bool,
+    /// The subset score's noise (std of the reward), when scoring a subset.
+    noise: Option<f64>,
+    best: Option<Best>,
+    failpoints: Vec<(String, usize)>,
+    new_episodes: usize,
+    seconds: f64,
+    eval_seconds: f64,
+}
+
+impl<'a> Episodes<'a> {
+    fn open(
+        config: &'a SearchConfig,
+        spec: &'a EnvSpec,
+        evaluator: &'a mut Evaluator,
+        folder: &'a RunFolder,
+        sink: &'a mut dyn MetricsSink,
+        noise: Option<f64>,
+        env: &PruneEnv,
+    ) -> Result<Self> {
+        let log_path = folder.dir.join(EPISODES_FILE);
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| Error::io(&log_path, e))?;
+        Ok(Self {
+            subset: evaluator.scores_a_subset(),
+            config,
+            spec,
+            evaluator,
+            folder,
+            sink,
+            log,
+            log_path,
+            units: env.costs().units().iter().map(|u| u.name.clone()).collect(),
+            model: fingerprint(env.costs().graph()),
+            noise,
+            best: None,
+            failpoints: failpoints(),
+            new_episodes: 0,
+            seconds: 0.0,
+            eval_seconds: 0.0,
+        })
+    }
+
+    /// The run's config and env as TensorBoard text, and the subset's noise, once per run.
+    fn log_config(&mut self) -> Result<()> {
+        let text = format!(
+            "config:\n\n```toml\n{}\n```\n\nenv:\n\n```toml\n{}\n```",
+            self.config.to_toml()?,
+            std::fs::read_to_string(self.folder.dir.join(ENV_FILE)).unwrap_or_default()
+        );
+        self.sink.text("config", &text, 0);
+        if let Some(std) = self.noise {
+            self.sink.scalar("fidelity/subset_std", std, 0);
+        }
+        Ok(())
+    }
+
+    /// Scores a new episode's policy; rescores it on the whole split when episodes are
+    /// scored on a subset and it is a heuristic's or promising (within `rescore_sigmas` of
+    /// the noise of the best whole-split reward).
+    fn score(&mut self, policy: &[f64], heuristic: bool) -> Result<(Score, Option<WholeSplit>)> {
+        let score = self.evaluator.evaluate(policy)?;
+        self.eval_seconds += score.seconds;
+        let best_reward = self
+            .best
+            .as_ref()
+            .map_or(f64::NEG_INFINITY, |b| b.score.reward);
+        let margin = self.config.rescore_sigmas * self.noise.unwrap_or(0.0);
+        if !self.subset || !(heuristic || score.reward + margin >= best_reward) {
+            return Ok((score, None));
+        }
+        let whole = self
+            .evaluator
+            .rescore_on(policy, self.spec.data.eval_split)?;
+        self.eval_seconds += whole.seconds;
+        let whole = WholeSplit {
+            reward: whole.reward,
+            accuracy: whole.accuracy,
+            loss: whole.loss,
+        };
+        Ok((score, Some(whole)))
+    }
+
+    /// Keeps an episode's policy if its whole-split score is the best so far; true if so.
+    fn keep_if_best(&mut self, index: usize, scored: &Scored<'_>) -> bool {
+        let whole = match (scored.whole_split, self.subset) {
+            (Some(w), _) => Score {
+                reward: w.reward,
+                accuracy: w.accuracy,
+                loss: w.loss,
+                ..scored.score.clone()
+            },
+            (None, false) => scored.score.clone(),
+            (None, true) => return false,
+        };
+        if self
+            .best
+            .as_ref()
+            .is_some_and(|b| whole.reward <= b.score.reward)
+        {
+            return false;
+        }
+        self.best = Some(Best {
+            keeps: scored.policy.to_vec(),
+            score: whole,
+            episode: index,
+            from: scored
+                .heuristic
+                .clone()
+                .unwrap_or_else(|| self.config.agent.name().to_string()),
+        });
+        true
+    }
+
+    fn best_reward(&self, score: &Score) -> f64 {
+        self.best.as_ref().map_or(score.reward, |b| b.score.reward)
+    }
+
+    /// The best policy as a policy file, as it stood when it was found.
+    fn best_file(&self) -> Option<PolicyFile> {
+        let best = self.best.as_ref()?;
+        Some(PolicyFile::new(
+            self.spec,
+            &self.model,
+            &best.score,
+            self.config.agent.name(),
+            best.episode + 1,
+            self.config.seed,
+        ))
+    }
+
+    fn save_best(&self) -> Result<()> {
+        match self.best_file() {
+            Some(file) => file.save(&self.folder.dir.join(BEST_FILE)),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes a new episode: the log line first (it is what resume trusts), then its events
+    /// and best.json; a crash between them loses at most this episode's events.
+    fn write(
+        &mut self,
+        index: usize,
+        scored: &Scored<'_>,
+        improved: bool,
+        started: Instant,
+    ) -> Result<()> {
+        let best_reward = self.best_reward(scored.score);
+        let record = episode_record(index, scored, &self.units, best_reward, started);
+        let line = serde_json::to_string(&record)
+            .map_err(|e| Error::data(&self.log_path, e.to_string()))?;
+        self.log
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| self.log.flush())
+            .map_err(|e| Error::io(&self.log_path, e))?;
+        failpoint(&self.failpoints, "logged", index);
+        for (tag, value) in &record.scalars {
+            self.sink.scalar(tag, *value, index);
+        }
+        self.sink.histogram("keeps", scored.policy, index);
+        if improved {
+            if let Some(file) = self.best_file() {
+                self.sink.text("best_policy", &policy_text(&file), index);
+                file.save(&self.folder.dir.join(BEST_FILE))?;
+            }
+        }
+        failpoint(&self.failpoints, "saved", index);
+        self.sink.flush()?;
+        self.new_episodes += 1;
+        self.seconds += started.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn outcome(self, finished: usize, interrupted: bool) -> SearchOutcome {
+        let best = self.best_file().map(|mut file| {
+            file.episodes = finished;
+            file
+        });
+        SearchOutcome {
             episodes: finished,
             interrupted,
             best,
-            new_episodes,
-            seconds,
-            eval_seconds,
-            subset_std: noise,
-            best_from,
-        })
+            new_episodes: self.new_episodes,
+            seconds: self.seconds,
+            eval_seconds: self.eval_seconds,
+            subset_std: self.noise,
+            best_from: self.best.map(|b| b.from),
+        }
     }
 }
 
@@ -467,23 +582,6 @@ fn score_from_record(record: &EpisodeRecord, units: &[String], split: SplitName)
         split,
         seconds: record.seconds,
     }
-}
-
-fn best_policy_file(
-    config: &SearchConfig,
-    spec: &EnvSpec,
-    model: &str,
-    score: &Score,
-    episodes: usize,
-) -> PolicyFile {
-    PolicyFile::new(
-        spec,
-        model,
-        score,
-        config.agent.name(),
-        episodes,
-        config.seed,
-    )
 }
 
 /// A Markdown table of a policy, for TensorBoard's text tab.
