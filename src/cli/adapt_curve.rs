@@ -80,20 +80,83 @@ fn parse_inits(inits: &[String]) -> Result<Vec<(String, Option<PathBuf>)>> {
 
 pub fn run(args: AdaptCurveArgs) -> Result<()> {
     let inits = parse_inits(&args.inits)?;
-    let (points, seeds, eval_samples) = (&args.points, &args.seeds, args.eval_samples);
     anyhow::ensure!(
-        eval_samples != Some(0),
+        args.eval_samples != Some(0),
         "--eval-samples: give at least 1 (or leave it out to score on the whole validation split)"
     );
     let gnn = gnn_settings(args.gnn_config.as_deref())?;
     anyhow::ensure!(
-        points.windows(2).all(|w| w[0] < w[1]),
+        args.points.windows(2).all(|w| w[0] < w[1]),
         "--points: give episode counts in ascending order, e.g. 0,5,10,20,50"
     );
-    anyhow::ensure!(!seeds.is_empty(), "--seeds: give at least one seed");
+    anyhow::ensure!(!args.seeds.is_empty(), "--seeds: give at least one seed");
     for path in [&args.out, &args.png].into_iter().flatten() {
         autoprune::fsio::prepare_output(path)?;
     }
+    let runs = adaptation_runs(&args, &inits, &gnn)?;
+    // Mean and sample std over every env and seed, per initialisation and point.
+    let names: Vec<String> = inits.iter().map(|(name, _)| name.clone()).collect();
+    let starts: Vec<&str> = runs.iter().map(|r| r.init.as_str()).collect();
+    let curves: Vec<Vec<f64>> = runs.iter().map(|r| r.rewards.clone()).collect();
+    let stats = curve_statistics(&names, &starts, &curves);
+    let mut summary = serde_json::Map::new();
+    for (name, (mean, std)) in names.iter().zip(&stats) {
+        summary.insert(name.clone(), json!({"mean": mean, "std": std}));
+    }
+    let result = json!({
+        "points": args.points,
+        "seeds": args.seeds,
+        "envs": args.envs,
+        "eval_samples": args.eval_samples,
+        "gnn": gnn,
+        "runs": runs,
+        "summary": summary,
+    });
+    if let Some(out) = &args.out {
+        autoprune::fsio::write_atomic(out, format!("{result:#}\n").as_bytes())?;
+    }
+    if let Some(png) = &args.png {
+        let lines: Vec<(String, Vec<(f64, f64)>)> = names
+            .iter()
+            .zip(&stats)
+            .map(|(name, (mean, _))| {
+                let points = args.points.iter().zip(mean);
+                (name.clone(), points.map(|(&p, &m)| (p as f64, m)).collect())
+            })
+            .collect();
+        autoprune::report::render_lines(
+            png,
+            "best validation reward within N adaptation episodes (mean over envs and seeds)",
+            "adaptation episodes",
+            "validation reward",
+            &lines,
+        )?;
+    }
+    if args.json.json {
+        println!("{result}");
+    } else {
+        print_table(&args.points, &names, &stats);
+    }
+    Ok(())
+}
+
+/// One adaptation run: a start on an env with a seed, and its best validation reward at
+/// each point.
+#[derive(serde::Serialize)]
+struct CurveRun {
+    init: String,
+    env: String,
+    seed: u64,
+    rewards: Vec<f64>,
+}
+
+/// Every start adapting on every env with every seed.
+fn adaptation_runs(
+    args: &AdaptCurveArgs,
+    inits: &[(String, Option<PathBuf>)],
+    gnn: &autoprune::agents::gnn::GnnConfig,
+) -> Result<Vec<CurveRun>> {
+    let (points, seeds, eval_samples) = (&args.points, &args.seeds, args.eval_samples);
     let device = args.device.setup(0)?;
     let mut runs = Vec::new();
     let progress = Progress::stderr();
@@ -112,7 +175,7 @@ pub fn run(args: AdaptCurveArgs) -> Result<()> {
                 ..eval_config
             };
             let mut search = Evaluator::new(&model.net, &model.data, search_config)?;
-            for (name, path) in &inits {
+            for (name, path) in inits {
                 let budget = search.wall(&spec.path)?.budget().keep;
                 let mut agent = match path {
                     Some(path) => {
@@ -141,68 +204,30 @@ pub fn run(args: AdaptCurveArgs) -> Result<()> {
                     spec.name,
                     shown.join(" ")
                 ));
-                runs.push((name.clone(), spec.name.clone(), seed, rewards));
+                runs.push(CurveRun {
+                    init: name.clone(),
+                    env: spec.name.clone(),
+                    seed,
+                    rewards,
+                });
                 bar.inc(1);
             }
         }
     }
     bar.finish_and_clear();
-    // Mean and sample std over every env and seed, per initialisation and point.
-    let names: Vec<String> = inits.iter().map(|(name, _)| name.clone()).collect();
-    let starts: Vec<&str> = runs.iter().map(|r| r.0.as_str()).collect();
-    let curves: Vec<Vec<f64>> = runs.iter().map(|r| r.3.clone()).collect();
-    let stats = curve_statistics(&names, &starts, &curves);
-    let mut summary = serde_json::Map::new();
-    let mut lines = Vec::new();
-    for (name, (mean, std)) in names.iter().zip(&stats) {
-        lines.push((
-            name.clone(),
-            points
-                .iter()
-                .zip(mean)
-                .map(|(&p, &m)| (p as f64, m))
-                .collect::<Vec<_>>(),
-        ));
-        summary.insert(name.clone(), json!({"mean": mean, "std": std}));
+    Ok(runs)
+}
+
+/// The mean ± std table, a row per start and a column per point.
+fn print_table(points: &[usize], names: &[String], stats: &[(Vec<f64>, Vec<f64>)]) {
+    let header: Vec<String> = points.iter().map(|p| format!("{p:>15}")).collect();
+    println!("{:<16}{}", "episodes", header.join(""));
+    for (name, (mean, std)) in names.iter().zip(stats) {
+        let cells: Vec<String> = mean
+            .iter()
+            .zip(std)
+            .map(|(m, s)| format!("{:>15}", format!("{m:.4}±{s:.4}")))
+            .collect();
+        println!("{name:<16}{}", cells.join(""));
     }
-    let runs: Vec<serde_json::Value> = runs
-        .iter()
-        .map(|(init, env, seed, rewards)| json!({"init": init, "env": env, "seed": seed, "rewards": rewards}))
-        .collect();
-    let result = json!({
-        "points": points,
-        "seeds": seeds,
-        "envs": args.envs,
-        "eval_samples": eval_samples,
-        "gnn": gnn,
-        "runs": runs,
-        "summary": summary,
-    });
-    if let Some(out) = &args.out {
-        autoprune::fsio::write_atomic(out, format!("{result:#}\n").as_bytes())?;
-    }
-    if let Some(png) = &args.png {
-        autoprune::report::render_lines(
-            png,
-            "best validation reward within N adaptation episodes (mean over envs and seeds)",
-            "adaptation episodes",
-            "validation reward",
-            &lines,
-        )?;
-    }
-    if args.json.json {
-        println!("{result}");
-    } else {
-        let header: Vec<String> = points.iter().map(|p| format!("{p:>15}")).collect();
-        println!("{:<16}{}", "episodes", header.join(""));
-        for (name, (mean, std)) in names.iter().zip(&stats) {
-            let cells: Vec<String> = mean
-                .iter()
-                .zip(std)
-                .map(|(m, s)| format!("{:>15}", format!("{m:.4}±{s:.4}")))
-                .collect();
-            println!("{name:<16}{}", cells.join(""));
-        }
-    }
-    Ok(())
 }
