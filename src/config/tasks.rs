@@ -1,5 +1,5 @@
-//! Multi-task run configs: `train-agent` (one graph agent over several models and budgets)
-//! and `meta-train` (Reptile over models, budgets and granularities).
+//! Multi-task run configs: `train-agent` (one graph agent over several models, budgets and
+//! granularities) and `meta-train` (Reptile over the same kind of task distribution).
 
 use super::parse_toml;
 use crate::agents::gnn::GnnConfig;
@@ -19,6 +19,9 @@ pub struct TrainAgentConfig {
     /// Budgets (fraction of each env's target metric to keep); every env at every budget is
     /// one task.
     pub budgets: Vec<f64>,
+    /// Granularities to prune each env at (default: each env's own).
+    #[serde(default)]
+    pub granularities: Vec<Granularity>,
     pub episodes: usize,
     #[serde(default)]
     pub seed: u64,
@@ -54,13 +57,13 @@ fn check_tasks(
 }
 
 impl TrainAgentConfig {
-    /// Every env at every budget, at the env's own granularity.
+    /// Every env at every budget and granularity.
     pub fn tasks(&self) -> Distribution<'_> {
         Distribution {
             config: &self.path,
             envs: &self.envs,
             budgets: &self.budgets,
-            granularities: &[],
+            granularities: &self.granularities,
             eval_samples: self.eval_samples,
         }
     }

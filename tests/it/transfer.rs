@@ -115,7 +115,7 @@ fn one_agent_trains_on_several_models_and_budgets() {
     std::fs::write(
         &config,
         format!(
-            "name = \"two-mlps\"\nenvs = [{:?}, {:?}]\nbudgets = [0.2, 0.4]\nepisodes = 24\nseed = 1\n\n[gnn]\nhidden = 32\nlayers = 2\n",
+            "name = \"two-mlps\"\nenvs = [{:?}, {:?}]\nbudgets = [0.2, 0.4]\ngranularities = [\"unstructured\", \"channel\"]\nepisodes = 24\nseed = 1\n\n[gnn]\nhidden = 32\nlayers = 2\n",
             dir.path().join("env.toml"),
             other
         ),
@@ -131,17 +131,18 @@ fn one_agent_trains_on_several_models_and_budgets() {
         "--json",
     ]));
     assert_eq!(result["episodes"], 24);
-    assert_eq!(result["tasks"], 4);
+    // Two models, two budgets, two granularities.
+    assert_eq!(result["tasks"], 8);
     let best = result["best_reward"].as_object().unwrap();
-    assert_eq!(best.len(), 4);
-    assert!(best.contains_key("other-mlp@0.4"), "{best:?}");
-    // Episodes cycle through the tasks, six each.
+    assert_eq!(best.len(), 8);
+    assert!(best.contains_key("other-mlp/channel@0.4"), "{best:?}");
+    // Episodes cycle through the tasks, three each.
     let lines: Vec<serde_json::Value> = records(&logdir);
     assert_eq!(lines.len(), 24);
     for task in best.keys() {
         assert_eq!(
             lines.iter().filter(|l| l["task"] == task.as_str()).count(),
-            6
+            3
         );
     }
     // The agent (width 32, depth 2, read from the file) prunes a third model zero-shot.
@@ -167,6 +168,14 @@ fn one_agent_trains_on_several_models_and_budgets() {
     ]));
     assert_eq!(zero["layers"].as_array().unwrap().len(), 2);
     assert!(zero["params_kept"].as_f64().unwrap() <= 0.2 + 1e-9);
+    // It was trained relative to the best heuristic, so it acts relative to the third
+    // model's: scored first, and named.
+    let reference = &zero["reference"];
+    assert!(
+        ["uniform", "global", "lamp", "erk"].contains(&reference["method"].as_str().unwrap()),
+        "{zero}"
+    );
+    assert!(reference["accuracy"].as_f64().unwrap() > 0.0);
 }
 
 #[test]
