@@ -257,9 +257,12 @@ impl Search<'_> {
                 new_episodes += 1;
                 seconds += started.elapsed().as_secs_f64();
             } else if index + 1 == recorded.len() {
-                // The last replayed episode: make best.json agree with the log.
-                if let Some((_, _, best_score)) = &best {
-                    best_policy_file(config, spec, &model, best_score, index + 1)
+                // The last replayed episode: make best.json agree with the log, as the
+                // uninterrupted run wrote it when the best was found (the first episode with
+                // the best reward).
+                if let Some((best_reward, _, best_score)) = &best {
+                    let found = recorded.iter().position(|r| r.reward == *best_reward);
+                    best_policy_file(config, spec, &model, best_score, found.unwrap_or(index) + 1)
                         .save(&folder.dir.join(BEST_FILE))?;
                 }
             }
