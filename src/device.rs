@@ -1,5 +1,5 @@
-//! Choosing the tch device from its name (`auto`, `cpu`, `cuda`, `cuda:N`) and seeding
-//! libtorch.
+//! Choosing the tch device from its name (`auto`, `cpu`, `cuda`, `cuda:N`), the number of
+//! CPU threads, and seeding libtorch.
 //!
 //! Must not know about models.
 
@@ -49,6 +49,19 @@ pub fn device_name(device: Device) -> String {
         Device::Vulkan => "vulkan".into(),
         _ => "cpu".into(),
     }
+}
+
+/// Sets libtorch's CPU threads (`--threads`): 1 to [`crate::check::MAX_THREADS`].
+pub fn set_threads(threads: i64) -> Result<()> {
+    let max = crate::check::MAX_THREADS;
+    if !(1..=max as i64).contains(&threads) {
+        return Err(Error::Device {
+            device: format!("--threads {threads}"),
+            message: format!("out of range; use 1 to {max} threads"),
+        });
+    }
+    tch::set_num_threads(threads as i32);
+    Ok(())
 }
 
 /// Seeds libtorch's generators (Rust-side randomness takes the seed explicitly).

@@ -24,6 +24,7 @@ pub fn write_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Resul
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    check_replaceable(path)?;
     let tmp = temporary(path);
     let result = write(&tmp)
         .and_then(|_| {
@@ -67,9 +68,54 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Makes sure `path`'s folder exists, so that writing `path` later cannot fail on a missing
-/// folder after hours of work.
+/// `path` is new or a regular file (a symbolic link is followed): anything else is refused.
+fn check_replaceable(path: &Path) -> Result<()> {
+    match std::fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => {
+            let kind = if meta.is_dir() {
+                "a folder"
+            } else {
+                "not a regular file (a device, pipe or socket)"
+            };
+            Err(Error::data(
+                path,
+                format!("is {kind}; outputs are written only to regular files or new paths, so choose a file path"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Checks an output before the work that produces it starts, so that writing it cannot fail
+/// after hours of work: its folder exists (it is created), `path` is new or a regular file,
+/// and a file can be created in the folder.
 pub fn prepare_output(path: &Path) -> Result<()> {
+    create_folder(path)?;
+    check_replaceable(path)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let probe = temporary(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| {
+            Error::data(
+                dir,
+                format!(
+                    "cannot write here ({e}); choose another path for {}",
+                    path.display()
+                ),
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
+/// Creates `path`'s folder.
+fn create_folder(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if let Err(e) = std::fs::create_dir_all(dir) {
             let why = if dir.ancestors().any(|a| a.is_file()) {
@@ -113,5 +159,22 @@ mod tests {
         assert_eq!(remove_stale_temporaries(dir.path()), 1);
         assert_eq!(std::fs::read(&path).unwrap(), b"new");
         assert_eq!(remove_stale_temporaries(dir.path()), 0);
+    }
+
+    #[test]
+    fn only_regular_files_and_new_paths_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        for node in [Path::new("/dev/null"), dir.path()] {
+            let line = write_atomic(node, b"x").unwrap_err().to_string();
+            assert!(line.contains("regular files"), "{line}");
+            assert!(prepare_output(node).is_err());
+        }
+        assert!(Path::new("/dev/null").exists() && dir.path().is_dir());
+        let new = dir.path().join("sub/new.json");
+        prepare_output(&new).unwrap();
+        assert!(!new.exists(), "the check leaves nothing behind");
+        assert_eq!(std::fs::read_dir(new.parent().unwrap()).unwrap().count(), 0);
+        write_atomic(&new, b"x").unwrap();
+        prepare_output(&new).unwrap();
     }
 }

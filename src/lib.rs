@@ -4,7 +4,7 @@
 //! [`data`] reads the data sets; [`config::EnvSpec`] describes a pruning environment.
 
 pub mod agents;
-mod check;
+pub mod check;
 pub mod config;
 pub mod data;
 pub mod device;

@@ -3,6 +3,7 @@
 
 mod cli;
 
+use clap::error::ErrorKind;
 use clap::Parser;
 
 fn main() {
@@ -12,7 +13,10 @@ fn main() {
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let command = cli::Cli::parse().command;
+    let command = match cli::Cli::try_parse() {
+        Ok(cli) => cli.command,
+        Err(error) => usage_error(error),
+    };
     if let Err(error) = command.run() {
         eprintln!("error: {}", one_line(&error));
         let interrupted = matches!(
@@ -21,6 +25,36 @@ fn main() {
         );
         std::process::exit(if interrupted { 130 } else { 1 });
     }
+}
+
+/// Help and the version print as clap prints them; a usage error is one line with a pointer
+/// to the help, and exits with 2 as clap's own do.
+fn usage_error(error: clap::Error) -> ! {
+    if matches!(
+        error.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        error.exit();
+    }
+    let text = error.render().to_string();
+    let line = text
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("error: invalid command line");
+    let line = match line.strip_prefix("error: ") {
+        Some(message) => message,
+        None => line,
+    };
+    // The command the user meant, when the first argument names one.
+    let command = std::env::args()
+        .nth(1)
+        .filter(|a| cli::Cli::command_names().contains(a))
+        .map(|c| format!(" {c}"))
+        .unwrap_or_default();
+    eprintln!("error: {line} (see autoprune{command} --help)");
+    std::process::exit(2);
 }
 
 /// One line: the library's errors already say what, where and how to fix it. A cause whose

@@ -3,7 +3,7 @@
 //! candidates that break the budget are rejected and drawn again.
 
 use super::{Actor, Agent, Demonstration, Episode, Learner, OneShotActor};
-use crate::check::Checks;
+use crate::check::{Checks, MAX_POPULATION, MAX_STEPS};
 use crate::error::Result;
 use crate::prune::ActionWall;
 use rand::rngs::StdRng;
@@ -47,6 +47,8 @@ impl EvolutionConfig {
     pub fn check(&self) -> Option<(&'static str, String)> {
         Checks::new()
             .at_least("evolution.population", self.population, 2)
+            .at_most("evolution.population", self.population, MAX_POPULATION)
+            .at_most("evolution.max_tries", self.max_tries, MAX_STEPS)
             .at_least("evolution.top_k", self.top_k, 1)
             .rule("evolution.top_k", self.top_k <= self.population, || {
                 format!(

@@ -6,7 +6,7 @@
 //! a new task in a few episodes.
 
 use super::gnn::GraphAgent;
-use crate::check::Checks;
+use crate::check::{Checks, MAX_EPISODES};
 use crate::error::Result;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -41,7 +41,9 @@ impl ReptileConfig {
         let step = |x: f64| x > 0.0 && x <= 1.0;
         Checks::new()
             .at_least("reptile.iterations", self.iterations, 1)
+            .at_most("reptile.iterations", self.iterations, MAX_EPISODES)
             .at_least("reptile.inner_episodes", self.inner_episodes, 1)
+            .at_most("reptile.inner_episodes", self.inner_episodes, MAX_EPISODES)
             .rule("reptile.meta_lr", step(self.meta_lr), || {
                 format!("{} must be in (0, 1]", self.meta_lr)
             })

@@ -50,6 +50,7 @@ pub fn run(args: MetaTrainArgs) -> Result<()> {
         mut tasks,
         dir,
         stop,
+        lock: _lock,
     } = TaskRun::start(
         &args.device,
         &config.tasks(),

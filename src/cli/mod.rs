@@ -66,6 +66,17 @@ pub enum Command {
     Graph(graph::GraphArgs),
 }
 
+impl Cli {
+    /// The names of the commands (`search`, `train-agent`, ...).
+    pub fn command_names() -> Vec<String> {
+        use clap::CommandFactory;
+        Self::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect()
+    }
+}
+
 impl Command {
     pub fn run(self) -> Result<()> {
         match self {
@@ -99,10 +110,14 @@ pub struct DeviceArgs {
 impl DeviceArgs {
     /// The device, with libtorch's threads set and its generators seeded with `seed`.
     pub fn setup(&self, seed: u64) -> Result<tch::Device> {
+        self.setup_with_threads(seed, self.threads)
+    }
+
+    /// As [`Self::setup`], with `threads` in place of `--threads` (a resumed run's own).
+    pub fn setup_with_threads(&self, seed: u64, threads: Option<i32>) -> Result<tch::Device> {
         let device = autoprune::device::parse_device(&self.device)?;
-        if let Some(threads) = self.threads {
-            anyhow::ensure!(threads >= 1, "--threads {threads}: use 1 or more");
-            tch::set_num_threads(threads);
+        if let Some(threads) = threads {
+            autoprune::device::set_threads(threads.into())?;
         }
         autoprune::device::seed_torch(seed);
         Ok(device)
@@ -115,6 +130,8 @@ pub struct TaskRun {
     pub tasks: Vec<autoprune::run::tasks::Task>,
     pub dir: std::path::PathBuf,
     pub stop: &'static std::sync::atomic::AtomicBool,
+    /// Held while the run lasts: no second process writes into its folder.
+    pub lock: autoprune::run::RunLock,
 }
 
 impl TaskRun {
@@ -128,9 +145,14 @@ impl TaskRun {
         let device = device.setup(seed)?;
         let tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
         let dir = autoprune::run::run_dir(logdir, name, seed);
-        autoprune::run::new_run_dir(&dir, "choose another folder")?;
+        let lock = autoprune::run::new_run_dir(&dir, "choose another folder")?;
         let stop = autoprune::run::interrupt::arm();
-        Ok(Self { tasks, dir, stop })
+        Ok(Self {
+            tasks,
+            dir,
+            stop,
+            lock,
+        })
     }
 }
 

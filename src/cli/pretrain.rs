@@ -1,7 +1,7 @@
 //! `autoprune pretrain`: trains the env's model from scratch and saves its checkpoint.
 
 use super::{DeviceArgs, JsonArg, SeedArg};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use autoprune::config::EnvSpec;
 use autoprune::data;
 use autoprune::device::device_name;
@@ -38,29 +38,26 @@ pub fn run(args: PretrainArgs) -> Result<()> {
         env.display(),
         env.display()
     );
+    let mut config = spec.train.clone();
+    if let Some(epochs) = args.epochs {
+        let max = autoprune::check::MAX_EPOCHS;
+        anyhow::ensure!(
+            (1..=max).contains(&epochs),
+            "--epochs {epochs}: use 1 to {max}"
+        );
+        config.epochs = epochs;
+    }
     let seed = args.seed.seed.unwrap_or(0);
     let device = args.device.setup(seed)?;
     let graph = spec.build_graph()?;
     let checkpoint = spec.checkpoint_path();
-    if let Some(dir) = checkpoint.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| {
-            format!(
-                "{}: cannot create the checkpoint folder (model.checkpoint in {})",
-                dir.display(),
-                env.display()
-            )
-        })?;
-    }
+    autoprune::fsio::prepare_output(&checkpoint)
+        .map_err(|e| e.noted(&format!("model.checkpoint in {}", env.display())))?;
     let progress = Progress::stderr();
     if !args.out.json {
         print!("{}", graph.summary(&spec.name));
     }
     let data = data::load(&spec.data_options(), device)?;
-    let mut config = spec.train.clone();
-    if let Some(epochs) = args.epochs {
-        anyhow::ensure!(epochs >= 1, "--epochs {epochs}: use 1 or more");
-        config.epochs = epochs;
-    }
     progress.println(&format!(
         "pretraining {} on {} ({} train / {} val / {} test) on {}, {} epochs",
         spec.name,

@@ -8,11 +8,13 @@ use autoprune::agents::AgentKind;
 use autoprune::config::{EnvSpec, SearchConfig};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, now_rfc3339};
-use autoprune::run::{interrupt, run_dir, test_score, RunFolder, Search, BEST_FILE};
+use autoprune::run::{
+    interrupt, run_dir, test_score, EpisodeRecord, RunFolder, RunRecord, Search, BEST_FILE,
+};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
 use serde_json::json;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 #[derive(Args)]
@@ -73,26 +75,89 @@ fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
     let spec = EnvSpec::parse(&env_text, &config.env)?;
     let label = format!("{}-{}", config.name, spec.name);
     let dir = run_dir(args.logdir.clone(), &label, config.seed);
-    let folder = RunFolder::create(&dir, &config, &env_text)?;
+    let record = RunRecord {
+        threads: args.device.threads,
+    };
+    let folder = RunFolder::create(&dir, &config, &spec, &record)?;
     Ok((folder, config, spec))
+}
+
+/// A run folder to resume, with the command line's episodes: never fewer than it finished
+/// (the best policy of fewer would replace the run's best), and its own thread count.
+fn resume(
+    args: &SearchArgs,
+    dir: &Path,
+) -> Result<(
+    RunFolder,
+    SearchConfig,
+    EnvSpec,
+    RunRecord,
+    Vec<EpisodeRecord>,
+)> {
+    let (folder, mut config, spec, record, recorded) = RunFolder::open(dir)?;
+    let invalid = |key: &str, message: String| autoprune::Error::Invalid {
+        path: dir.to_path_buf(),
+        key: key.into(),
+        message,
+    };
+    if let Some(episodes) = args.episodes {
+        if episodes < recorded.len() {
+            return Err(invalid("--episodes", format!(
+                "{episodes} is fewer than the {} episodes the run finished; give --episodes {} or more",
+                recorded.len(),
+                recorded.len()
+            ))
+            .into());
+        }
+        config.episodes = episodes;
+        config.validate()?;
+    }
+    if let Some(threads) = args.device.threads.filter(|t| Some(*t) != record.threads) {
+        let recorded = match record.threads {
+            Some(n) => format!("--threads {n}"),
+            None => "libtorch's default threads".into(),
+        };
+        return Err(invalid("--threads", format!(
+            "the run was searched with {recorded}, and {threads} would change its results; leave --threads out to resume"
+        ))
+        .into());
+    }
+    let weights = spec.weights_path();
+    if !weights.is_file() {
+        return Err(autoprune::Error::Invalid {
+            path: weights,
+            key: "model.checkpoint".into(),
+            message: format!(
+                "the weights the run in {} was scored with are missing; restore them to resume",
+                dir.display()
+            ),
+        }
+        .into());
+    }
+    Ok((folder, config, spec, record, recorded))
 }
 
 pub fn run(args: SearchArgs) -> Result<()> {
     let started = Instant::now();
-    let (folder, mut config, spec, recorded) = match &args.resume {
-        Some(dir) => RunFolder::open(dir)?,
+    let (folder, config, spec, record, recorded) = match &args.resume {
+        Some(dir) => resume(&args, dir)?,
         None => {
             let (folder, config, spec) = start(&args)?;
-            (folder, config, spec, Vec::new())
+            let record = RunRecord {
+                threads: args.device.threads,
+            };
+            (folder, config, spec, record, Vec::new())
         }
     };
-    if args.resume.is_some() {
-        if let Some(episodes) = args.episodes {
-            config.episodes = episodes;
-            config.validate()?;
-        }
-    }
-    let device = args.device.setup(config.seed)?;
+    // The policy is written after all the work: make sure it can be, first.
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| folder.dir.join("policy.json"));
+    autoprune::fsio::prepare_output(&out)?;
+    let device = args
+        .device
+        .setup_with_threads(config.seed, record.threads)?;
     let model = pretrained(&spec, device, config.seed, &Progress::stderr())?;
     folder.check_weights(
         &files_fingerprint(&spec.weights_files())?,
@@ -164,11 +229,6 @@ pub fn run(args: SearchArgs) -> Result<()> {
         .into());
     }
     let test = test_score(&mut evaluator, &best)?;
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| folder.dir.join("policy.json"));
-    autoprune::fsio::prepare_output(&out)?;
     best.created = now_rfc3339();
     best.save(&out)?;
     if args.json.json {

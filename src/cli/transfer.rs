@@ -12,7 +12,7 @@ use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, fingerprint, PolicyFile};
 use autoprune::run::agent_file::load_graph_agent;
 use autoprune::run::heuristics::profile_env;
-use autoprune::run::{interrupt, run_dir, RunFolder, Search};
+use autoprune::run::{interrupt, new_run_dir, run_dir, RunFolder, RunRecord, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
 use serde_json::json;
@@ -38,11 +38,12 @@ pub struct TransferArgs {
     /// Score adaptation episodes on only the first N validation samples.
     #[arg(long)]
     eval_samples: Option<usize>,
-    /// Run folder for the adaptation episodes (default: runs/transfer-<env>-s<seed>-<time>).
+    /// Run folder for the policy and the adaptation episodes (default:
+    /// runs/transfer-<env>-s<seed>-<time>).
     #[arg(long)]
     logdir: Option<PathBuf>,
-    /// Write the policy file here (default: <logdir>/policy.json, or
-    /// transfer-<env>.json when zero-shot).
+    /// Write the policy file here (default: <logdir>/policy.json; a zero-shot transfer
+    /// creates the run folder for it).
     #[arg(long)]
     out: Option<PathBuf>,
     #[command(flatten)]
@@ -60,6 +61,19 @@ pub fn run(args: TransferArgs) -> Result<()> {
     let spec = EnvSpec::parse(&env_text, env)?;
     let gnn = gnn_settings(args.gnn_config.as_deref())?;
     let seed = args.seed.seed.unwrap_or(0);
+    let dir = run_dir(
+        args.logdir.clone(),
+        &format!("transfer-{}", spec.name),
+        seed,
+    );
+    // The policy is written after all the work: make sure it can be, first. Zero-shot, the
+    // run folder holds only the policy, so it is created (and held) now.
+    let zero_shot_folder = match (&args.out, args.adapt_episodes) {
+        (None, 0) => Some(new_run_dir(&dir, "choose another folder")?),
+        _ => None,
+    };
+    let out = args.out.clone().unwrap_or_else(|| dir.join("policy.json"));
+    autoprune::fsio::prepare_output(&out)?;
     let device = args.device.setup(seed)?;
     let model = pretrained(&spec, device, seed, &Progress::stderr())?;
     let mut eval_config = EvalConfig::from_env(&spec, seed)?;
@@ -78,17 +92,15 @@ pub fn run(args: TransferArgs) -> Result<()> {
     let zero_shot = evaluator.evaluate(&greedy)?;
     let model_print = fingerprint(evaluator.costs().graph());
     let mut best = PolicyFile::new(&spec, &model_print, &zero_shot, "gnn-transfer", 0, seed);
-    let mut folder_dir = None;
+    let mut folder_dir = zero_shot_folder.as_ref().map(|_| dir.clone());
     let mut interrupted = None;
     if args.adapt_episodes > 0 {
         let config =
             SearchConfig::adaptation(env, args.adapt_episodes, seed, args.eval_samples, gnn)?;
-        let dir = run_dir(
-            args.logdir.clone(),
-            &format!("transfer-{}", spec.name),
-            seed,
-        );
-        let folder = RunFolder::create(&dir, &config, &env_text)?;
+        let record = RunRecord {
+            threads: args.device.threads,
+        };
+        let folder = RunFolder::create(&dir, &config, &spec, &record)?;
         folder.check_weights(
             &files_fingerprint(&spec.weights_files())?,
             &spec.weights_path(),
@@ -133,11 +145,6 @@ pub fn run(args: TransferArgs) -> Result<()> {
     }
     let keeps: Vec<f64> = best.layers.iter().map(|l| l.keep).collect();
     let test = evaluator.evaluate_on(&keeps, SplitName::Test)?;
-    let out = args.out.unwrap_or_else(|| match &folder_dir {
-        Some(dir) => dir.join("policy.json"),
-        None => PathBuf::from(format!("transfer-{}.json", spec.name)),
-    });
-    autoprune::fsio::prepare_output(&out)?;
     best.save(&out)?;
     if args.json.json {
         let extra = json!({

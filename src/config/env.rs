@@ -1,7 +1,8 @@
 //! The env file (`envs/*.toml`): which model, which data, what to prune and how to reward it.
 
 use super::parse_toml;
-use crate::data::{DataOptions, DatasetKind, SplitName};
+use crate::check::{number, Checks, MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH};
+use crate::data::{DataOptions, DatasetKind, SplitName, SYNTHETIC_TRAIN};
 use crate::error::{Error, Result};
 use crate::graph::ModelGraph;
 use crate::model::zoo::{self, VggItem};
@@ -141,7 +142,16 @@ pub struct PruneSpec {
     pub granularity: Granularity,
     pub criterion: Criterion,
     pub target: Target,
+    #[serde(deserialize_with = "low_and_high")]
     pub keep_bounds: [f64; 2],
+}
+
+/// `keep_bounds`: exactly `[low, high]`; a list of another length is an error, never cut.
+fn low_and_high<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 2], D::Error> {
+    let values = Vec::<f64>::deserialize(d)?;
+    <[f64; 2]>::try_from(values.as_slice()).map_err(|_| {
+        serde::de::Error::invalid_length(values.len(), &"exactly two numbers, [low, high]")
+    })
 }
 
 impl Default for PruneSpec {
@@ -265,8 +275,8 @@ impl EnvSpec {
 
     /// Checks every value's range and the keys each architecture needs.
     pub fn validate(&self) -> Result<()> {
-        if self.name.trim().is_empty() {
-            return Err(self.invalid("name", "must not be empty"));
+        if let Some((key, message)) = self.bounds() {
+            return Err(self.invalid(key, message));
         }
         match &self.model {
             ModelSpec::Vgg { cfg, .. } if !cfg.iter().any(|i| matches!(i, VggItem::Conv(_))) => {
@@ -284,7 +294,10 @@ impl EnvSpec {
             ModelSpec::Mobilenetv2 { width, .. } if !(*width > 0.0 && *width <= 4.0) => {
                 return Err(self.invalid(
                     "model.width",
-                    format!("{width} is out of range; use a multiplier in (0, 4], e.g. 1.0 or 0.5"),
+                    format!(
+                        "{} is out of range; use a multiplier in (0, 4], e.g. 1.0 or 0.5",
+                        number(*width)
+                    ),
                 ));
             }
             ModelSpec::Mlp { hidden, .. } if hidden.contains(&0) => {
@@ -300,6 +313,18 @@ impl EnvSpec {
                     "{} needs the folder holding its files, e.g. dir = \"data/{}\"",
                     d.dataset.name(),
                     d.dataset.name()
+                ),
+            ));
+        }
+        if d.dataset == DatasetKind::Synthetic && d.dir.is_some() {
+            return Err(self.invalid("data.dir", "synthetic data reads no files; leave `dir` out"));
+        }
+        if d.dataset == DatasetKind::Synthetic && d.val_size >= SYNTHETIC_TRAIN {
+            return Err(self.invalid(
+                "data.val_size",
+                format!(
+                    "{} leaves no training data (the synthetic set has {SYNTHETIC_TRAIN} training samples); use a smaller value",
+                    d.val_size
                 ),
             ));
         }
@@ -321,7 +346,7 @@ impl EnvSpec {
                 "prune.target.keep",
                 format!(
                     "{} is out of range; use a fraction in (0, 1], e.g. 0.05",
-                    p.target.keep
+                    number(p.target.keep)
                 ),
             ));
         }
@@ -329,7 +354,11 @@ impl EnvSpec {
         if !(lo > 0.0 && lo <= hi && hi <= 1.0) {
             return Err(self.invalid(
                 "prune.keep_bounds",
-                format!("[{lo}, {hi}] must satisfy 0 < low <= high <= 1"),
+                format!(
+                    "[{}, {}] must satisfy 0 < low <= high <= 1",
+                    number(lo),
+                    number(hi)
+                ),
             ));
         }
         let t = &self.train;
@@ -337,7 +366,10 @@ impl EnvSpec {
             return Err(self.invalid("train", "epochs and batch_size must be at least 1"));
         }
         if !(t.lr > 0.0 && t.lr.is_finite()) {
-            return Err(self.invalid("train.lr", format!("{} must be a positive number", t.lr)));
+            return Err(self.invalid(
+                "train.lr",
+                format!("{} must be a positive number", number(t.lr)),
+            ));
         }
         let momentum_ok = (0.0..1.0).contains(&t.momentum);
         let decay_ok = t.weight_decay >= 0.0 && t.weight_decay.is_finite();
@@ -348,6 +380,75 @@ impl EnvSpec {
             ));
         }
         Ok(())
+    }
+
+    /// The first name, size or count past its bounds, if any: (key, message).
+    fn bounds(&self) -> Option<(&'static str, String)> {
+        let (widths, layers) = match &self.model {
+            ModelSpec::Mlp { hidden, .. } => (hidden.clone(), hidden.len()),
+            ModelSpec::Vgg { cfg, .. } => {
+                let widths = cfg.iter().filter_map(|i| match i {
+                    VggItem::Conv(width) => Some(*width),
+                    _ => None,
+                });
+                (widths.collect(), cfg.len())
+            }
+            ModelSpec::Resnet { depth, .. } => (Vec::new(), *depth),
+            _ => (Vec::new(), 0),
+        };
+        let width_key = match self.model {
+            ModelSpec::Mlp { .. } => "model.hidden",
+            _ => "model.cfg",
+        };
+        let layers_key = match self.model {
+            ModelSpec::Resnet { .. } => "model.depth",
+            _ => width_key,
+        };
+        Checks::new()
+            .name("name", &self.name)
+            .at_most(width_key, widths.into_iter().max().unwrap_or(0), MAX_WIDTH)
+            .rule(layers_key, layers <= MAX_LAYERS, || {
+                format!("{layers} layers are too many; use at most {MAX_LAYERS}")
+            })
+            .at_most("data.val_size", self.data.val_size, MAX_SAMPLES)
+            .at_most(
+                "reward.finetune_steps",
+                self.reward.finetune_steps,
+                MAX_STEPS,
+            )
+            .at_most(
+                "reward.recalibration_batches",
+                self.reward.recalibration_batches,
+                MAX_STEPS,
+            )
+            .at_most("train.epochs", self.train.epochs, MAX_EPOCHS)
+            .at_most("train.batch_size", self.train.batch_size, MAX_SAMPLES)
+            .first()
+    }
+
+    /// The env with every path it reads or writes made absolute against the working
+    /// directory (the default checkpoint included), as a run folder records it.
+    pub fn resolved(&self) -> Result<Self> {
+        let absolute = |path: &Path| std::path::absolute(path).map_err(|e| Error::io(path, e));
+        let mut spec = self.clone();
+        let checkpoint = absolute(&self.checkpoint_path())?;
+        match &mut spec.model {
+            ModelSpec::Mlp { checkpoint: c, .. }
+            | ModelSpec::Lenet5 { checkpoint: c }
+            | ModelSpec::Vgg { checkpoint: c, .. }
+            | ModelSpec::Resnet { checkpoint: c, .. }
+            | ModelSpec::Mobilenetv2 { checkpoint: c, .. } => *c = Some(checkpoint),
+            ModelSpec::Onnx { path } => *path = absolute(path)?,
+        }
+        if let Some(dir) = &self.data.dir {
+            spec.data.dir = Some(absolute(dir)?);
+        }
+        Ok(spec)
+    }
+
+    /// The env as TOML (a run folder's `env.toml`).
+    pub fn to_toml(&self) -> Result<String> {
+        super::to_toml(self, &self.path)
     }
 
     /// Where the pretrained weights are (or will be) kept.

@@ -1,6 +1,6 @@
 //! `[pruningnet]` of a search config: how MetaPruning's PruningNet is trained.
 
-use crate::check::Checks;
+use crate::check::{Checks, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH};
 use serde::{Deserialize, Serialize};
 
 /// `[pruningnet]` in a search config.
@@ -36,8 +36,11 @@ impl PruningNetConfig {
     pub fn check(&self) -> Option<(&'static str, String)> {
         Checks::new()
             .at_least("pruningnet.steps", self.steps, 1)
+            .at_most("pruningnet.steps", self.steps, MAX_STEPS)
             .at_least("pruningnet.hidden", self.hidden, 1)
+            .at_most("pruningnet.hidden", self.hidden, MAX_WIDTH)
             .at_least("pruningnet.batch_size", self.batch_size, 1)
+            .at_most("pruningnet.batch_size", self.batch_size, MAX_SAMPLES)
             .positive("pruningnet.lr", self.lr)
             .within(
                 "pruningnet.budget_share",

@@ -8,6 +8,7 @@ use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::MetaConfig;
 use crate::agents::ppo::PpoConfig;
 use crate::agents::AgentKind;
+use crate::check::{Checks, MAX_EPISODES, MAX_SAMPLES};
 use crate::error::{Error, Result};
 use crate::prune::Method;
 use serde::{Deserialize, Serialize};
@@ -108,11 +109,14 @@ impl SearchConfig {
             key: key.into(),
             message,
         };
-        if self.name.trim().is_empty() {
-            return Err(invalid("name", "must not be empty".into()));
-        }
-        if self.episodes == 0 {
-            return Err(invalid("episodes", "must be at least 1".into()));
+        let bounds = Checks::new()
+            .name("name", &self.name)
+            .at_least("episodes", self.episodes, 1)
+            .at_most("episodes", self.episodes, MAX_EPISODES)
+            .at_most("eval_samples", self.eval_samples.unwrap_or(0), MAX_SAMPLES)
+            .first();
+        if let Some((key, message)) = bounds {
+            return Err(invalid(key, message));
         }
         if self.eval_samples == Some(0) {
             return Err(invalid(

@@ -4,6 +4,7 @@
 use super::parse_toml;
 use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::ReptileConfig;
+use crate::check::{Checks, MAX_EPISODES, MAX_SAMPLES};
 use crate::error::{Error, Result};
 use crate::prune::Granularity;
 use serde::{Deserialize, Serialize};
@@ -40,20 +41,22 @@ fn check_tasks(
     envs: &[PathBuf],
     budgets: &[f64],
     eval_samples: Option<usize>,
-) -> Option<(&'static str, &'static str)> {
+) -> Option<(&'static str, String)> {
     if envs.is_empty() {
-        return Some(("envs", "name at least one env file"));
+        return Some(("envs", "name at least one env file".into()));
     }
     if budgets.is_empty() || budgets.iter().any(|b| !(*b > 0.0 && *b <= 1.0)) {
         return Some((
             "budgets",
-            "give at least one budget, each a fraction in (0, 1]",
+            "give at least one budget, each a fraction in (0, 1]".into(),
         ));
     }
     if eval_samples == Some(0) {
-        return Some(("eval_samples", "must be at least 1"));
+        return Some(("eval_samples", "must be at least 1".into()));
     }
-    None
+    Checks::new()
+        .at_most("eval_samples", eval_samples.unwrap_or(0), MAX_SAMPLES)
+        .first()
 }
 
 impl TrainAgentConfig {
@@ -80,10 +83,15 @@ impl TrainAgentConfig {
         if let Some((key, message)) =
             check_tasks(&config.envs, &config.budgets, config.eval_samples)
         {
-            return Err(invalid(key, message));
+            return Err(invalid(key, &message));
         }
-        if config.episodes == 0 {
-            return Err(invalid("episodes", "must be at least 1"));
+        let bounds = Checks::new()
+            .name("name", &config.name)
+            .at_least("episodes", config.episodes, 1)
+            .at_most("episodes", config.episodes, MAX_EPISODES)
+            .first();
+        if let Some((key, message)) = bounds {
+            return Err(invalid(key, &message));
         }
         if let Some((key, message)) = config.gnn.check() {
             return Err(invalid(key, &message));
@@ -150,7 +158,10 @@ impl MetaTrainConfig {
             message: message.into(),
         };
         if let Some((key, message)) = check_tasks(&self.envs, &self.budgets, self.eval_samples) {
-            return Err(invalid(key, message));
+            return Err(invalid(key, &message));
+        }
+        if let Some((key, message)) = Checks::new().name("name", &self.name).first() {
+            return Err(invalid(key, &message));
         }
         if let Some((key, message)) = self.reptile.check().or_else(|| self.gnn.check()) {
             return Err(invalid(key, &message));

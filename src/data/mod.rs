@@ -206,7 +206,7 @@ pub fn split_plan(options: &DataOptions) -> Result<SplitPlan> {
     let train = match options.kind {
         DatasetKind::FashionMnist | DatasetKind::Mnist => read_idx_pair(&options.dir, "train")?,
         DatasetKind::Cifar10 => read_cifar_dir(&options.dir)?.0,
-        DatasetKind::Synthetic => synthetic(2_000, 7),
+        DatasetKind::Synthetic => synthetic(SYNTHETIC_TRAIN, 7),
     };
     check_val_size(options, train.len())?;
     let (mean, std) = channel_stats(&train);
@@ -242,7 +242,11 @@ pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
             (train, test, 10)
         }
         DatasetKind::Cifar10 => read_cifar_dir(&options.dir)?,
-        DatasetKind::Synthetic => (synthetic(2_000, 7), synthetic(500, 8), SYNTHETIC_CLASSES),
+        DatasetKind::Synthetic => (
+            synthetic(SYNTHETIC_TRAIN, 7),
+            synthetic(500, 8),
+            SYNTHETIC_CLASSES,
+        ),
     };
     if train.shape.to_vec() != options.kind.input_shape() || test.shape != train.shape {
         return Err(Error::data(
@@ -378,6 +382,8 @@ fn read_cifar_dir(dir: &Path) -> Result<(RawImages, RawImages, usize)> {
 
 /// Classes in the synthetic set.
 pub const SYNTHETIC_CLASSES: usize = 4;
+/// Training samples of the synthetic set.
+pub const SYNTHETIC_TRAIN: usize = 2_000;
 /// Shape of a synthetic image.
 pub const SYNTHETIC_SHAPE: [usize; 3] = [1, 8, 8];
 

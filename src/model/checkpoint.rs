@@ -106,6 +106,15 @@ pub fn load_var_store(
     rank: impl Fn(&str) -> (usize, usize),
     remedy: &str,
 ) -> Result<()> {
+    if path.exists() && !path.is_file() {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            tensor: "-".into(),
+            message:
+                "is not a regular file (a folder?); point the checkpoint at a .safetensors file"
+                    .into(),
+        });
+    }
     if !path.is_file() {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),

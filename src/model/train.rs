@@ -165,6 +165,8 @@ pub fn load_or_train(
     if checkpoint.exists() {
         net.load(checkpoint)?;
     } else {
+        // The checkpoint is written after training: make sure it can be.
+        crate::fsio::prepare_output(checkpoint)?;
         progress.println(&format!(
             "{} does not exist yet: pretraining the model first ({} epochs)",
             checkpoint.display(),

@@ -23,7 +23,9 @@ mod search;
 pub mod tasks;
 pub mod train_agent;
 
-pub use folder::{new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder, WholeSplit};
+pub use folder::{
+    new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder, RunLock, RunRecord, WholeSplit,
+};
 pub use pruningnet::check_pruningnet_env;
 pub use search::{build_agent, test_score, Search, SearchOutcome};
 
@@ -33,6 +35,10 @@ pub const ENV_FILE: &str = "env.toml";
 pub const EPISODES_FILE: &str = "episodes.jsonl";
 pub const BEST_FILE: &str = "best.json";
 pub const WEIGHTS_FILE: &str = "weights.txt";
+/// What a resume must repeat that the config does not hold (`--threads`).
+pub const RUN_FILE: &str = "run.json";
+/// The lock of the process that works in the folder (it holds that process's id).
+pub const LOCK_FILE: &str = "lock";
 /// The agent's network at the end of the run (agents that have one).
 pub const AGENT_FILE: &str = "agent.safetensors";
 /// The trained PruningNet (searches with `agent = "pruningnet"`).

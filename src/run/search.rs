@@ -218,7 +218,8 @@ impl Search<'_> {
             if record.is_none() {
                 state.write(index, &scored, improved, started)?;
             } else if index + 1 == recorded.len() {
-                // The last replayed episode: make best.json agree with the log.
+                // The last replayed episode: make best.json agree with the log, as the
+                // uninterrupted run wrote it when the best was found.
                 state.save_best()?;
             }
             finished = index + 1;

@@ -12,7 +12,7 @@ use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::model::zoo;
 use autoprune::prune::{allocate, ActionWall, Budget, CostModel, Granularity, Method, Metric};
 use autoprune::run::heuristics::best_heuristic;
-use autoprune::run::{RunFolder, Search};
+use autoprune::run::{RunFolder, RunRecord, Search};
 use autoprune::runlog::{NoSink, Progress};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -50,7 +50,6 @@ fn a_search_whose_agent_proposes_nonsense_returns_the_best_heuristic() {
     // Episodes on a quarter of the validation split: promising ones are rescored whole.
     config.eval_samples = Some(100);
     let env_path = dir.path().join("env.toml");
-    let env_text = std::fs::read_to_string(&env_path).unwrap();
     let spec = EnvSpec::load(&env_path).unwrap();
     let model = pretrained(&spec, tch::Device::Cpu, 0, &Progress::quiet()).unwrap();
     let mut eval_config = EvalConfig::from_env(&spec, 0).unwrap();
@@ -58,7 +57,7 @@ fn a_search_whose_agent_proposes_nonsense_returns_the_best_heuristic() {
     eval_config.eval_samples = config.eval_samples;
     let mut evaluator = Evaluator::new(&model.net, &model.data, eval_config).unwrap();
     let run = dir.path().join("run");
-    let folder = RunFolder::create(&run, &config, &env_text).unwrap();
+    let folder = RunFolder::create(&run, &config, &spec, &RunRecord { threads: None }).unwrap();
     let stop = AtomicBool::new(false);
     let outcome = Search {
         config: &config,

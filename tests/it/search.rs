@@ -6,6 +6,7 @@ use crate::common::{
     bin, read_events, records, records_len, resume_to, run, search_command, search_in, setup,
     strip_times,
 };
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -99,8 +100,20 @@ fn tensorboard_events_equal_the_jsonl_log() {
 #[test]
 fn a_killed_search_resumes_to_the_uninterrupted_result() {
     let dir = tempfile::tempdir().unwrap();
-    let config = setup(dir.path(), "ddpg", 120);
-    let full = dir.path().join("full");
+    let whole = setup(dir.path(), "ddpg", 120);
+    // The same search scoring a quarter of the validation split, the promising episodes
+    // rescored whole.
+    let subset = dir.path().join("subset.toml");
+    let mut table: toml::Table = std::fs::read_to_string(&whole).unwrap().parse().unwrap();
+    table.insert("eval_samples".into(), toml::Value::Integer(100));
+    std::fs::write(&subset, table.to_string()).unwrap();
+    for (name, config) in [("whole", whole), ("subset", subset)] {
+        killed_searches_resume_to_the_uninterrupted_result(&dir.path().join(name), &config);
+    }
+}
+
+fn killed_searches_resume_to_the_uninterrupted_result(dir: &Path, config: &Path) {
+    let full = dir.join("full");
     let out = run(&[
         "search",
         "--config",
@@ -117,8 +130,8 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
     for (attempt, (stage, kill_after)) in
         [("logged", 7usize), ("saved", 40)].into_iter().enumerate()
     {
-        let logdir = dir.path().join(format!("killed{attempt}"));
-        let status = search_command(&config, &logdir)
+        let logdir = dir.join(format!("killed{attempt}"));
+        let status = search_command(config, &logdir)
             .env("AUTOPRUNE_FAILPOINT", format!("{stage}:{}", kill_after - 1))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -141,6 +154,7 @@ fn a_killed_search_resumes_to_the_uninterrupted_result() {
             "same best policy"
         );
         assert_eq!(resumed["test_accuracy"], uninterrupted["test_accuracy"]);
+        assert_eq!(resumed["best_from"], uninterrupted["best_from"]);
         assert_eq!(
             strip_times(records(&logdir)),
             strip_times(records(&full)),

@@ -1,6 +1,6 @@
 //! DDPG hyper-parameters, AMC's defaults (He et al., ECCV 2018).
 
-use crate::check::Checks;
+use crate::check::{Checks, MAX_EPISODES, MAX_SAMPLES, MAX_WIDTH};
 use serde::{Deserialize, Serialize};
 
 /// The `[ddpg]` table of a search config.
@@ -51,7 +51,11 @@ impl DdpgConfig {
     pub fn check(&self) -> Option<(&'static str, String)> {
         Checks::new()
             .at_least("ddpg.hidden", self.hidden, 1)
+            .at_most("ddpg.hidden", self.hidden, MAX_WIDTH)
+            .at_most("ddpg.buffer", self.buffer, MAX_SAMPLES)
+            .at_most("ddpg.warmup", self.warmup, MAX_EPISODES)
             .at_least("ddpg.batch_size", self.batch_size, 1)
+            .at_most("ddpg.batch_size", self.batch_size, MAX_SAMPLES)
             .rule("ddpg.buffer", self.buffer >= self.batch_size, || {
                 format!(
                     "{} is smaller than batch_size ({})",

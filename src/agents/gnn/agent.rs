@@ -6,7 +6,7 @@
 use super::{DynamicState, GraphInput, GraphPolicy};
 use crate::agents::util::{gaussian_log_prob, standard_normal};
 use crate::agents::{Actor, Agent, Checkpoint, Episode, Learner, OneShotActor};
-use crate::check::Checks;
+use crate::check::{Checks, MAX_EPISODES, MAX_EPOCHS, MAX_LAYERS, MAX_WIDTH};
 use crate::error::Result;
 use crate::prune::CostModel;
 use rand::rngs::StdRng;
@@ -71,9 +71,17 @@ impl GnnConfig {
     pub fn check(&self) -> Option<(&'static str, String)> {
         Checks::new()
             .at_least("gnn.hidden", self.hidden, 1)
+            .at_most("gnn.hidden", self.hidden, MAX_WIDTH)
             .at_least("gnn.layers", self.layers, 1)
+            .at_most("gnn.layers", self.layers, MAX_LAYERS)
             .at_least("gnn.epochs", self.epochs, 1)
+            .at_most("gnn.epochs", self.epochs, MAX_EPOCHS)
             .at_least("gnn.episodes_per_update", self.episodes_per_update, 1)
+            .at_most(
+                "gnn.episodes_per_update",
+                self.episodes_per_update,
+                MAX_EPISODES,
+            )
             .positive("gnn.lr", self.lr)
             .positive("gnn.std", self.std)
             .within("gnn.clip", self.clip, 0.0, 1.0, true)

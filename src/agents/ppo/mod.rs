@@ -4,7 +4,7 @@
 
 use super::util::{gaussian_log_prob, mlp, rows_to_tensor, standard_normal};
 use super::{Actor, Agent, Episode, Learner, SequentialActor};
-use crate::check::Checks;
+use crate::check::{Checks, MAX_EPISODES, MAX_EPOCHS, MAX_SAMPLES, MAX_WIDTH};
 use crate::error::Result;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -60,9 +60,17 @@ impl PpoConfig {
     pub fn check(&self) -> Option<(&'static str, String)> {
         Checks::new()
             .at_least("ppo.hidden", self.hidden, 1)
+            .at_most("ppo.hidden", self.hidden, MAX_WIDTH)
             .at_least("ppo.epochs", self.epochs, 1)
+            .at_most("ppo.epochs", self.epochs, MAX_EPOCHS)
             .at_least("ppo.minibatch", self.minibatch, 1)
+            .at_most("ppo.minibatch", self.minibatch, MAX_SAMPLES)
             .at_least("ppo.episodes_per_update", self.episodes_per_update, 1)
+            .at_most(
+                "ppo.episodes_per_update",
+                self.episodes_per_update,
+                MAX_EPISODES,
+            )
             .positive("ppo.lr", self.lr)
             .positive("ppo.std", self.std)
             .within("ppo.gamma", self.gamma, 0.0, 1.0, false)

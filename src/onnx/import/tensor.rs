@@ -151,6 +151,23 @@ pub(super) fn read_external(
         }
     }
     let path = dir.join(relative);
+    // A symbolic link inside the folder may point outside it: resolve links first.
+    let folder = if dir.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        dir
+    };
+    let inside = match (folder.canonicalize(), path.canonicalize()) {
+        (Ok(folder), Ok(file)) => file.starts_with(folder),
+        // Nothing to resolve: opening it fails below with its own message.
+        (_, Err(_)) => true,
+        (Err(_), Ok(_)) => false,
+    };
+    if !inside {
+        return Err(format!(
+            "tensor `{label}`: external data file `{location}` links outside the model's folder; copy the file into it"
+        ));
+    }
     let mut file = std::fs::File::open(&path).map_err(|e| {
         format!(
             "tensor `{label}`: cannot open its data file {}: {e}",
