@@ -11,7 +11,7 @@
 mod common;
 
 use autoprune::config::EnvSpec;
-use autoprune::config::SearchConfig;
+use autoprune::config::{SearchConfig, Validate};
 use autoprune::device::{device_name, parse_device};
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::run::{RunFolder, RunRecord, Search};
@@ -30,9 +30,12 @@ fn main() {
     let mut loaded = None;
     for name in ["amc-ddpg", "ppo", "evolution", "random", "gnn"] {
         let path = PathBuf::from(format!("configs/{name}.toml"));
-        let mut config = SearchConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let mut config = SearchConfig::load(&path)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .into_inner();
         config.episodes = episodes;
         config.ddpg.warmup = (episodes / 3).max(1);
+        let config = config.check().unwrap_or_else(|e| panic!("{e}"));
         let env_text = std::fs::read_to_string(&config.env).expect("env file");
         let spec = EnvSpec::parse(&env_text, &config.env).unwrap_or_else(|e| panic!("{e}"));
         // The shipped configs share an env: load its data and model once.

@@ -3,7 +3,7 @@
 use super::print::best_rewards_json;
 use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::{Context, Result};
-use autoprune::config::MetaTrainConfig;
+use autoprune::config::{MetaTrainConfig, Validate};
 use autoprune::run::meta_train::meta_train;
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
@@ -33,16 +33,16 @@ pub struct MetaTrainArgs {
 }
 
 pub fn run(args: MetaTrainArgs) -> Result<()> {
-    let mut config = MetaTrainConfig::load(&args.config)?;
+    let mut config = MetaTrainConfig::load(&args.config)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
     }
     if let Some(iterations) = args.iterations {
         config.reptile.iterations = iterations;
-        config
-            .validate()
-            .map_err(|e| e.noted("after --iterations"))?;
     }
+    let config = config
+        .check()
+        .map_err(|e| e.noted("after the command line's overrides"))?;
     if let Some(out) = &args.out {
         autoprune::fsio::prepare_output(out)?;
     }

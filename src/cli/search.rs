@@ -5,7 +5,7 @@ use super::print::{print_score, report};
 use super::{DeviceArgs, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use autoprune::agents::AgentKind;
-use autoprune::config::{EnvSpec, SearchConfig};
+use autoprune::config::{Checked, EnvSpec, SearchConfig, Validate};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, now_rfc3339};
 use autoprune::run::{
@@ -49,9 +49,9 @@ pub struct SearchArgs {
 }
 
 /// A new run folder for the config, with the command line's overrides.
-fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
+fn start(args: &SearchArgs) -> Result<(RunFolder, Checked<SearchConfig>, EnvSpec)> {
     let path = args.config.as_deref().context("--config is required")?;
-    let mut config = SearchConfig::load(path)?;
+    let mut config = SearchConfig::load(path)?.into_inner();
     if let Some(env) = &args.env {
         config.env = env.clone();
     }
@@ -64,7 +64,7 @@ fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
     if let Some(episodes) = args.episodes {
         config.episodes = episodes;
     }
-    config.validate()?;
+    let config = config.check()?;
     let env_text = std::fs::read_to_string(&config.env).with_context(|| {
         format!(
             "{}: cannot read the env file (key `env` in {})",
@@ -82,19 +82,23 @@ fn start(args: &SearchArgs) -> Result<(RunFolder, SearchConfig, EnvSpec)> {
     Ok((folder, config, spec))
 }
 
+/// A run folder opened to run in: its config and env, the run's record and the episodes it
+/// finished.
+type Opened = (
+    RunFolder,
+    Checked<SearchConfig>,
+    EnvSpec,
+    RunRecord,
+    Vec<EpisodeRecord>,
+);
+
 /// A run folder to resume, with the command line's episodes: never fewer than it finished
 /// (the best policy of fewer would replace the run's best), and its own thread count.
 fn resume(
     args: &SearchArgs,
     dir: &Path,
-) -> Result<(
-    RunFolder,
-    SearchConfig,
-    EnvSpec,
-    RunRecord,
-    Vec<EpisodeRecord>,
-)> {
-    let (folder, mut config, spec, record, recorded) = RunFolder::open(dir)?;
+) -> Result<Opened> {
+    let (folder, config, spec, record, recorded) = RunFolder::open(dir)?;
     let invalid = |key: &str, message: String| autoprune::Error::Invalid {
         path: dir.to_path_buf(),
         key: key.into(),
@@ -109,8 +113,9 @@ fn resume(
             ))
             .into());
         }
-        config.episodes = episodes;
-        config.validate()?;
+        let mut changed = config.into_inner();
+        changed.episodes = episodes;
+        return Ok((folder, changed.check()?, spec, record, recorded));
     }
     if let Some(threads) = args.device.threads.filter(|t| Some(*t) != record.threads) {
         let recorded = match record.threads {

@@ -4,7 +4,7 @@
 use super::print::best_rewards_json;
 use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::Result;
-use autoprune::config::TrainAgentConfig;
+use autoprune::config::{TrainAgentConfig, Validate};
 use autoprune::run::train_agent::train_graph_agent;
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
@@ -31,14 +31,16 @@ pub struct TrainAgentArgs {
 }
 
 pub fn run(args: TrainAgentArgs) -> Result<()> {
-    let mut config = TrainAgentConfig::load(&args.config)?;
+    let mut config = TrainAgentConfig::load(&args.config)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
     }
     if let Some(episodes) = args.episodes {
-        anyhow::ensure!(episodes >= 1, "--episodes {episodes}: use 1 or more");
         config.episodes = episodes;
     }
+    let config = config
+        .check()
+        .map_err(|e| e.noted("after the command line's overrides"))?;
     let TaskRun {
         mut tasks,
         dir,

@@ -4,11 +4,13 @@
 //!
 //! Must not know about tch, agents' internals or run folders.
 
+mod checked;
 mod env;
 mod pruningnet;
 mod search;
 mod tasks;
 
+pub use checked::{Checked, Validate};
 pub use env::{
     Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
 };

@@ -2,6 +2,7 @@
 //! agent's hyper-parameters.
 
 use super::PruningNetConfig;
+use super::{Checked, Validate};
 use crate::agents::ddpg::DdpgConfig;
 use crate::agents::evolution::EvolutionConfig;
 use crate::agents::gnn::GnnConfig;
@@ -69,8 +70,8 @@ impl SearchConfig {
         seed: u64,
         eval_samples: Option<usize>,
         gnn: GnnConfig,
-    ) -> Result<Self> {
-        let config = SearchConfig {
+    ) -> Result<Checked<Self>> {
+        SearchConfig {
             name: "transfer".into(),
             env: env.to_path_buf(),
             agent: AgentKind::Gnn,
@@ -86,24 +87,29 @@ impl SearchConfig {
             meta: Default::default(),
             pruningnet: Default::default(),
             path: env.to_path_buf(),
-        };
-        config.validate()?;
-        Ok(config)
+        }
+        .check()
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: &Path) -> Result<Checked<Self>> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(&text, path)
     }
 
-    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+    pub fn parse(text: &str, path: &Path) -> Result<Checked<Self>> {
         let mut config: SearchConfig = super::parse_toml(text, path)?;
         config.path = path.to_path_buf();
-        config.validate()?;
-        Ok(config)
+        config.check()
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// The config as TOML (written into the run folder, read back on resume).
+    pub fn to_toml(&self) -> Result<String> {
+        super::to_toml(self, &self.path)
+    }
+}
+
+impl Validate for SearchConfig {
+    fn validate(&self) -> Result<()> {
         let invalid = |key: &str, message: String| Error::Invalid {
             path: self.path.clone(),
             key: key.into(),
@@ -161,11 +167,6 @@ impl SearchConfig {
             Some((key, message)) => Err(invalid(key, message)),
             None => Ok(()),
         }
-    }
-
-    /// The config as TOML (written into the run folder, read back on resume).
-    pub fn to_toml(&self) -> Result<String> {
-        super::to_toml(self, &self.path)
     }
 }
 

@@ -1,7 +1,7 @@
 //! Multi-task run configs: `train-agent` (one graph agent over several models, budgets and
 //! granularities) and `meta-train` (Reptile over the same kind of task distribution).
 
-use super::parse_toml;
+use super::{parse_toml, Checked, Validate};
 use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::ReptileConfig;
 use crate::check::{Checks, MAX_EPISODES, MAX_SAMPLES};
@@ -71,37 +71,41 @@ impl TrainAgentConfig {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: &Path) -> Result<Checked<Self>> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut config: TrainAgentConfig = parse_toml(&text, path)?;
         config.path = path.to_path_buf();
-        let invalid = |key: &str, message: &str| Error::Invalid {
-            path: path.to_path_buf(),
-            key: key.into(),
-            message: message.into(),
-        };
-        if let Some((key, message)) =
-            check_tasks(&config.envs, &config.budgets, config.eval_samples)
-        {
-            return Err(invalid(key, &message));
-        }
-        let bounds = Checks::new()
-            .name("name", &config.name)
-            .at_least("episodes", config.episodes, 1)
-            .at_most("episodes", config.episodes, MAX_EPISODES)
-            .first();
-        if let Some((key, message)) = bounds {
-            return Err(invalid(key, &message));
-        }
-        if let Some((key, message)) = config.gnn.check() {
-            return Err(invalid(key, &message));
-        }
-        Ok(config)
+        config.check()
     }
 
     /// The config as TOML (written into the run folder).
     pub fn to_toml(&self) -> Result<String> {
         super::to_toml(self, &self.path)
+    }
+}
+
+impl Validate for TrainAgentConfig {
+    fn validate(&self) -> Result<()> {
+        let invalid = |key: &str, message: &str| Error::Invalid {
+            path: self.path.clone(),
+            key: key.into(),
+            message: message.into(),
+        };
+        if let Some((key, message)) = check_tasks(&self.envs, &self.budgets, self.eval_samples) {
+            return Err(invalid(key, &message));
+        }
+        let bounds = Checks::new()
+            .name("name", &self.name)
+            .at_least("episodes", self.episodes, 1)
+            .at_most("episodes", self.episodes, MAX_EPISODES)
+            .first();
+        if let Some((key, message)) = bounds {
+            return Err(invalid(key, &message));
+        }
+        if let Some((key, message)) = self.gnn.check() {
+            return Err(invalid(key, &message));
+        }
+        Ok(())
     }
 }
 
@@ -143,15 +147,26 @@ impl MetaTrainConfig {
         }
     }
 
-    pub fn load(path: &Path) -> Result<Self> {
+    pub fn load(path: &Path) -> Result<Checked<Self>> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let mut config: MetaTrainConfig = parse_toml(&text, path)?;
         config.path = path.to_path_buf();
-        config.validate()?;
-        Ok(config)
+        config.check()
     }
 
-    pub fn validate(&self) -> Result<()> {
+    /// Episodes the whole run takes.
+    pub fn episodes(&self) -> usize {
+        self.reptile.iterations * self.reptile.inner_episodes
+    }
+
+    /// The config as TOML (written into the run folder).
+    pub fn to_toml(&self) -> Result<String> {
+        super::to_toml(self, &self.path)
+    }
+}
+
+impl Validate for MetaTrainConfig {
+    fn validate(&self) -> Result<()> {
         let invalid = |key: &str, message: &str| Error::Invalid {
             path: self.path.clone(),
             key: key.into(),
@@ -180,16 +195,6 @@ impl MetaTrainConfig {
             ));
         }
         Ok(())
-    }
-
-    /// Episodes the whole run takes.
-    pub fn episodes(&self) -> usize {
-        self.reptile.iterations * self.reptile.inner_episodes
-    }
-
-    /// The config as TOML (written into the run folder).
-    pub fn to_toml(&self) -> Result<String> {
-        super::to_toml(self, &self.path)
     }
 }
 

@@ -3,7 +3,7 @@
 //! opened to resume, and the lock that keeps a second process out of a folder in use.
 
 use super::{CONFIG_FILE, ENV_FILE, EPISODES_FILE, LOCK_FILE, RUN_FILE, WEIGHTS_FILE};
-use crate::config::{EnvSpec, RewardKind, SearchConfig};
+use crate::config::{Checked, EnvSpec, RewardKind, SearchConfig};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -289,7 +289,13 @@ impl RunFolder {
     #[allow(clippy::type_complexity)]
     pub fn open(
         dir: &Path,
-    ) -> Result<(Self, SearchConfig, EnvSpec, RunRecord, Vec<EpisodeRecord>)> {
+    ) -> Result<(
+        Self,
+        Checked<SearchConfig>,
+        EnvSpec,
+        RunRecord,
+        Vec<EpisodeRecord>,
+    )> {
         if !dir.join(CONFIG_FILE).is_file() || !dir.join(EPISODES_FILE).is_file() {
             return Err(Error::Invalid {
                 path: dir.to_path_buf(),

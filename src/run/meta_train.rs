@@ -9,7 +9,7 @@ use super::agent_file::save_agent;
 use super::tasks::{start_tasks, task_episode, Task};
 use super::AGENT_FILE;
 use crate::agents::meta::Reptile;
-use crate::config::MetaTrainConfig;
+use crate::config::{Checked, MetaTrainConfig};
 use crate::error::Result;
 use crate::runlog::{MetricsSink, Progress};
 use rand::rngs::StdRng;
@@ -32,7 +32,7 @@ pub struct MetaOutcome {
 /// writes the meta-trained agent to `dir/agent.safetensors`. On Ctrl-C the run stops after
 /// the iteration in flight and the agent is still written.
 pub fn meta_train(
-    config: &MetaTrainConfig,
+    config: &Checked<MetaTrainConfig>,
     tasks: &mut [Task],
     dir: &Path,
     sink: &mut dyn MetricsSink,

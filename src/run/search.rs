@@ -9,7 +9,7 @@ use crate::agents::gnn::GraphAgent;
 use crate::agents::ppo::Ppo;
 use crate::agents::random::RandomSearch;
 use crate::agents::{AgentKind, Demonstration, SearchAgent};
-use crate::config::{EnvSpec, SearchConfig};
+use crate::config::{Checked, EnvSpec, SearchConfig};
 use crate::data::SplitName;
 use crate::env::{rollout, PruneEnv, STATE_DIM};
 use crate::error::{Error, Result};
@@ -96,7 +96,8 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
 
 /// Everything one search needs.
 pub struct Search<'a> {
-    pub config: &'a SearchConfig,
+    /// Only a checked config runs.
+    pub config: &'a Checked<SearchConfig>,
     pub spec: &'a EnvSpec,
     pub evaluator: &'a mut Evaluator,
     pub folder: &'a RunFolder,

@@ -6,7 +6,7 @@
 use super::agent_file::save_agent;
 use super::tasks::{start_tasks, task_episode, Task};
 use super::AGENT_FILE;
-use crate::config::TrainAgentConfig;
+use crate::config::{Checked, TrainAgentConfig};
 use crate::error::Result;
 use crate::runlog::{MetricsSink, Progress};
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ pub struct TrainOutcome {
 /// Trains a graph agent on `tasks`, episodes cycling through them, logging to `dir` (which
 /// must not hold a run yet) and `sink`; writes the agent to `dir/agent.safetensors`.
 pub fn train_graph_agent(
-    config: &TrainAgentConfig,
+    config: &Checked<TrainAgentConfig>,
     tasks: &mut [Task],
     dir: &Path,
     sink: &mut dyn MetricsSink,

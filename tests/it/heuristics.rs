@@ -6,7 +6,7 @@
 use crate::common::{records, setup};
 use autoprune::agents::gnn::{GnnConfig, GraphAgent};
 use autoprune::agents::{Actor, Agent, Episode, Learner, OneShotActor};
-use autoprune::config::{default_heuristics, EnvSpec, SearchConfig};
+use autoprune::config::{default_heuristics, EnvSpec, SearchConfig, Validate};
 use autoprune::env::{rollout, PruneEnv};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::model::zoo;
@@ -46,9 +46,10 @@ fn a_search_whose_agent_proposes_nonsense_returns_the_best_heuristic() {
     tch::set_num_threads(1);
     let dir = tempfile::tempdir().unwrap();
     let config_path = setup(dir.path(), "random", 10);
-    let mut config = SearchConfig::load(&config_path).unwrap();
+    let mut config = SearchConfig::load(&config_path).unwrap().into_inner();
     // Episodes on a quarter of the validation split: promising ones are rescored whole.
     config.eval_samples = Some(100);
+    let config = config.check().unwrap();
     let env_path = dir.path().join("env.toml");
     let spec = EnvSpec::load(&env_path).unwrap();
     let model = pretrained(&spec, tch::Device::Cpu, 0, &Progress::quiet()).unwrap();
