@@ -9,6 +9,7 @@ mod eval;
 mod fuzz;
 mod gnn;
 mod graph;
+mod hostile;
 mod meta;
 mod model;
 mod onnx;
