@@ -45,7 +45,8 @@ fn main() {
         eval_config.eval_samples = config.eval_samples;
         let mut evaluator = Evaluator::new(net, data, eval_config).expect("evaluator");
         let dir = scratch.path().join(name);
-        let folder = RunFolder::create(&dir, &config, &env_text).expect("run folder");
+        let folder =
+            RunFolder::create(&dir, &config, &spec, &Default::default()).expect("run folder");
         let outcome = {
             let mut sink = TensorBoardSink::new(Path::new(&folder.dir)).expect("event file");
             Search {

@@ -653,7 +653,7 @@ fn integer_leaves(value: &toml::Value, at: &[String], out: &mut Vec<Vec<String>>
         toml::Value::Integer(_) => out.push(at.to_vec()),
         toml::Value::Table(table) => {
             for (key, item) in table {
-                integer_leaves(item, &[at, &[key.clone()]].concat(), out);
+                integer_leaves(item, &[at, std::slice::from_ref(key)].concat(), out);
             }
         }
         toml::Value::Array(items) => {

@@ -603,7 +603,7 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         },
     ];
     // Command-line mistakes clap finds exit with 2, as clap's own errors do.
-    let usage = vec![
+    let usage = [
         Case {
             name: "negative episodes",
             args: s(&[
