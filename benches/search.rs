@@ -14,7 +14,7 @@ use autoprune::config::EnvSpec;
 use autoprune::config::{SearchConfig, Validate};
 use autoprune::device::{device_name, parse_device};
 use autoprune::eval::{EvalConfig, Evaluator};
-use autoprune::run::{RunFolder, RunRecord, Search};
+use autoprune::run::{RunFolder, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use common::{arg, data_and_model};
 use std::path::{Path, PathBuf};
@@ -48,8 +48,8 @@ fn main() {
         eval_config.eval_samples = config.eval_samples;
         let mut evaluator = Evaluator::new(net, data, eval_config).expect("evaluator");
         let dir = scratch.path().join(name);
-        let record = RunRecord { threads: None };
-        let folder = RunFolder::create(&dir, &config, &spec, &record).expect("run folder");
+        let folder =
+            RunFolder::create(&dir, &config, &spec, &Default::default()).expect("run folder");
         let outcome = {
             let mut sink = TensorBoardSink::new(Path::new(&folder.dir)).expect("event file");
             Search {

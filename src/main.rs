@@ -39,14 +39,13 @@ fn usage_error(error: clap::Error) -> ! {
         error.exit();
     }
     let text = error.render().to_string();
-    let line = text
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("error: invalid command line");
-    let line = match line.strip_prefix("error: ") {
-        Some(message) => message,
-        None => line,
-    };
+    let mut lines = text.lines().map(str::trim).filter(|l| !l.is_empty());
+    let first = lines.next().unwrap_or("invalid command line");
+    let mut line = first.strip_prefix("error: ").unwrap_or(first).to_string();
+    // The choices of a value are worth keeping; usage and "try --help" lines are not.
+    if let Some(choices) = lines.find(|l| l.starts_with("[possible values:")) {
+        line = format!("{line} {choices}");
+    }
     // The command the user meant, when the first argument names one.
     let command = std::env::args()
         .nth(1)

@@ -94,10 +94,7 @@ type Opened = (
 
 /// A run folder to resume, with the command line's episodes: never fewer than it finished
 /// (the best policy of fewer would replace the run's best), and its own thread count.
-fn resume(
-    args: &SearchArgs,
-    dir: &Path,
-) -> Result<Opened> {
+fn resume(args: &SearchArgs, dir: &Path) -> Result<Opened> {
     let (folder, config, spec, record, recorded) = RunFolder::open(dir)?;
     let invalid = |key: &str, message: String| autoprune::Error::Invalid {
         path: dir.to_path_buf(),

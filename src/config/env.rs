@@ -541,7 +541,7 @@ mod tests {
     /// An env of `arch` with `keys` in its `[model]` table.
     fn env_text(arch: &str, keys: &str) -> String {
         format!(
-            "name = \"n\"\n[model]\narch = \"{arch}\"\n{keys}\n[data]\ndataset = \"synthetic\"\n"
+            "name = \"n\"\n[model]\narch = \"{arch}\"\n{keys}\n[data]\ndataset = \"synthetic\"\nval_size = 400\n"
         )
     }
 

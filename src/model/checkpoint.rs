@@ -107,13 +107,10 @@ pub fn load_var_store(
     remedy: &str,
 ) -> Result<()> {
     if path.exists() && !path.is_file() {
-        return Err(Error::Checkpoint {
-            path: path.to_path_buf(),
-            tensor: "-".into(),
-            message:
-                "is not a regular file (a folder?); point the checkpoint at a .safetensors file"
-                    .into(),
-        });
+        return Err(Error::data(
+            path,
+            "is not a regular file (a folder?); point the checkpoint at a .safetensors file",
+        ));
     }
     if !path.is_file() {
         return Err(Error::Checkpoint {

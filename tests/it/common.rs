@@ -166,3 +166,14 @@ pub fn synthetic_data() -> autoprune::data::Dataset {
     };
     autoprune::data::load(&options, tch::Device::Cpu).unwrap()
 }
+
+/// `cp -r FROM TO`: a copy of a run folder.
+pub fn copy_folder(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

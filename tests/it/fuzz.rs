@@ -626,3 +626,154 @@ fn onnx_graphs_with_nonsense_values() {
         .unwrap_or_else(|e| panic!("ONNX graphs: {e}"));
     eprintln!("ONNX graphs with nonsense values: {n} inputs, no panic, every error one line");
 }
+
+/// Integers a user might give a size, count or thread number: small ones, the bounds, just
+/// past them, and far past them.
+const SIZES: &[i64] = &[
+    0,
+    1,
+    2,
+    7,
+    256,
+    257,
+    16_384,
+    16_385,
+    100_000,
+    1_000_000,
+    1_000_001,
+    10_000_000,
+    10_000_001,
+    99_999_999,
+    99_999_999_999,
+    1_000_000_000_000,
+    i64::MAX,
+];
+
+/// The dotted path of every integer in a TOML value (array items by index).
+fn integer_leaves(value: &toml::Value, at: &[String], out: &mut Vec<Vec<String>>) {
+    match value {
+        toml::Value::Integer(_) => out.push(at.to_vec()),
+        toml::Value::Table(table) => {
+            for (key, item) in table {
+                integer_leaves(item, &[at, std::slice::from_ref(key)].concat(), out);
+            }
+        }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                integer_leaves(item, &[at, &[i.to_string()]].concat(), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn leaf_mut<'a>(value: &'a mut toml::Value, at: &[String]) -> Option<&'a mut toml::Value> {
+    at.iter().try_fold(value, |v, key| match v {
+        toml::Value::Table(table) => table.get_mut(key),
+        toml::Value::Array(items) => items.get_mut(key.parse::<usize>().ok()?),
+        _ => None,
+    })
+}
+
+/// The largest integer an accepted config holds, seeds aside (a seed is any number).
+fn largest_size(value: &toml::Value) -> i64 {
+    let mut leaves = Vec::new();
+    integer_leaves(value, &[], &mut leaves);
+    leaves
+        .iter()
+        .filter(|at| !at.last().is_some_and(|k| k.ends_with("seed")))
+        .filter_map(|at| leaf_mut(&mut value.clone(), at).and_then(|v| v.as_integer()))
+        .max()
+        .unwrap_or(0)
+}
+
+/// Sets integers of valid env files and search configs to sizes at, past and far past their
+/// bounds: every config accepted holds no size above the largest bound (so nothing unbounded
+/// slips through), and every refusal is one line.
+fn sizes_past_bounds(
+    name: &str,
+    dir: &str,
+    check: impl Fn(&str) -> Result<Option<toml::Value>, autoprune::error::Error>,
+) {
+    let seeds: Vec<toml::Value> = files(dir)
+        .iter()
+        .map(|b| toml::from_str(&String::from_utf8_lossy(b)).unwrap())
+        .collect();
+    let n = cases();
+    let mut runner = runner(n);
+    let (accepted, bounded) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let strategy = (
+        0..seeds.len(),
+        proptest::collection::vec((any::<usize>(), 0..SIZES.len()), 1..4),
+    );
+    runner
+        .run(&strategy, |(s, edits)| {
+            let mut value = seeds[s].clone();
+            let mut leaves = Vec::new();
+            integer_leaves(&value, &[], &mut leaves);
+            for (at, size) in &edits {
+                if let Some(leaf) = leaf_mut(&mut value, &leaves[at % leaves.len()]) {
+                    *leaf = toml::Value::Integer(SIZES[*size]);
+                }
+            }
+            let text = toml::to_string(&value).unwrap();
+            let fail = proptest::test_runner::TestCaseError::fail;
+            match check(&text) {
+                Ok(Some(parsed)) => {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                    let largest = largest_size(&parsed);
+                    if largest > autoprune::check::MAX_SAMPLES as i64 {
+                        return Err(fail(format!("accepted a size of {largest}:\n{text}")));
+                    }
+                    Ok(())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => {
+                    if e.to_string().contains("at most") {
+                        bounded.fetch_add(1, Ordering::Relaxed);
+                    }
+                    one_line(Err(e)).map_err(fail)
+                }
+            }
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let (accepted, bounded) = (accepted.into_inner(), bounded.into_inner());
+    eprintln!(
+        "{name}: {n} inputs ({accepted} accepted, {bounded} refused for a bound), no size past the bounds accepted, every error one line"
+    );
+    assert!(
+        accepted > 0 && bounded > 0,
+        "{name}: the edits never reach the bounds"
+    );
+}
+
+#[test]
+fn env_sizes_past_their_bounds() {
+    let path = Path::new("fuzz/env.toml");
+    sizes_past_bounds("env sizes", "envs", |text| {
+        let spec = EnvSpec::parse(text, path)?;
+        // What the engine does next with an accepted env: build its graph.
+        if spec.model.onnx_path().is_none() {
+            spec.build_graph()?;
+        }
+        Ok(Some(
+            toml::Value::try_from(&spec).expect("an env serializes"),
+        ))
+    });
+}
+
+#[test]
+fn search_config_sizes_past_their_bounds() {
+    let path = Path::new("fuzz/config.toml");
+    sizes_past_bounds("search config sizes", "configs", |text| {
+        // train-agent and meta-train configs are in the folder too: only search configs
+        // parse as one.
+        if !text.contains("episodes") || text.contains("budgets") {
+            return Ok(None);
+        }
+        let config = SearchConfig::parse(text, path)?;
+        Ok(Some(
+            toml::Value::try_from(&*config).expect("a config serializes"),
+        ))
+    });
+}

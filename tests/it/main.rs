@@ -10,6 +10,7 @@ mod fuzz;
 mod gnn;
 mod graph;
 mod heuristics;
+mod hostile;
 mod meta;
 mod model;
 mod onnx;

@@ -5,9 +5,10 @@
 //! (the table in docs/errors.md is rendered here); a 2,000-episode search has flat memory.
 
 use crate::common::{
-    bin, one_error_line, read_events, records, repo, resume_to, run, search_command, search_in,
-    setup, strip_times, success_json,
+    bin, copy_folder, one_error_line, read_events, records, repo, resume_to, run, search_command,
+    search_in, setup, strip_times, success_json,
 };
+use crate::hostile::hostile_inputs;
 use autoprune::config::EnvSpec;
 use autoprune::config::SearchConfig;
 use autoprune::policy::PolicyFile;
@@ -266,13 +267,7 @@ fn full_disk_case(dir: &Path, config: &Path) -> (String, bool) {
         "{done} episodes before the disk filled"
     );
     let moved = dir.join("moved");
-    let copy = std::process::Command::new("cp")
-        .args(["-r"])
-        .arg(&logdir)
-        .arg(&moved)
-        .status()
-        .unwrap();
-    assert!(copy.success());
+    copy_folder(&logdir, &moved);
     if mounted {
         let _ = std::process::Command::new("umount").arg(&disk).status();
     }
@@ -401,6 +396,21 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
             .replace("episodes = 30", "episodes = 0"),
     );
     std::fs::create_dir_all(d.join("not-a-run")).unwrap();
+    hostile_inputs(d, &env, &config);
+    // A folder another process holds (`flock`, as a search holds it), its pid in the lock.
+    let mut holder = std::process::Command::new("flock")
+        .arg(d.join("held/lock"))
+        .args(["-c", "echo locked; exec sleep 600"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut locked = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut locked,
+    )
+    .unwrap();
+    std::fs::write(d.join("held/lock"), format!("{}\n", holder.id())).unwrap();
 
     let evaluate = |env: &str| s(&["evaluate", "--env", &p(env)]);
     let cases = vec![
@@ -505,25 +515,148 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
             args: s(&["search", "--resume", &p("not-a-run")]),
             expect: vec!["not-a-run"],
         },
+        Case {
+            name: "a second process on a run folder in use",
+            args: s(&["search", "--resume", &p("held")]),
+            expect: vec!["held", "in use by another autoprune process (pid "],
+        },
+        Case {
+            name: "resume with fewer episodes than the run finished",
+            args: s(&["search", "--resume", &p("done"), "--episodes", "2"]),
+            expect: vec!["done", "--episodes"],
+        },
+        Case {
+            name: "episode log edited by hand",
+            args: s(&["search", "--resume", &p("tampered")]),
+            expect: vec!["episodes.jsonl", "line 4", "accuracy 5"],
+        },
+        Case {
+            name: "output at a device node",
+            args: s(&[
+                "baseline",
+                "--env",
+                &p("env.toml"),
+                "--method",
+                "lamp",
+                "--out",
+                "/dev/null",
+            ]),
+            expect: vec!["/dev/null", "regular file"],
+        },
+        Case {
+            name: "unwritable search output (checked before the search)",
+            args: s(&[
+                "search",
+                "--config",
+                config.to_str().unwrap(),
+                "--logdir",
+                &p("run-out"),
+                "--out",
+                "/proc/autoprune-policy.json",
+            ]),
+            expect: vec!["/proc", "cannot write here"],
+        },
+        Case {
+            name: "checkpoint that is a folder",
+            args: evaluate("folder-checkpoint.toml"),
+            expect: vec!["not a regular file"],
+        },
+        Case {
+            name: "model size past its bound",
+            args: evaluate("huge-hidden.toml"),
+            expect: vec!["huge-hidden.toml", "model.hidden", "at most"],
+        },
+        Case {
+            name: "agent size past its bound",
+            args: s(&["search", "--config", &p("huge-ddpg.toml")]),
+            expect: vec!["huge-ddpg.toml", "ddpg.hidden", "at most"],
+        },
+        Case {
+            name: "thread count past its bound",
+            args: s(&["evaluate", "--env", &p("env.toml"), "--threads", "100000"]),
+            expect: vec!["--threads", "1024"],
+        },
+        Case {
+            name: "three keep bounds",
+            args: evaluate("three-bounds.toml"),
+            expect: vec!["three-bounds.toml", "keep_bounds", "exactly two"],
+        },
+        Case {
+            name: "a data folder for synthetic data",
+            args: evaluate("synthetic-dir.toml"),
+            expect: vec!["synthetic-dir.toml", "data.dir"],
+        },
+        Case {
+            name: "validation split larger than the data",
+            args: evaluate("big-val.toml"),
+            expect: vec!["big-val.toml", "data.val_size"],
+        },
+        Case {
+            name: "an extreme number",
+            args: evaluate("huge-keep.toml"),
+            expect: vec!["huge-keep.toml", "1e300"],
+        },
+        Case {
+            name: "a name that is a path",
+            args: evaluate("path-name.toml"),
+            expect: vec!["path-name.toml", "key `name`"],
+        },
+    ];
+    // Command-line mistakes clap finds exit with 2, as clap's own errors do.
+    let usage = [
+        Case {
+            name: "negative episodes",
+            args: s(&[
+                "search",
+                "--config",
+                config.to_str().unwrap(),
+                "--episodes",
+                "-1",
+            ]),
+            expect: vec!["-1", "(see autoprune search --help)"],
+        },
+        Case {
+            name: "unknown agent",
+            args: s(&[
+                "search",
+                "--config",
+                config.to_str().unwrap(),
+                "--agent",
+                "foo",
+            ]),
+            expect: vec!["foo", "(see autoprune search --help)"],
+        },
+        Case {
+            name: "a seed on resume",
+            args: s(&["search", "--resume", &p("done"), "--seed", "5"]),
+            expect: vec!["--seed", "(see autoprune search --help)"],
+        },
     ];
     let tmp = d.to_str().unwrap();
     let mut rows = Vec::new();
-    for case in &cases {
+    let codes = cases
+        .iter()
+        .map(|c| (c, 1))
+        .chain(usage.iter().map(|c| (c, 2)));
+    for (case, code) in codes {
         let args: Vec<&str> = case.args.iter().map(String::as_str).collect();
         let before = std::fs::read_to_string(d.join("a-file")).unwrap();
         let out = run(&args);
-        assert_eq!(out.status.code(), Some(1), "{}: exit code", case.name);
+        assert_eq!(out.status.code(), Some(code), "{}: exit code", case.name);
         let line = one_error_line(&out);
         for want in &case.expect {
             assert!(line.contains(want), "{}: {want:?} not in {line}", case.name);
         }
         assert_eq!(std::fs::read_to_string(d.join("a-file")).unwrap(), before);
+        let pid = format!("pid {}", holder.id());
         rows.push((
             case.name,
             args.join(" ").replace(tmp, "<tmp>"),
-            line.replace(tmp, "<tmp>"),
+            line.replace(tmp, "<tmp>").replace(&pid, "pid <pid>"),
         ));
     }
+    holder.kill().unwrap();
+    holder.wait().unwrap();
     // The inputs that failed are still there, untouched (nothing written is lost).
     assert_eq!(
         std::fs::read_to_string(d.join("lamp.json")).unwrap(),
@@ -567,8 +700,9 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "# Bad input and faults: what autoprune says\n\n\
          Rendered by `tests/it/reliability.rs` (`bad_input_gets_one_line_and_a_nonzero_exit`); \
          refresh with `AUTOPRUNE_BLESS=1 cargo test --release --test it reliability::bad_input`. \
-         Each case exits with status 1 and prints exactly this one line on stderr; the files \
-         it names, and everything written before, are left as they were. `<tmp>` is the \
+         Each case exits with status 1 (2 for the command-line mistakes clap finds: the last \
+         rows) and prints exactly this one line on stderr; the files it names, and \
+         everything written before, are left as they were. `<tmp>` is the \
          test's temporary folder; the env is `envs/synthetic-mlp.toml` with its checkpoint \
          there.\n\n| case | command | error |\n|---|---|---|\n",
     );
