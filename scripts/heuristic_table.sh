@@ -124,7 +124,8 @@ for (env, keep), seeds in sorted(runs.items()):
     base = values["best heuristic"]
     for c in columns[1:]:
         if base and len(values[c]) == len(base):
-            spread = statistics.stdev(base + values[c]) if len(base) > 1 else 0.0
+            # The seeds' spread: the larger of the two columns' standard deviations.
+            spread = max(statistics.stdev(base), statistics.stdev(values[c])) if len(base) > 1 else 0.0
             wins[c][0] += statistics.mean(values[c]) > statistics.mean(base) + spread
             wins[c][1] += 1
     print(f"| {env} @ {keep} | " + " | ".join(cell(values[c]) for c in columns) + f" | {len(seeds)} |")

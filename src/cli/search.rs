@@ -9,7 +9,8 @@ use autoprune::config::{Checked, EnvSpec, SearchConfig, Validate};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, now_rfc3339};
 use autoprune::run::{
-    interrupt, run_dir, test_score, EpisodeRecord, RunFolder, RunRecord, Search, BEST_FILE,
+    interrupt, run_dir, test_score, EpisodeRecord, RunFolder, RunRecord, Search, SearchOutcome,
+    BEST_FILE,
 };
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
@@ -170,21 +171,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
     eval_config.eval_samples = config.eval_samples;
     let mut evaluator = Evaluator::new(&model.net, &model.data, eval_config)?;
     let stop = interrupt::arm();
-    progress.println(&format!(
-        "search: {} on {} ({:?} keep {} of {:?}), {} episodes{}, run folder {}",
-        config.agent.name(),
-        spec.name,
-        spec.prune.granularity,
-        spec.prune.target.keep,
-        spec.prune.target.metric,
-        config.episodes,
-        if recorded.is_empty() {
-            String::new()
-        } else {
-            format!(" ({} already done)", recorded.len())
-        },
-        folder.dir.display()
-    ));
+    progress.println(&announcement(&config, &spec, recorded.len(), &folder));
     // The writer lives in this scope only: it is dropped (and its events are on disk) on
     // every way out of it, errors included.
     let outcome = {
@@ -213,22 +200,7 @@ pub fn run(args: SearchArgs) -> Result<()> {
         .into());
     };
     if outcome.interrupted {
-        if args.json.json {
-            println!(
-                "{}",
-                json!({"interrupted": true, "episodes": outcome.episodes, "logdir": folder.dir, "best_reward": best.metrics.reward})
-            );
-        }
-        return Err(autoprune::Error::Interrupted {
-            message: format!(
-                "after {} of {} episodes; best so far in {}; continue with: autoprune search --resume {}",
-                outcome.episodes,
-                config.episodes,
-                folder.dir.join(BEST_FILE).display(),
-                folder.dir.display()
-            ),
-        }
-        .into());
+        return Err(interrupted(&outcome, &config, &folder, args.json.json).into());
     }
     let test = test_score(&mut evaluator, &best)?;
     best.created = now_rfc3339();
@@ -249,39 +221,105 @@ pub fn run(args: SearchArgs) -> Result<()> {
         });
         println!("{}", report(&best.metrics, &test, extra)?);
     } else {
-        let title = format!(
-            "best of {} {} episodes on {}",
-            outcome.episodes,
-            config.agent.name(),
-            spec.name
-        );
-        print_score(&title, &best.metrics, &test);
-        if let Some(from) = outcome
-            .best_from
-            .as_deref()
-            .filter(|f| *f != config.agent.name())
-        {
-            println!("the best policy is the `{from}` heuristic's (scored as one of the first episodes); the agent found nothing better on the whole validation split");
-        }
-        if outcome.new_episodes > 0 {
-            let per_episode = outcome.seconds_per_episode();
-            let per_episode = if per_episode < 0.1 {
-                format!("{:.1} ms", 1e3 * per_episode)
-            } else {
-                format!("{per_episode:.2} s")
-            };
-            println!(
-                "{} episodes run: {per_episode} per episode, {:.1}% of it outside the evaluator",
-                outcome.new_episodes,
-                100.0 * outcome.outside_evaluator_share()
-            );
-        }
-        println!("policy written to {}", out.display());
-        println!(
-            "TensorBoard logs in {} (tensorboard --logdir {})",
-            folder.dir.display(),
-            folder.dir.display()
-        );
+        print_result(&outcome, &config, &spec, &test, &out, &folder.dir);
     }
     Ok(())
+}
+
+/// The line that says what a search is about to do.
+fn announcement(
+    config: &SearchConfig,
+    spec: &EnvSpec,
+    recorded: usize,
+    folder: &RunFolder,
+) -> String {
+    format!(
+        "search: {} on {} ({:?} keep {} of {:?}), {} episodes{}, run folder {}",
+        config.agent.name(),
+        spec.name,
+        spec.prune.granularity,
+        spec.prune.target.keep,
+        spec.prune.target.metric,
+        config.episodes,
+        if recorded == 0 {
+            String::new()
+        } else {
+            format!(" ({recorded} already done)")
+        },
+        folder.dir.display()
+    )
+}
+
+/// The error of a search stopped by Ctrl-C, with the command that continues it (and its JSON
+/// object first, with `--json`).
+fn interrupted(
+    outcome: &SearchOutcome,
+    config: &SearchConfig,
+    folder: &RunFolder,
+    json: bool,
+) -> autoprune::Error {
+    if json {
+        let best_reward = outcome.best.as_ref().map(|b| b.metrics.reward);
+        println!(
+            "{}",
+            json!({"interrupted": true, "episodes": outcome.episodes, "logdir": folder.dir, "best_reward": best_reward})
+        );
+    }
+    autoprune::Error::Interrupted {
+        message: format!(
+            "after {} of {} episodes; best so far in {}; continue with: autoprune search --resume {}",
+            outcome.episodes,
+            config.episodes,
+            folder.dir.join(BEST_FILE).display(),
+            folder.dir.display()
+        ),
+    }
+}
+
+/// The result as text: the best policy's scores and layers, where it came from, the cost of
+/// the episodes, and where the policy and logs are.
+fn print_result(
+    outcome: &SearchOutcome,
+    config: &SearchConfig,
+    spec: &EnvSpec,
+    test: &autoprune::eval::Score,
+    out: &Path,
+    logdir: &Path,
+) {
+    let Some(best) = &outcome.best else {
+        return;
+    };
+    let title = format!(
+        "best of {} {} episodes on {}",
+        outcome.episodes,
+        config.agent.name(),
+        spec.name
+    );
+    print_score(&title, &best.metrics, test);
+    if let Some(from) = outcome
+        .best_from
+        .as_deref()
+        .filter(|f| *f != config.agent.name())
+    {
+        println!("the best policy is the `{from}` heuristic's (scored as one of the first episodes); the agent found nothing better on the whole validation split");
+    }
+    if outcome.new_episodes > 0 {
+        let per_episode = outcome.seconds_per_episode();
+        let per_episode = if per_episode < 0.1 {
+            format!("{:.1} ms", 1e3 * per_episode)
+        } else {
+            format!("{per_episode:.2} s")
+        };
+        println!(
+            "{} episodes run: {per_episode} per episode, {:.1}% of it outside the evaluator",
+            outcome.new_episodes,
+            100.0 * outcome.outside_evaluator_share()
+        );
+    }
+    println!("policy written to {}", out.display());
+    println!(
+        "TensorBoard logs in {} (tensorboard --logdir {})",
+        logdir.display(),
+        logdir.display()
+    );
 }

@@ -1,7 +1,7 @@
 //! The `autoprune` binary end to end: graph export, pretrain and evaluate on the synthetic
 //! env, and bad input (each one clear line on stderr and a non-zero exit).
 
-use crate::common::{one_error_line, repo};
+use crate::common::{edited, literal, one_error_line, repo};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -69,11 +69,10 @@ fn graph_json_lists_nodes_edges_costs_and_groups() {
 
 /// The synthetic env with its checkpoint redirected into `dir`.
 fn synthetic_env(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("envs/synthetic-mlp.toml")).unwrap();
     let ckpt = dir.join("ckpt/mlp.safetensors");
-    let text = text.replace(
-        "checkpoints/synthetic-mlp.safetensors",
-        ckpt.to_str().unwrap(),
+    let text = edited(
+        &repo().join("envs/synthetic-mlp.toml"),
+        &[("model.checkpoint", &literal(&ckpt))],
     );
     let path = dir.join("env.toml");
     std::fs::write(&path, text).unwrap();
@@ -136,9 +135,7 @@ fn pretrain_then_evaluate_the_synthetic_env() {
 fn unknown_key_is_one_line_naming_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let env = synthetic_env(dir.path());
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("val_size = 400", "val_size = 400\nvalsize = 3");
+    let text = edited(&env, &[("data.valsize", "3")]);
     std::fs::write(&env, text).unwrap();
     let line = one_error_line(&autoprune(
         &["graph", "--env", env.to_str().unwrap()],
@@ -156,9 +153,7 @@ fn unknown_key_is_one_line_naming_file_line_and_key() {
 fn wrong_type_is_one_line_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let env = synthetic_env(dir.path());
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("epochs = 3", "epochs = \"three\"");
+    let text = edited(&env, &[("train.epochs", "\"three\"")]);
     std::fs::write(&env, text).unwrap();
     let line = one_error_line(&autoprune(
         &["pretrain", "--env", env.to_str().unwrap()],
@@ -176,9 +171,7 @@ fn wrong_type_is_one_line_naming_the_key() {
 fn out_of_range_value_names_the_key_and_the_fix() {
     let dir = tempfile::tempdir().unwrap();
     let env = synthetic_env(dir.path());
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("keep = 0.2", "keep = 1.5");
+    let text = edited(&env, &[("prune.target.keep", "1.5")]);
     std::fs::write(&env, text).unwrap();
     let line = one_error_line(&autoprune(
         &["graph", "--env", env.to_str().unwrap()],
@@ -194,9 +187,10 @@ fn out_of_range_value_names_the_key_and_the_fix() {
 fn missing_data_folder_is_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let env = dir.path().join("env.toml");
-    let text = std::fs::read_to_string(repo().join("envs/mnist-lenet5.toml"))
-        .unwrap()
-        .replace("data/mnist", "no/such/folder");
+    let text = edited(
+        &repo().join("envs/mnist-lenet5.toml"),
+        &[("data.dir", "\"no/such/folder\"")],
+    );
     std::fs::write(&env, text).unwrap();
     let line = one_error_line(&autoprune(
         &["pretrain", "--env", env.to_str().unwrap(), "--epochs", "1"],
@@ -226,9 +220,7 @@ fn checkpoint_of_another_shape_is_one_line_and_left_untouched() {
     assert!(out.status.success());
     let ckpt = dir.path().join("ckpt/mlp.safetensors");
     let before = std::fs::read(&ckpt).unwrap();
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("hidden = [32, 16]", "hidden = [32, 24]");
+    let text = edited(&env, &[("model.hidden", "[32, 24]")]);
     std::fs::write(&env, text).unwrap();
     let line = one_error_line(&autoprune(
         &["evaluate", "--env", env.to_str().unwrap()],
@@ -375,10 +367,16 @@ fn a_policy_for_another_model_is_refused() {
     .status
     .success());
     let other = dir.path().join("other.toml");
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace("hidden = [32, 16]", "hidden = [32, 12]")
-        .replace("mlp.safetensors", "other.safetensors");
+    let text = edited(
+        &env,
+        &[
+            ("model.hidden", "[32, 12]"),
+            (
+                "model.checkpoint",
+                &literal(&dir.path().join("ckpt/other.safetensors")),
+            ),
+        ],
+    );
     std::fs::write(&other, text).unwrap();
     let line = one_error_line(&autoprune(
         &[
@@ -424,13 +422,13 @@ fn regex_free_replace_first_keep(text: &str, value: &str) -> String {
 fn apply_save_writes_a_slimmed_channel_pruned_model() {
     let dir = tempfile::tempdir().unwrap();
     let env = synthetic_env(dir.path());
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace(
-            "granularity = \"unstructured\"",
-            "granularity = \"channel\"",
-        )
-        .replace("criterion = \"magnitude\"", "criterion = \"l2\"");
+    let text = edited(
+        &env,
+        &[
+            ("prune.granularity", "\"channel\""),
+            ("prune.criterion", "\"l2\""),
+        ],
+    );
     std::fs::write(&env, text).unwrap();
     let env_arg = env.to_str().unwrap();
     let out = autoprune(

@@ -13,26 +13,48 @@ pub fn bin() -> Command {
     c
 }
 
+/// The TOML file at `source` with each dotted key (`prune.target.keep`) set to a value
+/// written as a TOML literal (`0.1`, `[32, 24]`, `"channel"`), tables created as needed; as
+/// text, through the toml crate.
+pub fn edited(source: &Path, edits: &[(&str, &str)]) -> String {
+    let mut table: toml::Table = std::fs::read_to_string(source).unwrap().parse().unwrap();
+    for (key, literal) in edits {
+        let value: toml::Table = format!("v = {literal}").parse().unwrap();
+        let mut path: Vec<&str> = key.split('.').collect();
+        let last = path.pop().unwrap();
+        let mut at = &mut table;
+        for part in path {
+            at = at
+                .entry(part)
+                .or_insert_with(|| toml::Value::Table(Default::default()))
+                .as_table_mut()
+                .unwrap();
+        }
+        at.insert(last.to_string(), value["v"].clone());
+    }
+    table.to_string()
+}
+
+/// A TOML string literal of a path.
+pub fn literal(path: &Path) -> String {
+    toml::Value::String(path.to_str().unwrap().to_string()).to_string()
+}
+
 /// A copy of the synthetic env whose checkpoint lives in `dir`, and a config pointing at it.
 pub fn setup(dir: &Path, agent: &str, episodes: usize) -> PathBuf {
-    let env = std::fs::read_to_string(repo().join("envs/synthetic-mlp.toml")).unwrap();
-    let ckpt = dir.join("mlp.safetensors");
-    std::fs::write(
-        dir.join("env.toml"),
-        env.replace(
-            "checkpoints/synthetic-mlp.safetensors",
-            ckpt.to_str().unwrap(),
-        ),
-    )
-    .unwrap();
-    let config = std::fs::read_to_string(repo().join("configs/synthetic-ddpg.toml")).unwrap();
-    let config = config
-        .replace(
-            "envs/synthetic-mlp.toml",
-            dir.join("env.toml").to_str().unwrap(),
-        )
-        .replace("agent = \"ddpg\"", &format!("agent = \"{agent}\""))
-        .replace("episodes = 30", &format!("episodes = {episodes}"));
+    let env = edited(
+        &repo().join("envs/synthetic-mlp.toml"),
+        &[("model.checkpoint", &literal(&dir.join("mlp.safetensors")))],
+    );
+    std::fs::write(dir.join("env.toml"), env).unwrap();
+    let config = edited(
+        &repo().join("configs/synthetic-ddpg.toml"),
+        &[
+            ("env", &literal(&dir.join("env.toml"))),
+            ("agent", &format!("{agent:?}")),
+            ("episodes", &episodes.to_string()),
+        ],
+    );
     let path = dir.join("config.toml");
     std::fs::write(&path, config).unwrap();
     // Pretrain once, so runs measure only the search.

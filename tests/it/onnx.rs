@@ -308,11 +308,11 @@ fn unsupported_op_and_truncated_files_give_one_clear_error() {
     assert!(line.contains("cnn_bn.onnx.data"), "{line}");
     assert!(line.contains("truncated"), "{line}");
     // A model file named for a zoo model is a mistake, not ignored.
-    let text = std::fs::read_to_string(repo().join("envs/fmnist-vgg.toml")).unwrap();
+    let source = repo().join("envs/fmnist-vgg.toml");
     let env = dir.path().join("vgg-with-path.toml");
     std::fs::write(
         &env,
-        text.replace("[model]", "[model]\npath = \"model.onnx\""),
+        crate::common::edited(&source, &[("model.path", "\"model.onnx\"")]),
     )
     .unwrap();
     let line = one_error_line(&bin().args(["graph", "--env"]).arg(&env).output().unwrap());

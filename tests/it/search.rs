@@ -265,9 +265,7 @@ fn a_used_run_folder_is_refused_and_bad_configs_name_the_key() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already holds a run"));
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("warmup = 10", "warmup = 10\nwarm_up = 3");
+    let text = crate::common::edited(&config, &[("ddpg.warm_up", "3")]);
     std::fs::write(&config, text).unwrap();
     let out = run(&[
         "search",

@@ -1,16 +1,21 @@
 //! `autoprune transfer`: a graph agent trained by a search on one model prunes another model
 //! it never saw, zero-shot and after a few adaptation episodes.
 
-use crate::common::{bin, one_error_line, records, run, search_in, setup, success_json};
+use crate::common::{
+    bin, edited, literal, one_error_line, records, run, search_in, setup, success_json,
+};
 use std::path::Path;
 
 /// The synthetic env with another MLP (other widths): a model the agent never saw.
 fn other_env(dir: &Path) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(dir.join("env.toml")).unwrap();
-    let text = text
-        .replace("name = \"synthetic-mlp\"", "name = \"other-mlp\"")
-        .replace("hidden = [32, 16]", "hidden = [24, 12, 8]")
-        .replace("mlp.safetensors", "other.safetensors");
+    let text = edited(
+        &dir.join("env.toml"),
+        &[
+            ("name", "\"other-mlp\""),
+            ("model.hidden", "[24, 12, 8]"),
+            ("model.checkpoint", &literal(&dir.join("other.safetensors"))),
+        ],
+    );
     let path = dir.join("other.toml");
     std::fs::write(&path, text).unwrap();
     path
@@ -149,11 +154,17 @@ fn one_agent_trains_on_several_models_and_budgets() {
     let third = dir.path().join("third.toml");
     std::fs::write(
         &third,
-        std::fs::read_to_string(&other)
-            .unwrap()
-            .replace("name = \"other-mlp\"", "name = \"third-mlp\"")
-            .replace("hidden = [24, 12, 8]", "hidden = [40]")
-            .replace("other.safetensors", "third.safetensors"),
+        edited(
+            &other,
+            &[
+                ("name", "\"third-mlp\""),
+                ("model.hidden", "[40]"),
+                (
+                    "model.checkpoint",
+                    &literal(&dir.path().join("third.safetensors")),
+                ),
+            ],
+        ),
     )
     .unwrap();
     let zero = success_json(&run(&[
