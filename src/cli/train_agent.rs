@@ -36,7 +36,11 @@ pub fn run(args: TrainAgentArgs) -> Result<()> {
         config.seed = seed;
     }
     if let Some(episodes) = args.episodes {
-        anyhow::ensure!(episodes >= 1, "--episodes {episodes}: use 1 or more");
+        let max = autoprune::check::MAX_EPISODES;
+        anyhow::ensure!(
+            (1..=max).contains(&episodes),
+            "--episodes {episodes}: use 1 to {max}"
+        );
         config.episodes = episodes;
     }
     let TaskRun {
