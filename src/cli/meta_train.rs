@@ -50,7 +50,6 @@ pub fn run(args: MetaTrainArgs) -> Result<()> {
         mut tasks,
         dir,
         stop,
-        lock: _lock,
     } = TaskRun::start(
         &args.device,
         &config.tasks(),

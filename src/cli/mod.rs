@@ -130,8 +130,6 @@ pub struct TaskRun {
     pub tasks: Vec<autoprune::run::tasks::Task>,
     pub dir: std::path::PathBuf,
     pub stop: &'static std::sync::atomic::AtomicBool,
-    /// Held while the run lasts: no second process writes into its folder.
-    pub lock: autoprune::run::RunLock,
 }
 
 impl TaskRun {
@@ -145,14 +143,10 @@ impl TaskRun {
         let device = device.setup(seed)?;
         let tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
         let dir = autoprune::run::run_dir(logdir, name, seed);
-        let lock = autoprune::run::new_run_dir(&dir, "choose another folder")?;
+        // Refused early; the run takes the folder's lock when it starts writing there.
+        drop(autoprune::run::new_run_dir(&dir, "choose another folder")?);
         let stop = autoprune::run::interrupt::arm();
-        Ok(Self {
-            tasks,
-            dir,
-            stop,
-            lock,
-        })
+        Ok(Self { tasks, dir, stop })
     }
 }
 

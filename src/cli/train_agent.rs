@@ -45,7 +45,6 @@ pub fn run(args: TrainAgentArgs) -> Result<()> {
         mut tasks,
         dir,
         stop,
-        lock: _lock,
     } = TaskRun::start(
         &args.device,
         &config.tasks(),

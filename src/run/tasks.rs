@@ -2,7 +2,7 @@
 //! with its own evaluator over the env's pretrained model; the episode log they share; and
 //! one explored episode on a task.
 
-use super::folder::{new_run_dir, write_atomic};
+use super::folder::{new_run_dir, write_atomic, RunLock};
 use super::heuristics::profile_env;
 use super::{CONFIG_FILE, EPISODES_FILE};
 use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
@@ -100,7 +100,7 @@ pub(crate) fn start_tasks(
     gnn: &GnnConfig,
     seed: u64,
 ) -> Result<(Vec<PruneEnv>, GraphAgent, TaskLog)> {
-    new_run_dir(dir, "choose another folder")?;
+    let lock = new_run_dir(dir, "choose another folder")?;
     write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
     let relative = gnn.reference == ProfileReference::BestHeuristic;
     let mut envs = Vec::with_capacity(tasks.len());
@@ -113,23 +113,26 @@ pub(crate) fn start_tasks(
         .map(|e| (e.costs(), e.wall().budget().keep))
         .collect();
     let agent = GraphAgent::for_tasks(gnn.clone(), &pairs, seed, tch::Device::Cpu)?;
-    let log = TaskLog::create(&dir.join(EPISODES_FILE), tasks)?;
+    let log = TaskLog::create(&dir.join(EPISODES_FILE), tasks, lock)?;
     Ok((envs, agent, log))
 }
 
-/// `episodes.jsonl` of a multi-task run, and the best reward reached on each task.
+/// `episodes.jsonl` of a multi-task run, and the best reward reached on each task. The run
+/// folder's lock lives as long as the log: no second process writes into the folder.
 pub(crate) struct TaskLog {
     file: std::fs::File,
     path: PathBuf,
     best: Vec<f64>,
+    _lock: RunLock,
 }
 
 impl TaskLog {
-    pub(crate) fn create(path: &Path, tasks: &[Task]) -> Result<Self> {
+    pub(crate) fn create(path: &Path, tasks: &[Task], lock: RunLock) -> Result<Self> {
         Ok(Self {
             file: std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
             path: path.to_path_buf(),
             best: vec![f64::NEG_INFINITY; tasks.len()],
+            _lock: lock,
         })
     }
 

@@ -366,6 +366,18 @@ fn sizes_past_their_bounds_are_refused_with_the_file_and_key() {
         line.contains("--threads") && line.contains("1024"),
         "{line}"
     );
+    let out = run(&[
+        "train-agent",
+        "--config",
+        "configs/gnn-train.toml",
+        "--episodes",
+        "99999999",
+    ]);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("--episodes 99999999: use 1 to 1000000"),
+        "{line}"
+    );
 }
 
 /// Writes a finished `agent` run of `episodes` into `dir/run` and returns its folder.

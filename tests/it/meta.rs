@@ -300,7 +300,7 @@ fn ctrl_c_while_the_pruningnet_trains_exits_130_with_the_resume_command() {
     let config = channel_setup(dir.path(), 12);
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("steps = 60", "steps = 10000000");
+        .replace("steps = 60", "steps = 1000000");
     std::fs::write(&config, text).unwrap();
     let logdir = dir.path().join("run");
     let mut child = crate::common::search_command(&config, &logdir)
