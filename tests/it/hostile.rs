@@ -375,7 +375,8 @@ fn sizes_past_their_bounds_are_refused_with_the_file_and_key() {
     ]);
     let line = one_error_line(&out);
     assert!(
-        line.contains("--episodes 99999999: use 1 to 1000000"),
+        line.contains("key `episodes`: 99999999 is too large; use at most 1000000")
+            && line.contains("after the command line's overrides"),
         "{line}"
     );
 }

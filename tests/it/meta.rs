@@ -170,17 +170,14 @@ fn the_full_encoding_trains_to_the_dense_models_accuracy() {
 fn channel_setup(dir: &std::path::Path, episodes: usize) -> std::path::PathBuf {
     let config = setup(dir, "pruningnet", episodes);
     let env = dir.join("env.toml");
-    let text = std::fs::read_to_string(&env)
-        .unwrap()
-        .replace(
-            "granularity = \"unstructured\"",
-            "granularity = \"channel\"",
-        )
-        .replace("criterion = \"magnitude\"", "criterion = \"l1\"")
-        .replace(
-            "target = { metric = \"params\", keep = 0.2 }",
-            "target = { metric = \"flops\", keep = 0.5 }",
-        );
+    let text = crate::common::edited(
+        &env,
+        &[
+            ("prune.granularity", "\"channel\""),
+            ("prune.criterion", "\"l1\""),
+            ("prune.target", "{ metric = \"flops\", keep = 0.5 }"),
+        ],
+    );
     std::fs::write(&env, text).unwrap();
     let text = std::fs::read_to_string(&config).unwrap();
     std::fs::write(
@@ -240,13 +237,10 @@ fn search_with_a_pruningnet_trains_it_then_evolves_policies_scored_with_its_weig
     );
 
     // Unstructured pruning has no channel counts to generate weights for.
-    let text = std::fs::read_to_string(dir.path().join("env.toml"))
-        .unwrap()
-        .replace(
-            "granularity = \"channel\"",
-            "granularity = \"unstructured\"",
-        );
-    std::fs::write(dir.path().join("env.toml"), &text).unwrap();
+    let env = dir.path().join("env.toml");
+    let channel_env = std::fs::read_to_string(&env).unwrap();
+    let text = crate::common::edited(&env, &[("prune.granularity", "\"unstructured\"")]);
+    std::fs::write(&env, &text).unwrap();
     let out = search_in(&config, &dir.path().join("run2"), &[]);
     let line = crate::common::one_error_line(&out);
     assert!(line.contains("prune.granularity"), "{line}");
@@ -277,13 +271,9 @@ fn search_with_a_pruningnet_trains_it_then_evolves_policies_scored_with_its_weig
     let line = crate::common::one_error_line(&apply_pruningnet(&unstructured));
     assert!(line.contains("prune.granularity"), "{line}");
     // Generated weights have no BatchNorm statistics: recalibration cannot be switched off.
-    let text = text
-        .replace(
-            "granularity = \"unstructured\"",
-            "granularity = \"channel\"",
-        )
-        .replace("[reward]\n", "[reward]\nrecalibration_batches = 0\n");
-    std::fs::write(dir.path().join("env.toml"), &text).unwrap();
+    std::fs::write(&env, &channel_env).unwrap();
+    let text = crate::common::edited(&env, &[("reward.recalibration_batches", "0")]);
+    std::fs::write(&env, &text).unwrap();
     let channel_policy = std::path::PathBuf::from(result["policy"].as_str().unwrap());
     let line = crate::common::one_error_line(&apply_pruningnet(&channel_policy));
     assert!(line.contains("reward.recalibration_batches"), "{line}");
@@ -298,9 +288,7 @@ fn ctrl_c_while_the_pruningnet_trains_exits_130_with_the_resume_command() {
     use std::process::Stdio;
     let dir = tempfile::tempdir().unwrap();
     let config = channel_setup(dir.path(), 12);
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("steps = 60", "steps = 1000000");
+    let text = crate::common::edited(&config, &[("pruningnet.steps", "1000000")]);
     std::fs::write(&config, text).unwrap();
     let logdir = dir.path().join("run");
     let mut child = crate::common::search_command(&config, &logdir)
@@ -338,15 +326,19 @@ fn ctrl_c_while_the_pruningnet_trains_exits_130_with_the_resume_command() {
 fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
     let dir = tempfile::tempdir().unwrap();
     setup(dir.path(), "gnn", 1);
-    let env_text = std::fs::read_to_string(dir.path().join("env.toml")).unwrap();
     // Three MLPs of other widths and depths on the synthetic set: two to meta-train on, one
     // held out. Profiles relative to uniform allocation: what meta-training adds is then
     // all the agent's own (relative to the best heuristic, a fresh agent starts there too).
     let variant = |name: &str, hidden: &str| {
-        let text = env_text
-            .replace("name = \"synthetic-mlp\"", &format!("name = \"{name}\""))
-            .replace("hidden = [32, 16]", &format!("hidden = {hidden}"))
-            .replace("mlp.safetensors", &format!("{name}.safetensors"));
+        let checkpoint = dir.path().join(format!("{name}.safetensors"));
+        let text = crate::common::edited(
+            &dir.path().join("env.toml"),
+            &[
+                ("name", &format!("{name:?}")),
+                ("model.hidden", hidden),
+                ("model.checkpoint", &crate::common::literal(&checkpoint)),
+            ],
+        );
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, text).unwrap();
         path
@@ -354,9 +346,7 @@ fn meta_training_on_two_tiny_tasks_adapts_better_than_random_init_on_a_third() {
     let a = variant("mlp-a", "[48, 24]");
     let b = variant("mlp-b", "[32]");
     let held_out = variant("mlp-c", "[40, 20, 10]");
-    let text = std::fs::read_to_string(&held_out)
-        .unwrap()
-        .replace("keep = 0.2 }", "keep = 0.1 }");
+    let text = crate::common::edited(&held_out, &[("prune.target.keep", "0.1")]);
     std::fs::write(&held_out, text).unwrap();
     let config = dir.path().join("meta.toml");
     std::fs::write(
