@@ -85,11 +85,6 @@ impl PruneEnv {
         self.reference = reference.filter(|r| r.len() == self.len());
     }
 
-    /// The allocation profile steps are relative to, if not uniform.
-    pub fn reference(&self) -> Option<&[f64]> {
-        self.reference.as_deref()
-    }
-
     pub fn wall(&self) -> &ActionWall {
         &self.wall
     }

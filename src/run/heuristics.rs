@@ -38,9 +38,9 @@ pub fn heuristic_policies(
         .collect()
 }
 
-/// Scores `policy` on the whole evaluation split: the evaluator's score, rescored over the
+/// Scores `keeps` on the whole evaluation split: the evaluator's score, rescored over the
 /// whole split when the evaluator scores a subset.
-pub fn whole_split_score(evaluator: &mut Evaluator, keeps: &[f64]) -> Result<Score> {
+fn whole_split_score(evaluator: &mut Evaluator, keeps: &[f64]) -> Result<Score> {
     let score = evaluator.evaluate(keeps)?;
     if evaluator.scores_a_subset() {
         evaluator.rescore_on(keeps, evaluator.config().eval_split)
