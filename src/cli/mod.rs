@@ -8,6 +8,7 @@ mod apply;
 mod baseline;
 mod evaluate;
 mod graph;
+mod latency;
 mod meta_train;
 mod pretrain;
 mod print;
@@ -64,6 +65,10 @@ pub enum Command {
     Split(split::SplitArgs),
     /// Shows the env's model graph: nodes, costs and prunable groups.
     Graph(graph::GraphArgs),
+    /// Measures (or reads from its cache) the env's latency table for channel pruning on
+    /// this device, and compares its predictions with the measured latency of random
+    /// policies.
+    Latency(latency::LatencyArgs),
 }
 
 impl Cli {
@@ -92,6 +97,7 @@ impl Command {
             Command::Report(args) => report::run(args),
             Command::Split(args) => split::run(args),
             Command::Graph(args) => graph::run(args),
+            Command::Latency(args) => latency::run(args),
         }
     }
 }

@@ -27,6 +27,12 @@ pub fn print_score(title: &str, score: &Score, test: &Score) {
         score.flops,
         score.reward
     );
+    if let Some(l) = &score.latency {
+        println!(
+            "  latency {:.3} ms measured, {:.3} ms predicted, dense {:.3} ms: speedup {:.2}x",
+            l.latency_ms, l.predicted_latency_ms, l.dense_latency_ms, l.speedup
+        );
+    }
     for layer in &score.layers {
         println!("  {:<32} keep {:.4}", layer.name, layer.keep);
     }

@@ -204,6 +204,62 @@ impl Default for RewardSpec {
     }
 }
 
+/// `[latency]`: measure latency on the evaluator's device. With it (or with a latency
+/// budget), every score carries the pruned model's measured latency, its predicted latency
+/// and the speedup against the dense model, and channel budgets may be stated in latency.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatencySpec {
+    /// Samples per timed forward pass.
+    #[serde(default = "default_latency_batch")]
+    pub batch: usize,
+    /// Points per axis of each node's table.
+    #[serde(default = "default_latency_grid")]
+    pub grid: usize,
+    /// Timed runs per table point (the median counts; warm-up runs come first).
+    #[serde(default = "default_table_repeats")]
+    pub repeats: usize,
+    /// Timed runs per measured model (scores, the dense model).
+    #[serde(default = "default_model_repeats")]
+    pub model_repeats: usize,
+    /// The table's cache file. Default: `runs/latency/<env name>-<model fingerprint>-<device>-t<threads>-b<batch>.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<PathBuf>,
+}
+
+fn default_latency_batch() -> usize {
+    1
+}
+
+fn default_latency_grid() -> usize {
+    6
+}
+
+fn default_table_repeats() -> usize {
+    7
+}
+
+fn default_model_repeats() -> usize {
+    15
+}
+
+impl Default for LatencySpec {
+    fn default() -> Self {
+        Self {
+            batch: default_latency_batch(),
+            grid: default_latency_grid(),
+            repeats: default_table_repeats(),
+            model_repeats: default_model_repeats(),
+            table: None,
+        }
+    }
+}
+
+/// Largest latency batch, grid and repeat count.
+pub const MAX_LATENCY_BATCH: usize = 4096;
+pub const MAX_LATENCY_GRID: usize = 32;
+pub const MAX_LATENCY_REPEATS: usize = 1000;
+
 /// A parsed and validated env file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -217,6 +273,8 @@ pub struct EnvSpec {
     pub reward: RewardSpec,
     #[serde(default)]
     pub train: TrainConfig,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<LatencySpec>,
     /// The file it was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -249,6 +307,16 @@ impl EnvSpec {
         self.validate()
             .map_err(|e| e.noted("after command-line overrides"))?;
         Ok(self)
+    }
+
+    /// The latency settings when latency is measured: the `[latency]` table, or its defaults
+    /// under a latency budget.
+    pub fn latency_settings(&self) -> Option<LatencySpec> {
+        match (&self.latency, self.prune.target.metric) {
+            (Some(spec), _) => Some(spec.clone()),
+            (None, Metric::Latency) => Some(LatencySpec::default()),
+            (None, _) => None,
+        }
     }
 
     /// Reads, parses and validates an env file.
@@ -361,6 +429,26 @@ impl EnvSpec {
                 ),
             ));
         }
+        if p.target.metric == Metric::Latency && p.granularity != Granularity::Channel {
+            return Err(self.invalid(
+                "prune.target.metric",
+                format!(
+                    "a latency budget needs granularity = \"channel\": {} pruning keeps dense kernels, so its latency does not change",
+                    String::from(p.granularity)
+                ),
+            ));
+        }
+        if let Some(l) = &self.latency {
+            if l.grid < 2 {
+                return Err(self.invalid("latency.grid", "use at least 2 points per axis"));
+            }
+            if l.batch == 0 || l.repeats == 0 || l.model_repeats == 0 {
+                return Err(self.invalid(
+                    "latency",
+                    "batch, repeats and model_repeats must be at least 1",
+                ));
+            }
+        }
         let t = &self.train;
         if t.epochs == 0 || t.batch_size == 0 {
             return Err(self.invalid("train", "epochs and batch_size must be at least 1"));
@@ -404,6 +492,7 @@ impl EnvSpec {
             ModelSpec::Resnet { .. } => "model.depth",
             _ => width_key,
         };
+        let latency = self.latency.clone().unwrap_or_default();
         Checks::new()
             .name("name", &self.name)
             .at_most(width_key, widths.into_iter().max().unwrap_or(0), MAX_WIDTH)
@@ -423,6 +512,14 @@ impl EnvSpec {
             )
             .at_most("train.epochs", self.train.epochs, MAX_EPOCHS)
             .at_most("train.batch_size", self.train.batch_size, MAX_SAMPLES)
+            .at_most("latency.batch", latency.batch, MAX_LATENCY_BATCH)
+            .at_most("latency.grid", latency.grid, MAX_LATENCY_GRID)
+            .at_most("latency.repeats", latency.repeats, MAX_LATENCY_REPEATS)
+            .at_most(
+                "latency.model_repeats",
+                latency.model_repeats,
+                MAX_LATENCY_REPEATS,
+            )
             .first()
     }
 
@@ -442,6 +539,12 @@ impl EnvSpec {
         }
         if let Some(dir) = &self.data.dir {
             spec.data.dir = Some(absolute(dir)?);
+        }
+        if let Some(table) = self.latency.as_ref().and_then(|l| l.table.as_ref()) {
+            let table = absolute(table)?;
+            if let Some(latency) = spec.latency.as_mut() {
+                latency.table = Some(table);
+            }
         }
         Ok(spec)
     }

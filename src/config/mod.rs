@@ -12,7 +12,8 @@ mod tasks;
 
 pub use checked::{Checked, Validate};
 pub use env::{
-    Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
+    Arch, DataSpec, EnvOverrides, EnvSpec, LatencySpec, ModelSpec, PruneSpec, RewardKind,
+    RewardSpec,
 };
 pub use pruningnet::PruningNetConfig;
 pub use search::{default_heuristics, gnn_settings, SearchConfig};

@@ -8,6 +8,7 @@
 //!
 //! Must not know about agents.
 
+pub mod latency;
 mod pretrained;
 pub mod pruningnet;
 mod save;
@@ -15,11 +16,11 @@ mod save;
 pub use pretrained::{pretrained, Pretrained};
 pub use save::graph_sidecar;
 
-use crate::config::{EnvSpec, RewardKind};
+use crate::config::{EnvSpec, LatencySpec, RewardKind};
 use crate::data::{Dataset, Split, SplitName};
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
-use crate::prune::Granularity;
+use crate::prune::{slim, Granularity};
 use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Mask, Masker};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -59,6 +60,22 @@ pub struct Score {
     /// Wall time of this evaluation (left out of files when 0, as in policy files).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seconds: f64,
+    /// Measured and predicted latency, when the env measures latency (`[latency]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency: Option<Latency>,
+}
+
+/// A pruned model's latency on the evaluator's device: measured on the physically slimmed
+/// model for channel pruning (on the masked model, with dense kernels, otherwise), predicted
+/// by the latency table, and the speedup over the dense model measured the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Latency {
+    pub latency_ms: f64,
+    pub predicted_latency_ms: f64,
+    pub dense_latency_ms: f64,
+    /// `dense_latency_ms / latency_ms`.
+    pub speedup: f64,
 }
 
 fn is_zero(value: &f64) -> bool {
@@ -94,6 +111,10 @@ pub struct EvalConfig {
     /// to trade precision for episodes per second).
     pub eval_samples: Option<usize>,
     pub seed: u64,
+    /// Latency measurement (`[latency]`, or its defaults under a latency budget).
+    pub latency: Option<LatencySpec>,
+    /// The env's name (names the latency table's cache file).
+    pub name: String,
 }
 
 impl EvalConfig {
@@ -116,6 +137,8 @@ impl EvalConfig {
             eval_batch_size: 1000,
             eval_samples: None,
             seed,
+            latency: spec.latency_settings(),
+            name: spec.name.clone(),
         })
     }
 }
@@ -138,6 +161,15 @@ pub struct Evaluator {
     config: EvalConfig,
     /// Where each evaluation's starting weights come from (default: the pretrained model).
     source: Option<Box<dyn WeightSource>>,
+    /// Timing of pruned models, when latency is measured.
+    timing: Option<Timing>,
+}
+
+/// What timing a pruned model needs: the input batch, the runs, the dense model's latency.
+struct Timing {
+    input: Tensor,
+    repeats: usize,
+    dense_ms: f64,
 }
 
 /// Starting weights for an evaluation other than the pretrained model's: e.g. weights
@@ -160,7 +192,29 @@ impl Evaluator {
     /// Builds an evaluator over a copy of `pretrained` (which is never modified).
     pub fn new(pretrained: &GraphNet, data: &Dataset, config: EvalConfig) -> Result<Self> {
         let net = pretrained.duplicate();
-        let costs = CostModel::new(net.graph(), config.granularity);
+        let mut costs = CostModel::new(net.graph(), config.granularity);
+        let mut timing = None;
+        if let Some(spec) = &config.latency {
+            let device = net.device();
+            let key = latency::key_for(net.graph(), device, spec.batch);
+            let path = latency::table_path(spec, &config.name, &key);
+            let (table, _) = latency::load_or_measure(
+                &costs,
+                spec,
+                key,
+                &path,
+                device,
+                &crate::runlog::Progress::stderr(),
+            )?;
+            costs = costs.with_latency(table)?;
+            let input = latency::timing_input(net.graph(), spec.batch, device);
+            let dense_ms = latency::time_forward(&net, &input, spec.model_repeats);
+            timing = Some(Timing {
+                input,
+                repeats: spec.model_repeats,
+                dense_ms,
+            });
+        }
         let importance = Importance::compute(&net, config.criterion, &data.train, config.seed)?;
         let masker = Masker::new(&costs, &importance);
         let unit_scores = importance.unit_scores(&costs)?;
@@ -193,7 +247,42 @@ impl Evaluator {
             test: split(&data.test),
             config,
             source: None,
+            timing,
         })
+    }
+
+    /// The latency of the model pruned by `keeps`, measured and predicted, without scoring
+    /// it (None unless the env measures latency).
+    pub fn latency_of(&mut self, keeps: &[f64]) -> Result<Option<Latency>> {
+        if self.timing.is_none() {
+            return Ok(None);
+        }
+        self.apply(keeps)?;
+        let counts = self.costs.counts(keeps);
+        self.measure_latency(keeps, &counts)
+    }
+
+    /// The measured latency of the model the last `apply(keeps)` left in the working copy.
+    fn measure_latency(
+        &self,
+        keeps: &[f64],
+        counts: &crate::prune::Counts,
+    ) -> Result<Option<Latency>> {
+        let Some(timing) = &self.timing else {
+            return Ok(None);
+        };
+        let latency_ms = if self.config.granularity == Granularity::Channel {
+            let slimmed = slim(&self.net, &self.masker, keeps)?;
+            latency::time_forward(&slimmed, &timing.input, timing.repeats)
+        } else {
+            latency::time_forward(&self.net, &timing.input, timing.repeats)
+        };
+        Ok(Some(Latency {
+            latency_ms,
+            predicted_latency_ms: counts.latency_ms.unwrap_or(f64::NAN),
+            dense_latency_ms: timing.dense_ms,
+            speedup: timing.dense_ms / latency_ms.max(1e-9),
+        }))
     }
 
     pub fn costs(&self) -> &CostModel {
@@ -334,6 +423,7 @@ impl Evaluator {
             layers,
             split,
             seconds: started.elapsed().as_secs_f64(),
+            latency: self.measure_latency(keeps, &counts)?,
         })
     }
 

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 pub enum Metric {
     Params,
     Flops,
+    /// Latency on the evaluator's device, predicted by a measured table (channel pruning).
+    Latency,
 }
 
 /// Keep this fraction of the dense model's prunable params or FLOPs.

@@ -1,11 +1,13 @@
 //! Pruning: the budget types (granularity, metric, target), criteria (magnitude, L1, L2, Taylor,
 //! SNIP, random), the one mask routine, the cost model, the ActionWall, non-learned
-//! allocators (uniform, global, LAMP, ERK, random), and physical slimming for export.
+//! allocators (uniform, global, LAMP, ERK, random), physical slimming for export, and the
+//! latency model (tables per node, measured by the evaluator).
 //!
 //! Must not know about agents, env files or the evaluator.
 
 mod allocate;
 mod budget;
+mod latency;
 mod mask;
 mod slim;
 mod units;
@@ -13,6 +15,7 @@ mod wall;
 
 pub use allocate::{allocate, erk_raw, lamp_scores, Method};
 pub use budget::{Granularity, Metric, Target};
+pub use latency::{fingerprint, probe_graph, LatencyKey, LatencyTable, NodeTable, Sizes};
 pub use mask::{Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
 pub use slim::slim;
 pub use units::{kept_count, nm_layout, CostModel, Counts, Unit, UnitKind};

@@ -5,9 +5,12 @@
 //! [`CostModel`] turns keep ratios into kept elements (rounded to whole weights, whole
 //! channels or whole N-of-M patterns) and those into params and multiply-accumulates.
 
+use super::latency::{LatencyTable, Sizes};
+use crate::error::Result;
 use crate::graph::{ModelGraph, Op};
 use crate::prune::{Granularity, Metric};
 use petgraph::graph::NodeIndex;
+use std::sync::Arc;
 
 /// What one keep ratio applies to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +41,10 @@ pub struct Counts {
     pub params_kept: f64,
     /// Fraction of the dense model's prunable multiply-accumulates that is kept.
     pub flops_kept: f64,
+    /// Predicted latency (ms) of the pruned model, with a latency table.
+    pub latency_ms: Option<f64>,
+    /// Predicted latency as a fraction of the dense model's measured latency.
+    pub latency_kept: Option<f64>,
 }
 
 impl Counts {
@@ -46,6 +53,8 @@ impl Counts {
         match metric {
             Metric::Params => self.params_kept,
             Metric::Flops => self.flops_kept,
+            // A latency budget is only built with a table (the wall checks).
+            Metric::Latency => self.latency_kept.unwrap_or(1.0),
         }
     }
 }
@@ -70,6 +79,8 @@ pub struct CostModel {
     prunable_flops: usize,
     /// By node index: whether a prunable group touches the node (channel granularity).
     touched: Vec<bool>,
+    /// The latency table and, by node index, which of its tables each node uses.
+    latency: Option<(Arc<LatencyTable>, Vec<Option<usize>>)>,
 }
 
 /// Elements kept of `size` for a keep ratio: rounded, at least one, at most all.
@@ -134,7 +145,83 @@ impl CostModel {
             dense_flops: graph.total_flops(),
             prunable_params,
             prunable_flops,
+            latency: None,
         }
+    }
+
+    /// The same cost model predicting latency with `table` (measured for this graph).
+    pub fn with_latency(mut self, table: LatencyTable) -> Result<Self> {
+        let index = table.index(&self.graph)?;
+        self.latency = Some((Arc::new(table), index));
+        Ok(self)
+    }
+
+    /// The latency table, if one was attached.
+    pub fn latency_table(&self) -> Option<&LatencyTable> {
+        self.latency.as_ref().map(|(t, _)| t.as_ref())
+    }
+
+    /// Predicted latency (ms) of the model pruned by `keeps` (None without a table). Only
+    /// channel pruning changes it: unstructured and N:M models run dense kernels.
+    pub fn predicted_latency(&self, keeps: &[f64]) -> Option<f64> {
+        let (table, index) = self.latency.as_ref()?;
+        Some(table.predict(index, &self.node_sizes(keeps)))
+    }
+
+    /// Each node's input and output size (the first dimension of a sample's shape: channels,
+    /// or features) once `keeps` is applied; the dense sizes unless pruning is by channel.
+    pub fn node_sizes(&self, keeps: &[f64]) -> Vec<Sizes> {
+        let graph = &self.graph;
+        let ops = match self.granularity {
+            Granularity::Channel => self.channel_ops(keeps),
+            _ => vec![None; graph.graph().node_count()],
+        };
+        let mut sizes: Vec<Sizes> = vec![(0, 0); graph.graph().node_count()];
+        for &i in graph.order() {
+            let node = graph.node(i);
+            let inputs = graph.inputs(i);
+            let first = inputs.first().map(|j| sizes[j.index()].1);
+            let dense_in = inputs
+                .first()
+                .map(|j| graph.node(*j).out_shape[0])
+                .unwrap_or(node.out_shape[0]);
+            let size = match (ops[i.index()].as_ref(), &node.op) {
+                (
+                    Some(Op::Conv2d {
+                        in_channels,
+                        out_channels,
+                        ..
+                    }),
+                    _,
+                ) => (*in_channels, *out_channels),
+                (
+                    Some(Op::Linear {
+                        in_features,
+                        out_features,
+                        ..
+                    }),
+                    _,
+                ) => (*in_features, *out_features),
+                (Some(Op::BatchNorm { features }), _) => (*features, *features),
+                (_, Op::Input { shape }) => (shape[0], shape[0]),
+                (_, Op::Conv2d { out_channels, .. }) => (first.unwrap_or(dense_in), *out_channels),
+                (_, Op::Linear { out_features, .. }) => (first.unwrap_or(dense_in), *out_features),
+                (_, Op::Concat) => {
+                    let total = inputs.iter().map(|j| sizes[j.index()].1).sum();
+                    (total, total)
+                }
+                (_, Op::Flatten) => {
+                    let input = first.unwrap_or(dense_in);
+                    (input, node.out_shape[0] / dense_in.max(1) * input)
+                }
+                _ => {
+                    let input = first.unwrap_or(dense_in);
+                    (input, input)
+                }
+            };
+            sizes[i.index()] = size;
+        }
+        sizes
     }
 
     pub fn units(&self) -> &[Unit] {
@@ -194,6 +281,7 @@ impl CostModel {
                 self.graph.node_flops(node) as f64 * kept as f64 / unit.size.max(1) as f64;
         }
         let removed_flops = self.prunable_flops as f64 - kept_flops;
+        let (latency_ms, latency_kept) = self.latency_of(keeps);
         Counts {
             params: self.dense_params - removed_params,
             flops: (self.dense_flops as f64 - removed_flops).round() as usize,
@@ -202,11 +290,14 @@ impl CostModel {
                 self.prunable_params,
             ),
             flops_kept: ratio(kept_flops, self.prunable_flops),
+            latency_ms,
+            latency_kept,
         }
     }
 
-    /// Each node's input and output channel counts after channel pruning.
-    fn channel_counts(&self, keeps: &[f64]) -> Counts {
+    /// Each conv, linear and BatchNorm node resized for channel keep ratios `keeps` (None:
+    /// the node keeps its op).
+    fn channel_ops(&self, keeps: &[f64]) -> Vec<Option<Op>> {
         let graph = &self.graph;
         let n = graph.graph().node_count();
         let mut out_channels: Vec<Option<usize>> = vec![None; n];
@@ -224,10 +315,10 @@ impl CostModel {
                 removed_inputs[usage.node.index()] += (group.channels - kept) * usage.repeat;
             }
         }
-        let (mut params, mut flops, mut touched_params, mut touched_flops) = (0, 0, 0, 0);
+        let mut ops = vec![None; n];
         for &i in graph.order() {
             let node = graph.node(i);
-            let op = match (&node.op, out_channels[i.index()]) {
+            ops[i.index()] = match (&node.op, out_channels[i.index()]) {
                 (Op::Conv2d { .. }, Some(c)) if node.op.is_depthwise() => {
                     Some(resize(&node.op, c, c))
                 }
@@ -254,7 +345,18 @@ impl CostModel {
                 (Op::BatchNorm { .. }, Some(c)) => Some(Op::BatchNorm { features: c }),
                 _ => None,
             };
-            let (p, f) = match &op {
+        }
+        ops
+    }
+
+    /// Params, multiply-accumulates and predicted latency after channel pruning.
+    fn channel_counts(&self, keeps: &[f64]) -> Counts {
+        let graph = &self.graph;
+        let ops = self.channel_ops(keeps);
+        let (mut params, mut flops, mut touched_params, mut touched_flops) = (0, 0, 0, 0);
+        for &i in graph.order() {
+            let node = graph.node(i);
+            let (p, f) = match &ops[i.index()] {
                 Some(op) => (op.params(), op.flops(&node.out_shape)),
                 None => (graph.node_params(i), graph.node_flops(i)),
             };
@@ -265,11 +367,24 @@ impl CostModel {
                 touched_flops += f;
             }
         }
+        let (latency_ms, latency_kept) = self.latency_of(keeps);
         Counts {
             params,
             flops,
             params_kept: ratio(touched_params as f64, self.prunable_params),
             flops_kept: ratio(touched_flops as f64, self.prunable_flops),
+            latency_ms,
+            latency_kept,
+        }
+    }
+
+    /// Predicted latency and its fraction of the dense model's measured latency.
+    fn latency_of(&self, keeps: &[f64]) -> (Option<f64>, Option<f64>) {
+        match (self.predicted_latency(keeps), self.latency_table()) {
+            (Some(ms), Some(table)) if table.dense_ms > 0.0 => {
+                (Some(ms), Some(ms / table.dense_ms))
+            }
+            (ms, _) => (ms, ms.map(|_| 1.0)),
         }
     }
 

@@ -54,6 +54,12 @@ impl ActionWall {
                 format!("{} is out of range; use a fraction in (0, 1]", budget.keep),
             ));
         }
+        if budget.metric == Metric::Latency && costs.latency_table().is_none() {
+            return Err(invalid(
+                "prune.target.metric",
+                "a latency budget needs the model's latency table (measured by the evaluator for channel pruning)".into(),
+            ));
+        }
         let wall = Self {
             costs: costs.clone(),
             budget,

@@ -509,6 +509,14 @@ fn episode_record(
     scalars.insert("params_kept".to_string(), score.params_kept);
     scalars.insert("flops_kept".to_string(), score.flops_kept);
     scalars.insert("best/reward".to_string(), best_reward);
+    if let Some(latency) = &score.latency {
+        scalars.insert("latency/ms".to_string(), latency.latency_ms);
+        scalars.insert(
+            "latency/predicted_ms".to_string(),
+            latency.predicted_latency_ms,
+        );
+        scalars.insert("latency/speedup".to_string(), latency.speedup);
+    }
     if let Some(whole) = whole_split {
         scalars.insert("whole_split/reward".to_string(), whole.reward);
         scalars.insert("whole_split/accuracy".to_string(), whole.accuracy);
@@ -534,6 +542,7 @@ fn episode_record(
         peak_rss_bytes: memory.peak,
         heuristic: heuristic.clone(),
         whole_split: *whole_split,
+        latency: score.latency,
     }
 }
 
@@ -583,6 +592,7 @@ fn score_from_record(record: &EpisodeRecord, units: &[String], split: SplitName)
             .collect(),
         split,
         seconds: record.seconds,
+        latency: record.latency,
     }
 }
 

@@ -55,6 +55,8 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         eval_batch_size: 256,
         eval_samples: None,
         seed: 0,
+        latency: None,
+        name: "test".into(),
     }
 }
 

@@ -11,6 +11,7 @@ mod gnn;
 mod graph;
 mod heuristics;
 mod hostile;
+mod latency;
 mod meta;
 mod model;
 mod onnx;

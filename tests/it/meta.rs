@@ -48,6 +48,8 @@ fn eval_config(keep: f64) -> EvalConfig {
         eval_batch_size: 400,
         eval_samples: None,
         seed: 0,
+        latency: None,
+        name: "test".into(),
     }
 }
 

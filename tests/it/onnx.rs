@@ -181,6 +181,8 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         eval_batch_size: 256,
         eval_samples: Some(200),
         seed: 0,
+        latency: None,
+        name: "test".into(),
     }
 }
 

@@ -1,0 +1,167 @@
+//! Measuring latency on the evaluator's device: a model's median forward time, the latency
+//! table of the cost model (one probe graph per table point), and where tables are cached.
+
+use crate::config::LatencySpec;
+use crate::device::device_name;
+use crate::error::Result;
+use crate::graph::ModelGraph;
+use crate::model::GraphNet;
+use crate::prune::{fingerprint, probe_graph, CostModel, LatencyKey, LatencyTable};
+use crate::runlog::Progress;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::{Device, Kind, Tensor};
+
+/// Warm-up runs before every timing.
+const WARMUP: usize = 2;
+
+/// Median wall time (ms) of `repeats` inference passes of `net` on `input`, after warm-up.
+pub fn time_forward(net: &GraphNet, input: &Tensor, repeats: usize) -> f64 {
+    let _guard = tch::no_grad_guard();
+    let device = net.device();
+    let mut times = Vec::with_capacity(repeats);
+    for run in 0..WARMUP + repeats.max(1) {
+        let started = Instant::now();
+        let out = net.forward_t(input, false);
+        sync(device);
+        drop(out);
+        if run >= WARMUP {
+            times.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    median(&mut times)
+}
+
+fn sync(device: Device) {
+    if let Device::Cuda(i) = device {
+        tch::Cuda::synchronize(i as i64);
+    }
+}
+
+/// The median (the mean of the middle two for an even count).
+pub fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => values[n / 2],
+        _ => 0.5 * (values[n / 2 - 1] + values[n / 2]),
+    }
+}
+
+/// A fixed random input batch for timing a model with this input shape.
+pub fn timing_input(graph: &ModelGraph, batch: usize, device: Device) -> Tensor {
+    let mut shape = vec![batch as i64];
+    shape.extend(graph.input_shape().iter().map(|&d| d as i64));
+    let _guard = tch::no_grad_guard();
+    Tensor::randn(shape.as_slice(), (Kind::Float, device))
+}
+
+/// The device as a table key names it: `cpu (<processor>)`, or `cuda:N`.
+pub fn device_label(device: Device) -> String {
+    match device {
+        Device::Cpu => format!("cpu ({})", cpu_model()),
+        other => device_name(other),
+    }
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// The key of a table for `graph` measured now on `device` (with libtorch's current threads).
+pub fn key_for(graph: &ModelGraph, device: Device, batch: usize) -> LatencyKey {
+    LatencyKey {
+        device: device_label(device),
+        threads: tch::get_num_threads().max(1) as usize,
+        batch,
+        fingerprint: fingerprint(graph),
+    }
+}
+
+/// Where the table for `key` is cached: `latency.table`, or a file under `runs/latency/`
+/// whose name holds the env, the fingerprint, the device, the threads and the batch.
+pub fn table_path(spec: &LatencySpec, env_name: &str, key: &LatencyKey) -> PathBuf {
+    if let Some(path) = &spec.table {
+        return path.clone();
+    }
+    let device: String = key
+        .device
+        .split(" (")
+        .next()
+        .unwrap_or("cpu")
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    PathBuf::from("runs/latency").join(format!(
+        "{env_name}-{}-{device}-t{}-b{}.json",
+        &key.fingerprint[..key.fingerprint.len().min(12)],
+        key.threads,
+        key.batch
+    ))
+}
+
+/// The latency table of `costs`' model for `key`: the cached one at `path` when its key
+/// matches, else measured on `device` (each node's probe graph at every grid point, and the
+/// dense model end to end) and cached. Returns the table and whether it was measured now.
+pub fn load_or_measure(
+    costs: &CostModel,
+    spec: &LatencySpec,
+    key: LatencyKey,
+    path: &std::path::Path,
+    device: Device,
+    progress: &Progress,
+) -> Result<(LatencyTable, bool)> {
+    if let Some(table) = LatencyTable::load(path, &key)? {
+        return Ok((table, false));
+    }
+    let graph = costs.graph();
+    let units = costs.units().len();
+    let dense = costs.node_sizes(&vec![1.0; units]);
+    let smallest = costs.node_sizes(&vec![0.0; units]);
+    progress.println(&format!(
+        "measuring the latency table on {} ({} thread(s), batch {}) into {}",
+        key.device,
+        key.threads,
+        key.batch,
+        path.display()
+    ));
+    let varying = graph
+        .order()
+        .iter()
+        .filter(|i| dense[i.index()] != smallest[i.index()])
+        .count();
+    let bar = progress.bar(varying as u64, "latency table");
+    let model = GraphNet::new(graph.clone(), device);
+    let input = timing_input(graph, key.batch, device);
+    let dense_ms = time_forward(&model, &input, spec.model_repeats);
+    let mut last = None;
+    let batch = key.batch;
+    let table = LatencyTable::build(
+        graph,
+        key,
+        (&dense, &smallest),
+        spec.grid,
+        dense_ms,
+        |node, input, output| {
+            if last != Some(node) {
+                last = Some(node);
+                bar.inc(1);
+            }
+            let probe = GraphNet::new(probe_graph(graph, node, input, output)?, device);
+            let x = timing_input(probe.graph(), batch, device);
+            Ok(time_forward(&probe, &x, spec.repeats))
+        },
+    )?;
+    bar.finish_and_clear();
+    table.save(path)?;
+    Ok((table, true))
+}
