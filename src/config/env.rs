@@ -720,4 +720,33 @@ mod tests {
             "{line}"
         );
     }
+
+    #[test]
+    fn latency_budgets_need_channel_pruning_and_take_default_settings() {
+        let prune = |granularity: &str| {
+            format!("[prune]\ngranularity = \"{granularity}\"\ncriterion = \"l1\"\ntarget = {{ metric = \"latency\", keep = 0.5 }}\nkeep_bounds = [0.1, 1.0]\n")
+        };
+        let text = format!("{}{}", env_text("mlp", ""), prune("unstructured"));
+        let line = parse(&text).unwrap_err().to_string();
+        assert!(
+            line.contains("key `prune.target.metric`") && line.contains("channel"),
+            "{line}"
+        );
+        let spec = parse(&format!("{}{}", env_text("mlp", ""), prune("channel"))).unwrap();
+        assert_eq!(spec.latency_settings(), Some(LatencySpec::default()));
+        let text = format!(
+            "{}{}[latency]\ngrid = 1\n",
+            env_text("mlp", ""),
+            prune("channel")
+        );
+        let line = parse(&text).unwrap_err().to_string();
+        assert!(line.contains("key `latency.grid`"), "{line}");
+        let text = format!("{}[latency]\nbatch = 100000\n", env_text("mlp", ""));
+        let line = parse(&text).unwrap_err().to_string();
+        assert!(line.contains("key `latency.batch`"), "{line}");
+        assert_eq!(
+            parse(&env_text("mlp", "")).unwrap().latency_settings(),
+            None
+        );
+    }
 }
