@@ -222,6 +222,9 @@ pub struct LatencySpec {
     /// Timed runs per measured model (scores, the dense model).
     #[serde(default = "default_model_repeats")]
     pub model_repeats: usize,
+    /// Random channel policies timed end to end to calibrate the table.
+    #[serde(default = "default_calibration")]
+    pub calibration: usize,
     /// The table's cache file. Default: `runs/latency/<env name>-<model fingerprint>-<device>-t<threads>-b<batch>.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<PathBuf>,
@@ -243,6 +246,10 @@ fn default_model_repeats() -> usize {
     15
 }
 
+fn default_calibration() -> usize {
+    12
+}
+
 impl Default for LatencySpec {
     fn default() -> Self {
         Self {
@@ -250,6 +257,7 @@ impl Default for LatencySpec {
             grid: default_latency_grid(),
             repeats: default_table_repeats(),
             model_repeats: default_model_repeats(),
+            calibration: default_calibration(),
             table: None,
         }
     }
@@ -518,6 +526,11 @@ impl EnvSpec {
             .at_most(
                 "latency.model_repeats",
                 latency.model_repeats,
+                MAX_LATENCY_REPEATS,
+            )
+            .at_most(
+                "latency.calibration",
+                latency.calibration,
                 MAX_LATENCY_REPEATS,
             )
             .first()

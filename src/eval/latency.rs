@@ -6,8 +6,10 @@ use crate::device::device_name;
 use crate::error::Result;
 use crate::graph::ModelGraph;
 use crate::model::GraphNet;
-use crate::prune::{fingerprint, probe_graph, CostModel, LatencyKey, LatencyTable};
+use crate::prune::{fingerprint, probe_graph, CostModel, Granularity, LatencyKey, LatencyTable};
 use crate::runlog::Progress;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::path::PathBuf;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -30,6 +32,27 @@ pub fn time_forward(net: &GraphNet, input: &Tensor, repeats: usize) -> f64 {
         }
     }
     median(&mut times)
+}
+
+/// Median wall times (ms) of two models' inference passes on `input`, timed alternately
+/// (a, b, a, b, ...) after warm-up, so that drift in the machine's speed (load, clock)
+/// reaches both alike.
+pub fn time_pair(a: &GraphNet, b: &GraphNet, input: &Tensor, repeats: usize) -> (f64, f64) {
+    let _guard = tch::no_grad_guard();
+    let mut times = [Vec::with_capacity(repeats), Vec::with_capacity(repeats)];
+    for run in 0..WARMUP + repeats.max(1) {
+        for (which, net) in [a, b].into_iter().enumerate() {
+            let started = Instant::now();
+            let out = net.forward_t(input, false);
+            sync(net.device());
+            drop(out);
+            if run >= WARMUP {
+                times[which].push(started.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+    }
+    let [mut ta, mut tb] = times;
+    (median(&mut ta), median(&mut tb))
 }
 
 fn sync(device: Device) {
@@ -109,11 +132,14 @@ pub fn table_path(spec: &LatencySpec, env_name: &str, key: &LatencyKey) -> PathB
     ))
 }
 
-/// The latency table of `costs`' model for `key`: the cached one at `path` when its key
-/// matches, else measured on `device` (each node's probe graph at every grid point, and the
-/// dense model end to end) and cached. Returns the table and whether it was measured now.
+/// The latency table of `graph` for `key`: the cached one at `path` when its key matches,
+/// else measured on `device` and cached. Measuring times each node's probe graph at every
+/// grid point, then calibrates the sum against whole models timed end to end: the dense one
+/// and `spec.calibration` random channel policies (each timed alternately with the dense
+/// model, so that drift in the machine's speed cancels). Tables are always for channel
+/// pruning, whatever the env prunes. Returns the table and whether it was measured now.
 pub fn load_or_measure(
-    costs: &CostModel,
+    graph: &ModelGraph,
     spec: &LatencySpec,
     key: LatencyKey,
     path: &std::path::Path,
@@ -123,7 +149,7 @@ pub fn load_or_measure(
     if let Some(table) = LatencyTable::load(path, &key)? {
         return Ok((table, false));
     }
-    let graph = costs.graph();
+    let costs = CostModel::new(graph, Granularity::Channel);
     let units = costs.units().len();
     let dense = costs.node_sizes(&vec![1.0; units]);
     let smallest = costs.node_sizes(&vec![0.0; units]);
@@ -139,13 +165,13 @@ pub fn load_or_measure(
         .iter()
         .filter(|i| dense[i.index()] != smallest[i.index()])
         .count();
-    let bar = progress.bar(varying as u64, "latency table");
+    let bar = progress.bar((varying + spec.calibration) as u64, "latency table");
     let model = GraphNet::new(graph.clone(), device);
     let input = timing_input(graph, key.batch, device);
     let dense_ms = time_forward(&model, &input, spec.model_repeats);
     let mut last = None;
     let batch = key.batch;
-    let table = LatencyTable::build(
+    let mut table = LatencyTable::build(
         graph,
         key,
         (&dense, &smallest),
@@ -161,6 +187,23 @@ pub fn load_or_measure(
             Ok(time_forward(&probe, &x, spec.repeats))
         },
     )?;
+    let index = table.index(graph)?;
+    let mut samples = vec![(table.node_sum(&index, &dense), dense_ms)];
+    let mut rng = StdRng::seed_from_u64(0);
+    for _ in 0..spec.calibration {
+        // A level for the whole model and a spread around it, so that the samples cover
+        // small and large models.
+        let level: f64 = rng.random_range(0.05..1.0);
+        let keeps: Vec<f64> = (0..units)
+            .map(|_| (level * rng.random_range(0.5..1.5)).clamp(0.01, 1.0))
+            .collect();
+        let pruned = GraphNet::new(costs.pruned_graph(&keeps)?, device);
+        let (ms, dense_now) = time_pair(&pruned, &model, &input, spec.model_repeats);
+        let sum = table.node_sum(&index, &costs.node_sizes(&keeps));
+        samples.push((sum, ms * dense_ms / dense_now.max(1e-9)));
+        bar.inc(1);
+    }
+    table.calibrate(&samples);
     bar.finish_and_clear();
     table.save(path)?;
     Ok((table, true))

@@ -165,11 +165,12 @@ pub struct Evaluator {
     timing: Option<Timing>,
 }
 
-/// What timing a pruned model needs: the input batch, the runs, the dense model's latency.
+/// What timing a pruned model needs: the input batch, the runs, and the dense model, timed
+/// alongside every pruned one.
 struct Timing {
     input: Tensor,
     repeats: usize,
-    dense_ms: f64,
+    dense: GraphNet,
 }
 
 /// Starting weights for an evaluation other than the pretrained model's: e.g. weights
@@ -199,7 +200,7 @@ impl Evaluator {
             let key = latency::key_for(net.graph(), device, spec.batch);
             let path = latency::table_path(spec, &config.name, &key);
             let (table, _) = latency::load_or_measure(
-                &costs,
+                net.graph(),
                 spec,
                 key,
                 &path,
@@ -207,12 +208,10 @@ impl Evaluator {
                 &crate::runlog::Progress::stderr(),
             )?;
             costs = costs.with_latency(table)?;
-            let input = latency::timing_input(net.graph(), spec.batch, device);
-            let dense_ms = latency::time_forward(&net, &input, spec.model_repeats);
             timing = Some(Timing {
-                input,
+                input: latency::timing_input(net.graph(), spec.batch, device),
                 repeats: spec.model_repeats,
-                dense_ms,
+                dense: pretrained.duplicate(),
             });
         }
         let importance = Importance::compute(&net, config.criterion, &data.train, config.seed)?;
@@ -271,17 +270,24 @@ impl Evaluator {
         let Some(timing) = &self.timing else {
             return Ok(None);
         };
-        let latency_ms = if self.config.granularity == Granularity::Channel {
-            let slimmed = slim(&self.net, &self.masker, keeps)?;
-            latency::time_forward(&slimmed, &timing.input, timing.repeats)
+        let slimmed;
+        let pruned = if self.config.granularity == Granularity::Channel {
+            slimmed = slim(&self.net, &self.masker, keeps)?;
+            &slimmed
         } else {
-            latency::time_forward(&self.net, &timing.input, timing.repeats)
+            &self.net
         };
+        let (latency_ms, dense_ms) =
+            latency::time_pair(pruned, &timing.dense, &timing.input, timing.repeats);
+        // The table predicts a fraction of the dense latency; it is read against the dense
+        // model timed alongside, so that the machine's drift since the table was made (load,
+        // clock) does not count as the model's error.
+        let kept = counts.latency_kept.unwrap_or(f64::NAN);
         Ok(Some(Latency {
             latency_ms,
-            predicted_latency_ms: counts.latency_ms.unwrap_or(f64::NAN),
-            dense_latency_ms: timing.dense_ms,
-            speedup: timing.dense_ms / latency_ms.max(1e-9),
+            predicted_latency_ms: kept * dense_ms,
+            dense_latency_ms: dense_ms,
+            speedup: dense_ms / latency_ms.max(1e-9),
         }))
     }
 

@@ -3,10 +3,11 @@
 //!
 //! For each node whose input or output channel count a channel policy can change, the table
 //! holds the node's latency on a grid of channel counts (inputs × outputs for a conv or linear
-//! layer, one axis for everything else), made monotone and interpolated bilinearly. What no
-//! policy changes is one fixed cost: the measured latency of the dense model minus the table's
-//! prediction for it, so the model predicts the dense latency exactly. A table belongs to one
-//! key (device, threads, batch size and the model's fingerprint); it is never used for another.
+//! layer, one axis for everything else), made monotone and interpolated bilinearly. A whole
+//! model's latency is `fixed_ms + scale · Σ node latency`, the two numbers fitted to whole
+//! models timed end to end (the dense one and random policies), since nodes timed alone miss
+//! what a whole model shares. A table belongs to one key (device, threads, batch size and the
+//! model's fingerprint); it is never used for another.
 //!
 //! Measuring is the evaluator's job (it needs tch): [`LatencyTable::build`] takes the timing
 //! as a closure over [`probe_graph`]s, so this module stays pure.
@@ -123,9 +124,17 @@ pub struct LatencyTable {
     pub key: LatencyKey,
     /// Measured latency of the dense model, end to end.
     pub dense_ms: f64,
-    /// Latency no policy changes: `dense_ms` minus the nodes' predicted dense latency.
+    /// Latency no policy changes: the intercept of the calibration (see [`LatencyTable::calibrate`]).
     pub fixed_ms: f64,
+    /// How much of the nodes' summed table latency a whole model shows: the calibration's
+    /// slope (1 before calibrating).
+    #[serde(default = "one")]
+    pub scale: f64,
     pub nodes: Vec<NodeTable>,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 /// A node's input and output size (first dimension of a sample's shape) under a policy.
@@ -185,19 +194,50 @@ impl LatencyTable {
             key,
             dense_ms,
             fixed_ms: dense_ms - predicted_dense,
+            scale: 1.0,
             nodes,
         })
     }
 
-    /// Predicted latency (ms) of a model whose nodes have `sizes` (by node index), using the
-    /// tables listed in `index` (by node index; see [`LatencyTable::index`]). Never below 0.
-    pub fn predict(&self, index: &[Option<usize>], sizes: &[Sizes]) -> f64 {
-        let nodes: f64 = index
+    /// The nodes' summed table latency (ms) for `sizes` (by node index), using the tables
+    /// listed in `index` (see [`LatencyTable::index`]).
+    pub fn node_sum(&self, index: &[Option<usize>], sizes: &[Sizes]) -> f64 {
+        index
             .iter()
             .zip(sizes)
             .filter_map(|(t, &(i, o))| t.map(|t| self.nodes[t].predict(i, o)))
+            .sum()
+    }
+
+    /// Predicted latency (ms) of a model whose nodes have `sizes`: `fixed_ms + scale ·
+    /// node_sum`. Never below 0.
+    pub fn predict(&self, index: &[Option<usize>], sizes: &[Sizes]) -> f64 {
+        (self.fixed_ms + self.scale * self.node_sum(index, sizes)).max(0.0)
+    }
+
+    /// Fits `fixed_ms` and `scale` by least squares to whole models timed end to end:
+    /// `samples` pairs each model's [`LatencyTable::node_sum`] with its measured latency.
+    /// Nodes timed alone miss what a whole model shares (caches, the graph's own overhead
+    /// per node), and this is where that is learned. The slope stays positive, so the
+    /// prediction stays monotone; with fewer than two distinct sums nothing changes.
+    pub fn calibrate(&mut self, samples: &[(f64, f64)]) {
+        let n = samples.len() as f64;
+        if samples.len() < 2 {
+            return;
+        }
+        let mean_x = samples.iter().map(|s| s.0).sum::<f64>() / n;
+        let mean_y = samples.iter().map(|s| s.1).sum::<f64>() / n;
+        let sxx: f64 = samples.iter().map(|s| (s.0 - mean_x).powi(2)).sum();
+        let sxy: f64 = samples
+            .iter()
+            .map(|s| (s.0 - mean_x) * (s.1 - mean_y))
             .sum();
-        (self.fixed_ms + nodes).max(0.0)
+        if sxx <= 1e-12 * mean_x.abs().max(1.0) {
+            return;
+        }
+        let slope = (sxy / sxx).max(1e-3);
+        self.scale = slope;
+        self.fixed_ms = mean_y - slope * mean_x;
     }
 
     /// For every node of `graph`, the position of its table (None: part of the fixed cost).
@@ -243,7 +283,11 @@ impl LatencyTable {
                 && n.outputs.windows(2).all(|w| w[0] < w[1])
                 && n.ms.iter().all(|v| v.is_finite())
         });
-        if !shapes_ok || !table.dense_ms.is_finite() || !table.fixed_ms.is_finite() {
+        let numbers_ok = table.dense_ms.is_finite()
+            && table.fixed_ms.is_finite()
+            && table.scale.is_finite()
+            && table.scale > 0.0;
+        if !shapes_ok || !numbers_ok {
             return Err(Error::data(
                 path,
                 "the latency table is damaged (grids or values); delete it to measure again",
@@ -374,6 +418,32 @@ mod tests {
         assert!((t.predict(4, 10) - 2.0).abs() < 1e-12);
         assert_eq!(t.predict(1, 10), 1.0);
         assert_eq!(t.predict(9, 10), 3.0);
+    }
+
+    #[test]
+    fn calibration_recovers_a_line_and_keeps_the_slope_positive() {
+        let mut t = LatencyTable {
+            key: LatencyKey {
+                device: "d".into(),
+                threads: 1,
+                batch: 1,
+                fingerprint: "f".into(),
+            },
+            dense_ms: 3.0,
+            fixed_ms: 0.0,
+            scale: 1.0,
+            nodes: Vec::new(),
+        };
+        t.calibrate(&[(1.0, 0.7), (2.0, 1.2), (4.0, 2.2)]);
+        assert!((t.scale - 0.5).abs() < 1e-12 && (t.fixed_ms - 0.2).abs() < 1e-12);
+        // Latency that falls as the tables rise is noise: the slope stays positive.
+        t.calibrate(&[(1.0, 2.0), (2.0, 1.0)]);
+        assert!(t.scale > 0.0);
+        // One point, or one sum, says nothing about a slope.
+        let before = t.clone();
+        t.calibrate(&[(1.0, 5.0)]);
+        t.calibrate(&[(1.0, 5.0), (1.0, 6.0)]);
+        assert_eq!(t, before);
     }
 
     #[test]

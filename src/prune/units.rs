@@ -43,7 +43,7 @@ pub struct Counts {
     pub flops_kept: f64,
     /// Predicted latency (ms) of the pruned model, with a latency table.
     pub latency_ms: Option<f64>,
-    /// Predicted latency as a fraction of the dense model's measured latency.
+    /// Predicted latency as a fraction of the dense model's predicted latency.
     pub latency_kept: Option<f64>,
 }
 
@@ -79,8 +79,9 @@ pub struct CostModel {
     prunable_flops: usize,
     /// By node index: whether a prunable group touches the node (channel granularity).
     touched: Vec<bool>,
-    /// The latency table and, by node index, which of its tables each node uses.
-    latency: Option<(Arc<LatencyTable>, Vec<Option<usize>>)>,
+    /// The latency table, which of its tables each node uses (by node index), and the
+    /// predicted latency of the dense model.
+    latency: Option<(Arc<LatencyTable>, Vec<Option<usize>>, f64)>,
 }
 
 /// Elements kept of `size` for a keep ratio: rounded, at least one, at most all.
@@ -152,19 +153,21 @@ impl CostModel {
     /// The same cost model predicting latency with `table` (measured for this graph).
     pub fn with_latency(mut self, table: LatencyTable) -> Result<Self> {
         let index = table.index(&self.graph)?;
-        self.latency = Some((Arc::new(table), index));
+        let units = self.units.len();
+        let dense = table.predict(&index, &self.node_sizes(&vec![1.0; units]));
+        self.latency = Some((Arc::new(table), index, dense));
         Ok(self)
     }
 
     /// The latency table, if one was attached.
     pub fn latency_table(&self) -> Option<&LatencyTable> {
-        self.latency.as_ref().map(|(t, _)| t.as_ref())
+        self.latency.as_ref().map(|(t, _, _)| t.as_ref())
     }
 
     /// Predicted latency (ms) of the model pruned by `keeps` (None without a table). Only
     /// channel pruning changes it: unstructured and N:M models run dense kernels.
     pub fn predicted_latency(&self, keeps: &[f64]) -> Option<f64> {
-        let (table, index) = self.latency.as_ref()?;
+        let (table, index, _) = self.latency.as_ref()?;
         Some(table.predict(index, &self.node_sizes(keeps)))
     }
 
@@ -222,6 +225,26 @@ impl CostModel {
             sizes[i.index()] = size;
         }
         sizes
+    }
+
+    /// The model's graph with every conv, linear and BatchNorm node resized for channel keep
+    /// ratios `keeps`: the architecture of the slimmed model, without its weights (what
+    /// timing needs).
+    pub fn pruned_graph(&self, keeps: &[f64]) -> Result<ModelGraph> {
+        let graph = &self.graph;
+        let ops = match self.granularity {
+            Granularity::Channel => self.channel_ops(keeps),
+            _ => vec![None; graph.graph().node_count()],
+        };
+        let mut builder = crate::graph::GraphBuilder::new();
+        let mut index = vec![NodeIndex::new(0); graph.graph().node_count()];
+        for &i in graph.order() {
+            let node = graph.node(i);
+            let op = ops[i.index()].clone().unwrap_or_else(|| node.op.clone());
+            let inputs: Vec<NodeIndex> = graph.inputs(i).iter().map(|j| index[j.index()]).collect();
+            index[i.index()] = builder.add(node.name.clone(), op, &inputs);
+        }
+        builder.build()
     }
 
     pub fn units(&self) -> &[Unit] {
@@ -378,14 +401,13 @@ impl CostModel {
         }
     }
 
-    /// Predicted latency and its fraction of the dense model's measured latency.
+    /// Predicted latency and its fraction of the dense model's predicted latency (1 for the dense model).
     fn latency_of(&self, keeps: &[f64]) -> (Option<f64>, Option<f64>) {
-        match (self.predicted_latency(keeps), self.latency_table()) {
-            (Some(ms), Some(table)) if table.dense_ms > 0.0 => {
-                (Some(ms), Some(ms / table.dense_ms))
-            }
-            (ms, _) => (ms, ms.map(|_| 1.0)),
-        }
+        let Some((_, _, dense)) = &self.latency else {
+            return (None, None);
+        };
+        let ms = self.predicted_latency(keeps);
+        (ms, ms.map(|ms| if *dense > 0.0 { ms / dense } else { 1.0 }))
     }
 
     /// Counts of the dense model (every keep ratio 1).
