@@ -34,15 +34,18 @@ for env in $envs; do
     name=$(basename "$env" .toml)
     lenv=$out/envs/$name.toml
     sed -E "s/^target = \{.*\}/target = { metric = \"latency\", keep = $keep }/" "$env" > "$lenv"
+    # The dense model: every unit kept (a budget of 1).
+    denv=$out/envs/$name-dense.toml
+    sed -E "s/^target = \{.*\}/target = { metric = \"latency\", keep = 1.0 }/" "$env" > "$denv"
     "$bin" evaluate --env "$lenv" --json > /dev/null
     for t in $thread_counts; do
         tag=$out/$name-t$t
         step "$tag-table.json" "$bin" latency --env "$lenv" --threads "$t" --policies "$policies" --json
         # The dense model (every unit kept: keep 1.0), uniform and LAMP at the budget.
         for method in dense uniform lamp; do
-            alloc=$method keep_arg=()
-            [ "$method" = dense ] && alloc=uniform keep_arg=(--keep 1.0)
-            step "$tag-$method.json" "$bin" baseline --env "$lenv" --method "$alloc" "${keep_arg[@]}" \
+            alloc=$method menv=$lenv
+            [ "$method" = dense ] && alloc=uniform menv=$denv
+            step "$tag-$method.json" "$bin" baseline --env "$menv" --method "$alloc" \
                 --threads "$t" --out "$tag-$method-policy.json" --json
         done
         config=$out/envs/ddpg-$name.toml
@@ -56,10 +59,10 @@ for env in $envs; do
         fi
         # ONNX exports of the dense and the pruned models.
         for method in dense uniform lamp ddpg; do
-            keep_arg=()
-            [ "$method" = dense ] && keep_arg=(--keep 1.0)
-            [ -s "$tag-$method.onnx" ] || "$bin" apply --env "$lenv" --policy "$tag-$method-policy.json" \
-                "${keep_arg[@]}" --threads "$t" --save "$tag-$method.onnx" --json > /dev/null
+            menv=$lenv
+            [ "$method" = dense ] && menv=$denv
+            [ -s "$tag-$method.onnx" ] || "$bin" apply --env "$menv" --policy "$tag-$method-policy.json" \
+                --threads "$t" --save "$tag-$method.onnx" --json > /dev/null
         done
         step "$tag-ort.json" .venv/bin/python scripts/ort_latency.py --batch 1 --threads "$t" \
             "$tag-dense.onnx" "$tag-uniform.onnx" "$tag-lamp.onnx" "$tag-ddpg.onnx"

@@ -6,15 +6,16 @@
 
 mod checked;
 mod env;
+mod latency;
 mod pruningnet;
 mod search;
 mod tasks;
 
 pub use checked::{Checked, Validate};
 pub use env::{
-    Arch, DataSpec, EnvOverrides, EnvSpec, LatencySpec, ModelSpec, PruneSpec, RewardKind,
-    RewardSpec,
+    Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
 };
+pub use latency::LatencySpec;
 pub use pruningnet::PruningNetConfig;
 pub use search::{default_heuristics, gnn_settings, SearchConfig};
 pub use tasks::{Distribution, MetaTrainConfig, TrainAgentConfig};

@@ -14,6 +14,7 @@
 
 pub mod adapt;
 pub mod agent_file;
+mod failpoint;
 mod folder;
 pub mod heuristics;
 pub mod interrupt;

@@ -1,6 +1,7 @@
 //! The search loop: an agent against the pruning env for a number of episodes, every episode
 //! logged before it counts, the best policy kept, and resume by replay.
 
+use super::failpoint;
 use super::heuristics::{heuristic_policies, Heuristic};
 use super::{EpisodeRecord, RunFolder, WholeSplit, AGENT_FILE, BEST_FILE, ENV_FILE, EPISODES_FILE};
 use crate::agents::ddpg::Ddpg;
@@ -298,7 +299,7 @@ impl<'a> Episodes<'a> {
             model: fingerprint(env.costs().graph()),
             noise,
             best: None,
-            failpoints: failpoints(),
+            failpoints: failpoint::failpoints(),
             new_episodes: 0,
             seconds: 0.0,
             eval_seconds: 0.0,
@@ -417,7 +418,7 @@ impl<'a> Episodes<'a> {
             .write_all(format!("{line}\n").as_bytes())
             .and_then(|_| self.log.flush())
             .map_err(|e| Error::io(&self.log_path, e))?;
-        failpoint(&self.failpoints, "logged", index);
+        failpoint::failpoint(&self.failpoints, "logged", index);
         for (tag, value) in &record.scalars {
             self.sink.scalar(tag, *value, index);
         }
@@ -428,7 +429,7 @@ impl<'a> Episodes<'a> {
                 file.save(&self.folder.dir.join(BEST_FILE))?;
             }
         }
-        failpoint(&self.failpoints, "saved", index);
+        failpoint::failpoint(&self.failpoints, "saved", index);
         self.sink.flush()?;
         self.new_episodes += 1;
         self.seconds += started.elapsed().as_secs_f64();
@@ -543,32 +544,6 @@ fn episode_record(
         heuristic: heuristic.clone(),
         whole_split: *whole_split,
         latency: score.latency,
-    }
-}
-
-/// Crash tests kill a search at exact points instead of at a random time: the
-/// `AUTOPRUNE_FAILPOINT` variable holds `STAGE:EPISODE` pairs (comma-separated), where STAGE
-/// is `logged` (the episode's log line is written, its events and best.json not yet) or
-/// `saved` (best.json is written, the events not yet flushed).
-fn failpoints() -> Vec<(String, usize)> {
-    std::env::var("AUTOPRUNE_FAILPOINT")
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|point| {
-            let (stage, episode) = point.split_once(':')?;
-            Some((stage.trim().to_string(), episode.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// Kills the process (SIGKILL, as a crash would) at a failpoint that names this stage and
-/// episode.
-fn failpoint(points: &[(String, usize)], stage: &str, episode: usize) {
-    if points.iter().any(|(s, e)| s == stage && *e == episode) {
-        // SAFETY: raising a signal on the current process has no memory-safety conditions.
-        unsafe {
-            libc::raise(libc::SIGKILL);
-        }
     }
 }
 
