@@ -94,6 +94,7 @@ pub fn run(args: LatencyArgs) -> Result<()> {
             "key": table.key,
             "table_dense_ms": table.dense_ms,
             "fixed_ms": table.fixed_ms,
+            "scale": table.scale,
             "dense_ms": dense,
             "nodes": table.nodes.iter().map(|n| json!({
                 "node": n.node,
@@ -115,8 +116,8 @@ pub fn run(args: LatencyArgs) -> Result<()> {
     }
     println!("{}: latency table for {}", spec.name, table.key);
     println!(
-        "dense model {:.3} ms measured when the table was made; {:.3} ms of it no policy changes",
-        table.dense_ms, table.fixed_ms
+        "dense model {:.3} ms when the table was made; a model takes {:.3} ms + {:.3} x the sum of its nodes' table latencies",
+        table.dense_ms, table.fixed_ms, table.scale
     );
     println!(
         "{:<28} {:>14} {:>14} {:>10} {:>10}",

@@ -2,9 +2,9 @@
 //! computes what the masked model computes.
 
 use super::mask::Masker;
-use super::units::{resize, UnitKind};
+use super::units::UnitKind;
 use crate::error::Result;
-use crate::graph::{GraphBuilder, ModelGraph, Op};
+use crate::graph::Op;
 use crate::model::GraphNet;
 use tch::{Kind, Tensor};
 
@@ -65,49 +65,8 @@ pub fn slim(masked: &GraphNet, masker: &Masker, keeps: &[f64]) -> Result<GraphNe
         })
         .collect();
 
-    // The slimmed graph: same nodes, names and edges; smaller ops.
-    let mut builder = GraphBuilder::new();
-    let mut new_index = vec![petgraph::graph::NodeIndex::new(0); n];
-    for &i in graph.order() {
-        let node = graph.node(i);
-        let outs = out_index[i.index()].as_ref().map(|t| t.size()[0] as usize);
-        let ins = in_index[i.index()].as_ref().map(|t| t.size()[0] as usize);
-        let op = match &node.op {
-            Op::Conv2d { .. } if node.op.is_depthwise() => match outs {
-                Some(c) => resize(&node.op, c, c),
-                None => node.op.clone(),
-            },
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                ..
-            } => resize(
-                &node.op,
-                ins.unwrap_or(*in_channels),
-                outs.unwrap_or(*out_channels),
-            ),
-            Op::Linear {
-                in_features,
-                out_features,
-                ..
-            } => resize(
-                &node.op,
-                ins.unwrap_or(*in_features),
-                outs.unwrap_or(*out_features),
-            ),
-            Op::BatchNorm { features } => Op::BatchNorm {
-                features: outs.unwrap_or(*features),
-            },
-            other => other.clone(),
-        };
-        let inputs: Vec<_> = graph
-            .inputs(i)
-            .iter()
-            .map(|j| new_index[j.index()])
-            .collect();
-        new_index[i.index()] = builder.add(node.name.clone(), op, &inputs);
-    }
-    let slim_graph: ModelGraph = builder.build()?;
+    // The slimmed graph: same nodes, names and edges; smaller ops (the cost model's).
+    let slim_graph = costs.pruned_graph(keeps)?;
     let slimmed = GraphNet::new(slim_graph, device);
 
     let source = masked.var_store().variables();
