@@ -91,7 +91,7 @@ for env in envs:
             r = load(f"{tag}-{method}.json")
             if r is None:
                 continue
-            lat = r.get("latency") or {}
+            lat = r.get("latency") or r  # nested in files from before the fields were flattened
             ms = lat.get("latency_ms")
             kept = ms / lat["dense_latency_ms"] if ms else float("nan")
             pred = lat.get("predicted_latency_ms", float("nan")) / lat.get("dense_latency_ms", float("nan"))

@@ -24,7 +24,8 @@ pub struct LatencySpec {
     /// Random channel policies timed end to end to calibrate the table.
     #[serde(default = "default_calibration")]
     pub calibration: usize,
-    /// The table's cache file. Default: `runs/latency/<env name>-<model fingerprint>-<device>-t<threads>-b<batch>.json`.
+    /// The table's cache file. Default: beside the model's weights,
+    /// `<env name>.latency-<model fingerprint>-<device>-t<threads>-b<batch>.json`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table: Option<PathBuf>,
 }

@@ -110,9 +110,15 @@ pub fn key_for(graph: &ModelGraph, device: Device, batch: usize) -> LatencyKey {
     }
 }
 
-/// Where the table for `key` is cached: `latency.table`, or a file under `runs/latency/`
-/// whose name holds the env, the fingerprint, the device, the threads and the batch.
-pub fn table_path(spec: &LatencySpec, env_name: &str, key: &LatencyKey) -> PathBuf {
+/// Where the table for `key` is cached: `latency.table`, or beside the model's weights
+/// (`weights`), named by the env, the fingerprint, the device, the threads and the batch:
+/// `<env>.latency-<fingerprint>-<device>-t<threads>-b<batch>.json`.
+pub fn table_path(
+    spec: &LatencySpec,
+    env_name: &str,
+    weights: &std::path::Path,
+    key: &LatencyKey,
+) -> PathBuf {
     if let Some(path) = &spec.table {
         return path.clone();
     }
@@ -124,8 +130,8 @@ pub fn table_path(spec: &LatencySpec, env_name: &str, key: &LatencyKey) -> PathB
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    PathBuf::from("runs/latency").join(format!(
-        "{env_name}-{}-{device}-t{}-b{}.json",
+    weights.with_file_name(format!(
+        "{env_name}.latency-{}-{device}-t{}-b{}.json",
         &key.fingerprint[..key.fingerprint.len().min(12)],
         key.threads,
         key.batch

@@ -60,8 +60,9 @@ pub struct Score {
     /// Wall time of this evaluation (left out of files when 0, as in policy files).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seconds: f64,
-    /// Measured and predicted latency, when the env measures latency (`[latency]`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Measured and predicted latency, when the env measures latency (`[latency]`): its
+    /// fields sit beside the others (`latency_ms`, `predicted_latency_ms`, ...).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub latency: Option<Latency>,
 }
 
@@ -69,7 +70,6 @@ pub struct Score {
 /// model for channel pruning (on the masked model, with dense kernels, otherwise), predicted
 /// by the latency table, and the speedup over the dense model measured the same way.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Latency {
     pub latency_ms: f64,
     pub predicted_latency_ms: f64,
@@ -113,8 +113,9 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Latency measurement (`[latency]`, or its defaults under a latency budget).
     pub latency: Option<LatencySpec>,
-    /// The env's name (names the latency table's cache file).
+    /// The env's name and the file of its weights (the latency table is cached beside it).
     pub name: String,
+    pub weights: std::path::PathBuf,
 }
 
 impl EvalConfig {
@@ -139,6 +140,7 @@ impl EvalConfig {
             seed,
             latency: spec.latency_settings(),
             name: spec.name.clone(),
+            weights: spec.weights_path(),
         })
     }
 }
@@ -198,7 +200,7 @@ impl Evaluator {
         if let Some(spec) = &config.latency {
             let device = net.device();
             let key = latency::key_for(net.graph(), device, spec.batch);
-            let path = latency::table_path(spec, &config.name, &key);
+            let path = latency::table_path(spec, &config.name, &config.weights, &key);
             let (table, _) = latency::load_or_measure(
                 net.graph(),
                 spec,

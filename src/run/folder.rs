@@ -48,8 +48,9 @@ pub struct EpisodeRecord {
     /// a subset (`eval_samples`) and it was promising enough to rescore.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub whole_split: Option<WholeSplit>,
-    /// The pruned model's measured and predicted latency, when the env measures latency.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The pruned model's measured and predicted latency, when the env measures latency
+    /// (fields beside the others).
+    #[serde(default, flatten, skip_serializing_if = "Option::is_none")]
     pub latency: Option<crate::eval::Latency>,
 }
 

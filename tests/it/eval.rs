@@ -57,6 +57,7 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         seed: 0,
         latency: None,
         name: "test".into(),
+        weights: "test.safetensors".into(),
     }
 }
 

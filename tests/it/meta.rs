@@ -50,6 +50,7 @@ fn eval_config(keep: f64) -> EvalConfig {
         seed: 0,
         latency: None,
         name: "test".into(),
+        weights: "test.safetensors".into(),
     }
 }
 

@@ -183,6 +183,7 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         seed: 0,
         latency: None,
         name: "test".into(),
+        weights: "test.safetensors".into(),
     }
 }
 
