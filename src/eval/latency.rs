@@ -20,15 +20,11 @@ const WARMUP: usize = 2;
 /// Median wall time (ms) of `repeats` inference passes of `net` on `input`, after warm-up.
 pub fn time_forward(net: &GraphNet, input: &Tensor, repeats: usize) -> f64 {
     let _guard = tch::no_grad_guard();
-    let device = net.device();
     let mut times = Vec::with_capacity(repeats);
     for run in 0..WARMUP + repeats.max(1) {
-        let started = Instant::now();
-        let out = net.forward_t(input, false);
-        sync(device);
-        drop(out);
+        let ms = timed_pass(net, input);
         if run >= WARMUP {
-            times.push(started.elapsed().as_secs_f64() * 1e3);
+            times.push(ms);
         }
     }
     median(&mut times)
@@ -39,20 +35,24 @@ pub fn time_forward(net: &GraphNet, input: &Tensor, repeats: usize) -> f64 {
 /// reaches both alike.
 pub fn time_pair(a: &GraphNet, b: &GraphNet, input: &Tensor, repeats: usize) -> (f64, f64) {
     let _guard = tch::no_grad_guard();
-    let mut times = [Vec::with_capacity(repeats), Vec::with_capacity(repeats)];
+    let (mut ta, mut tb) = (Vec::with_capacity(repeats), Vec::with_capacity(repeats));
     for run in 0..WARMUP + repeats.max(1) {
-        for (which, net) in [a, b].into_iter().enumerate() {
-            let started = Instant::now();
-            let out = net.forward_t(input, false);
-            sync(net.device());
-            drop(out);
-            if run >= WARMUP {
-                times[which].push(started.elapsed().as_secs_f64() * 1e3);
-            }
+        let (ma, mb) = (timed_pass(a, input), timed_pass(b, input));
+        if run >= WARMUP {
+            ta.push(ma);
+            tb.push(mb);
         }
     }
-    let [mut ta, mut tb] = times;
     (median(&mut ta), median(&mut tb))
+}
+
+/// One inference pass, waited for on a GPU, in milliseconds.
+fn timed_pass(net: &GraphNet, input: &Tensor) -> f64 {
+    let started = Instant::now();
+    let out = net.forward_t(input, false);
+    sync(net.device());
+    drop(out);
+    started.elapsed().as_secs_f64() * 1e3
 }
 
 fn sync(device: Device) {
