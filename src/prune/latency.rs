@@ -22,7 +22,7 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LatencyKey {
-    /// `cpu (<model name>)` or `cuda:N (<name>)`.
+    /// `cpu (<processor>)` or `cuda:N`.
     pub device: String,
     /// libtorch's CPU threads.
     pub threads: usize,
