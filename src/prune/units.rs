@@ -174,11 +174,20 @@ impl CostModel {
     /// Each node's input and output size (the first dimension of a sample's shape: channels,
     /// or features) once `keeps` is applied; the dense sizes unless pruning is by channel.
     pub fn node_sizes(&self, keeps: &[f64]) -> Vec<Sizes> {
-        let graph = &self.graph;
-        let ops = match self.granularity {
+        self.sizes_of(&self.resized_ops(keeps))
+    }
+
+    /// The conv, linear and BatchNorm ops `keeps` resizes (none unless pruning is by channel).
+    fn resized_ops(&self, keeps: &[f64]) -> Vec<Option<Op>> {
+        match self.granularity {
             Granularity::Channel => self.channel_ops(keeps),
-            _ => vec![None; graph.graph().node_count()],
-        };
+            _ => vec![None; self.graph.graph().node_count()],
+        }
+    }
+
+    /// Each node's input and output size with `ops` in place of the resized nodes' own.
+    fn sizes_of(&self, ops: &[Option<Op>]) -> Vec<Sizes> {
+        let graph = &self.graph;
         let mut sizes: Vec<Sizes> = vec![(0, 0); graph.graph().node_count()];
         for &i in graph.order() {
             let node = graph.node(i);
@@ -232,10 +241,7 @@ impl CostModel {
     /// timing needs).
     pub fn pruned_graph(&self, keeps: &[f64]) -> Result<ModelGraph> {
         let graph = &self.graph;
-        let ops = match self.granularity {
-            Granularity::Channel => self.channel_ops(keeps),
-            _ => vec![None; graph.graph().node_count()],
-        };
+        let ops = self.resized_ops(keeps);
         let mut builder = crate::graph::GraphBuilder::new();
         let mut index = vec![NodeIndex::new(0); graph.graph().node_count()];
         for &i in graph.order() {
@@ -304,7 +310,7 @@ impl CostModel {
                 self.graph.node_flops(node) as f64 * kept as f64 / unit.size.max(1) as f64;
         }
         let removed_flops = self.prunable_flops as f64 - kept_flops;
-        let (latency_ms, latency_kept) = self.latency_of(keeps);
+        let (latency_ms, latency_kept) = self.latency_of(None);
         Counts {
             params: self.dense_params - removed_params,
             flops: (self.dense_flops as f64 - removed_flops).round() as usize,
@@ -390,7 +396,7 @@ impl CostModel {
                 touched_flops += f;
             }
         }
-        let (latency_ms, latency_kept) = self.latency_of(keeps);
+        let (latency_ms, latency_kept) = self.latency_of(Some(&ops));
         Counts {
             params,
             flops,
@@ -402,12 +408,16 @@ impl CostModel {
     }
 
     /// Predicted latency and its fraction of the dense model's predicted latency (1 for the dense model).
-    fn latency_of(&self, keeps: &[f64]) -> (Option<f64>, Option<f64>) {
-        let Some((_, _, dense)) = &self.latency else {
+    /// `ops`: the resized nodes (None: nothing resized, the dense model's latency).
+    fn latency_of(&self, ops: Option<&[Option<Op>]>) -> (Option<f64>, Option<f64>) {
+        let Some((table, index, dense)) = &self.latency else {
             return (None, None);
         };
-        let ms = self.predicted_latency(keeps);
-        (ms, ms.map(|ms| if *dense > 0.0 { ms / dense } else { 1.0 }))
+        let ms = match ops {
+            Some(ops) => table.predict(index, &self.sizes_of(ops)),
+            None => *dense,
+        };
+        (Some(ms), Some(if *dense > 0.0 { ms / dense } else { 1.0 }))
     }
 
     /// Counts of the dense model (every keep ratio 1).
