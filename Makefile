@@ -12,11 +12,12 @@ setup:
 demo: setup
 	$(BIN) search --config configs/demo.toml
 
-## Formatting, lints and the whole test suite.
+## Formatting, lints (with and without MPI) and the whole test suite (the MPI tests included).
 test: setup
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
-	cargo test --release
+	cargo clippy --release --all-targets --quiet --features mpi -- -D warnings
+	cargo test --release --features mpi
 
 ## Benchmarks (ratios measured side by side in one run).
 bench: setup

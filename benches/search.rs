@@ -63,6 +63,7 @@ fn main() {
                 progress: Progress::stderr(),
                 stop: &stop,
                 agent: None,
+                remote: None,
             }
             .run()
             .unwrap_or_else(|e| panic!("{e}"))

@@ -7,7 +7,8 @@
 # CELLS lists "ENV KEEP" pairs separated by commas (default: the shipped envs and the unseen
 # ones under envs/unseen/, two budgets each); EPISODES (default 400) sets the searches'
 # episodes, ADAPT (default 40) the adaptation episodes; GNN and META the agent checkpoints;
-# METHODS (default "heuristic ddpg evolution gnn meta") what to run; THREADS passes --threads.
+# METHODS (default "heuristic ddpg evolution gnn meta") what to run; THREADS passes --threads;
+# LAUNCH prefixes the searches and transfers (e.g. LAUNCH="mpirun -np 8" with the MPI build).
 # Every measurement is one line of runs/heuristic-table/results.jsonl, kept across calls, so
 # an interrupted table continues where it stopped; GATHER=1 only prints the table.
 set -euo pipefail
@@ -19,6 +20,7 @@ adapt=${ADAPT:-40}
 gnn=${GNN:-policies/gnn-fmnist.safetensors}
 meta=${META:-policies/meta-fmnist.safetensors}
 methods=${METHODS:-"heuristic ddpg evolution gnn meta"}
+read -ra launch <<< "${LAUNCH:-}"
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 default_cells="envs/fmnist-vgg.toml 0.05,envs/fmnist-vgg.toml 0.1,envs/fmnist-resnet20.toml 0.5,envs/fmnist-resnet20.toml 0.3,envs/mnist-lenet5.toml 0.1,envs/mnist-lenet5.toml 0.05,envs/unseen/fmnist-vgg-wide.toml 0.05,envs/unseen/fmnist-vgg-wide.toml 0.1,envs/unseen/mnist-resnet14.toml 0.5,envs/unseen/mnist-resnet14.toml 0.3,envs/unseen/mnist-mobilenetv2.toml 0.1,envs/unseen/mnist-mobilenetv2.toml 0.2"
@@ -76,7 +78,7 @@ for cell in "${cells[@]}"; do
                 [ "$method" = evolution ] && config=configs/evolution.toml
                 run=$out/runs/$name@$keep-$method-s$seed
                 rm -rf "$run"
-                "$bin" search --config "$config" --env "$budget_env" --seed "$seed" --episodes "$episodes" \
+                "${launch[@]}" "$bin" search --config "$config" --env "$budget_env" --seed "$seed" --episodes "$episodes" \
                     --logdir "$run" "${threads[@]}" --json | record "$name" "$keep" "$seed" "$method" ;;
             gnn|meta)
                 agent=$gnn
@@ -85,7 +87,7 @@ for cell in "${cells[@]}"; do
                     measured "$name" "$keep" "$seed" "$method-$n" && continue
                     run=$out/runs/$name@$keep-$method-$n-s$seed
                     rm -rf "$run"
-                    "$bin" transfer --agent "$agent" --env "$budget_env" --seed "$seed" --adapt-episodes "$n" \
+                    "${launch[@]}" "$bin" transfer --agent "$agent" --env "$budget_env" --seed "$seed" --adapt-episodes "$n" \
                         --logdir "$run" --out "$run.json" "${threads[@]}" --json | record "$name" "$keep" "$seed" "$method-$n"
                 done ;;
             esac

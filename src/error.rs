@@ -47,6 +47,9 @@ pub enum Error {
     /// A requested device is not available or not understood.
     #[error("device `{}`: {}", one_line(.device), one_line(.message))]
     Device { device: String, message: String },
+    /// Spreading work over processes failed (MPI), or a fault injected by the fault tests.
+    #[error("{}", one_line(.0))]
+    Distributed(String),
     /// Training or evaluation produced a NaN or infinite value.
     #[error("{} is not finite ({value}); lower the learning rate or check the data", one_line(.what))]
     NonFinite { what: String, value: f64 },

@@ -260,6 +260,15 @@ impl Agent for Evolution {
     }
 
     fn begin_episode(&mut self, _index: usize) {}
+
+    /// The rest of the generation (a new one is bred from everything learned so far).
+    fn ahead(&self, _next: usize) -> usize {
+        if self.queue.is_empty() {
+            self.config.population
+        } else {
+            self.queue.len()
+        }
+    }
 }
 
 impl OneShotActor for Evolution {

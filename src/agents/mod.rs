@@ -86,6 +86,15 @@ pub trait Agent {
         false
     }
 
+    /// How many episodes, from the agent's episode `next` on, it proposes the same whether or
+    /// not it learns from the earlier ones in between: the rest of a generation, of a batch
+    /// of on-policy episodes, of DDPG's random warm-up. Loops propose that many before
+    /// scoring them (in parallel where they can) and then let the agent learn from each in
+    /// order, which is what learning after every episode would have done. At least 1.
+    fn ahead(&self, _next: usize) -> usize {
+        1
+    }
+
     /// The agent's network and config, for a checkpoint, if it has a network worth keeping.
     fn checkpoint(&self) -> Option<Checkpoint<'_>> {
         None

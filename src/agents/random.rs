@@ -32,6 +32,11 @@ impl Agent for RandomSearch {
     }
 
     fn begin_episode(&mut self, _index: usize) {}
+
+    /// Random search learns nothing: every episode is independent.
+    fn ahead(&self, _next: usize) -> usize {
+        usize::MAX
+    }
 }
 
 impl OneShotActor for RandomSearch {

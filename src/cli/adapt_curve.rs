@@ -10,6 +10,7 @@ use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::run::adapt::{adaptation_curve, curve_statistics};
 use autoprune::run::agent_file::load_graph_agent;
 use autoprune::run::heuristics::profile_env;
+use autoprune::run::pool::{Recipe, Scorer};
 use autoprune::runlog::Progress;
 use clap::Args;
 use serde_json::json;
@@ -78,7 +79,7 @@ fn parse_inits(inits: &[String]) -> Result<Vec<(String, Option<PathBuf>)>> {
     Ok(parsed)
 }
 
-pub fn run(args: AdaptCurveArgs) -> Result<()> {
+pub fn run(args: AdaptCurveArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     let inits = parse_inits(&args.inits)?;
     anyhow::ensure!(
         args.eval_samples != Some(0),
@@ -93,7 +94,7 @@ pub fn run(args: AdaptCurveArgs) -> Result<()> {
     for path in [&args.out, &args.png].into_iter().flatten() {
         autoprune::fsio::prepare_output(path)?;
     }
-    let runs = adaptation_runs(&args, &inits, &gnn)?;
+    let runs = adaptation_runs(&args, &inits, &gnn, scorer)?;
     // Mean and sample std over every env and seed, per initialisation and point.
     let names: Vec<String> = inits.iter().map(|(name, _)| name.clone()).collect();
     let starts: Vec<&str> = runs.iter().map(|r| r.init.as_str()).collect();
@@ -155,6 +156,7 @@ fn adaptation_runs(
     args: &AdaptCurveArgs,
     inits: &[(String, Option<PathBuf>)],
     gnn: &autoprune::agents::gnn::GnnConfig,
+    mut scorer: Option<&mut dyn Scorer>,
 ) -> Result<Vec<CurveRun>> {
     let (points, seeds, eval_samples) = (&args.points, &args.seeds, args.eval_samples);
     let device = args.device.setup(0)?;
@@ -175,6 +177,19 @@ fn adaptation_runs(
                 ..eval_config
             };
             let mut search = Evaluator::new(&model.net, &model.data, search_config)?;
+            // MPI workers score the episodes with the same evaluator.
+            let mut handle = 0;
+            if let Some(scorer) = scorer.as_deref_mut() {
+                handle = scorer.prepare(&Recipe {
+                    spec: spec.clone(),
+                    spec_path: spec.path.clone(),
+                    seed,
+                    eval_samples,
+                    threads: args.device.threads,
+                    device: args.device.device.clone(),
+                    pruningnet: None,
+                })?;
+            }
             for (name, path) in inits {
                 let budget = search.wall(&spec.path)?.budget().keep;
                 let mut agent = match path {
@@ -197,6 +212,7 @@ fn adaptation_runs(
                     &mut search,
                     &mut rescore,
                     points,
+                    scorer.as_deref_mut().map(|s| (s, handle)),
                 )?;
                 let shown: Vec<String> = rewards.iter().map(|r| format!("{r:.4}")).collect();
                 progress.println(&format!(

@@ -32,7 +32,10 @@ pub struct MetaTrainArgs {
     json: JsonArg,
 }
 
-pub fn run(args: MetaTrainArgs) -> Result<()> {
+pub fn run(
+    args: MetaTrainArgs,
+    scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
+) -> Result<()> {
     let mut config = MetaTrainConfig::load(&args.config)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
@@ -66,6 +69,7 @@ pub fn run(args: MetaTrainArgs) -> Result<()> {
             &mut sink,
             Progress::stderr(),
             stop,
+            scorer,
         )
     }?;
     let agent = match args.out {

@@ -83,17 +83,19 @@ impl Cli {
 }
 
 impl Command {
-    pub fn run(self) -> Result<()> {
+    /// Runs the command; `scorer` is the other processes of an MPI job that score policies
+    /// (None: this process scores them).
+    pub fn run(self, scorer: Option<&mut dyn autoprune::run::pool::Scorer>) -> Result<()> {
         match self {
             Command::Pretrain(args) => pretrain::run(args),
             Command::Evaluate(args) => evaluate::run(args),
             Command::Baseline(args) => baseline::run(args),
-            Command::Transfer(args) => transfer::run(args),
+            Command::Transfer(args) => transfer::run(args, scorer),
             Command::Apply(args) => apply::run(args),
-            Command::TrainAgent(args) => train_agent::run(args),
-            Command::MetaTrain(args) => meta_train::run(args),
-            Command::AdaptCurve(args) => adapt_curve::run(args),
-            Command::Search(args) => search::run(args),
+            Command::TrainAgent(args) => train_agent::run(args, scorer),
+            Command::MetaTrain(args) => meta_train::run(args, scorer),
+            Command::AdaptCurve(args) => adapt_curve::run(args, scorer),
+            Command::Search(args) => search::run(args, scorer),
             Command::Report(args) => report::run(args),
             Command::Split(args) => split::run(args),
             Command::Graph(args) => graph::run(args),
@@ -140,14 +142,19 @@ pub struct TaskRun {
 
 impl TaskRun {
     pub fn start(
-        device: &DeviceArgs,
+        device_args: &DeviceArgs,
         distribution: &autoprune::config::Distribution<'_>,
         name: &str,
         seed: u64,
         logdir: Option<std::path::PathBuf>,
     ) -> Result<Self> {
-        let device = device.setup(seed)?;
-        let tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
+        let device = device_args.setup(seed)?;
+        let mut tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
+        // MPI workers build the same evaluators, with the same threads and kind of device.
+        for task in &mut tasks {
+            task.recipe.threads = device_args.threads;
+            task.recipe.device = device_args.device.clone();
+        }
         let dir = autoprune::run::run_dir(logdir, name, seed);
         // Refused early; the run takes the folder's lock when it starts writing there.
         drop(autoprune::run::new_run_dir(&dir, "choose another folder")?);

@@ -8,6 +8,7 @@ use autoprune::agents::AgentKind;
 use autoprune::config::{Checked, EnvSpec, SearchConfig, Validate};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, now_rfc3339};
+use autoprune::run::pool::{Recipe, Remote, Scorer};
 use autoprune::run::{
     interrupt, run_dir, test_score, EpisodeRecord, RunFolder, RunRecord, Search, SearchOutcome,
     BEST_FILE,
@@ -140,7 +141,7 @@ fn resume(args: &SearchArgs, dir: &Path) -> Result<Opened> {
     Ok((folder, config, spec, record, recorded))
 }
 
-pub fn run(args: SearchArgs) -> Result<()> {
+pub fn run(args: SearchArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     let started = Instant::now();
     let (folder, config, spec, record, recorded) = match &args.resume {
         Some(dir) => resume(&args, dir)?,
@@ -187,6 +188,21 @@ pub fn run(args: SearchArgs) -> Result<()> {
             progress,
             stop,
             agent: None,
+            remote: scorer.map(|scorer| {
+                scorer.set_deadline(config.eval_deadline);
+                Remote {
+                    scorer,
+                    recipe: Recipe {
+                        spec: spec.clone(),
+                        spec_path: spec.path.clone(),
+                        seed: config.seed,
+                        eval_samples: config.eval_samples,
+                        threads: record.threads,
+                        device: args.device.device.clone(),
+                        pruningnet: None,
+                    },
+                }
+            }),
         }
         .run()
     }?;

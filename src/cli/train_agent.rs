@@ -30,7 +30,10 @@ pub struct TrainAgentArgs {
     json: JsonArg,
 }
 
-pub fn run(args: TrainAgentArgs) -> Result<()> {
+pub fn run(
+    args: TrainAgentArgs,
+    scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
+) -> Result<()> {
     let mut config = TrainAgentConfig::load(&args.config)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
@@ -61,6 +64,7 @@ pub fn run(args: TrainAgentArgs) -> Result<()> {
             &mut sink,
             Progress::stderr(),
             stop,
+            scorer,
         )
     }?;
     if args.json.json {

@@ -12,6 +12,7 @@ use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, fingerprint, PolicyFile};
 use autoprune::run::agent_file::load_graph_agent;
 use autoprune::run::heuristics::profile_env;
+use autoprune::run::pool::{Recipe, Remote, Scorer};
 use autoprune::run::{interrupt, new_run_dir, run_dir, RunFolder, RunRecord, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
 use clap::Args;
@@ -54,7 +55,7 @@ pub struct TransferArgs {
     json: JsonArg,
 }
 
-pub fn run(args: TransferArgs) -> Result<()> {
+pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     let env = &args.env;
     let env_text = std::fs::read_to_string(env)
         .with_context(|| format!("{}: cannot read the env file", env.display()))?;
@@ -121,6 +122,18 @@ pub fn run(args: TransferArgs) -> Result<()> {
                 progress: Progress::stderr(),
                 stop,
                 agent: Some(Box::new(agent)),
+                remote: scorer.map(|scorer| Remote {
+                    scorer,
+                    recipe: Recipe {
+                        spec: spec.clone(),
+                        spec_path: spec.path.clone(),
+                        seed: config.seed,
+                        eval_samples: args.eval_samples,
+                        threads: args.device.threads,
+                        device: args.device.device.clone(),
+                        pruningnet: None,
+                    },
+                }),
             }
             .run()
         }?;

@@ -24,6 +24,23 @@ use crate::error::{Error, Result};
 use std::path::Path;
 
 /// A config as TOML, for a run folder; `path` names the file in the error.
+/// Seconds one evaluation may take on an MPI worker before the whole job is ended (a hung
+/// worker): the default of `eval_deadline`.
+pub(crate) fn default_eval_deadline() -> f64 {
+    3600.0
+}
+
+/// What is wrong with an `eval_deadline`, if anything.
+pub(crate) fn check_eval_deadline(seconds: f64) -> Option<(&'static str, String)> {
+    if seconds > 0.0 && seconds <= 1e7 {
+        return None;
+    }
+    Some((
+        "eval_deadline",
+        format!("{seconds} must be a number of seconds in (0, 1e7]"),
+    ))
+}
+
 pub(crate) fn to_toml<T: serde::Serialize>(value: &T, path: &Path) -> Result<String> {
     toml::to_string(value).map_err(|e| Error::Invalid {
         path: path.to_path_buf(),

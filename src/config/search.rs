@@ -40,6 +40,10 @@ pub struct SearchConfig {
     /// the best whole-split reward so far. The search's result is always a whole-split score.
     #[serde(default = "default_rescore_sigmas")]
     pub rescore_sigmas: f64,
+    /// Seconds one evaluation may take on an MPI worker before the whole job is ended with
+    /// a line naming the worker (a hung worker). Without MPI it is not used.
+    #[serde(default = "super::default_eval_deadline")]
+    pub eval_deadline: f64,
     #[serde(default)]
     pub ddpg: DdpgConfig,
     #[serde(default)]
@@ -80,6 +84,7 @@ impl SearchConfig {
             eval_samples,
             heuristics: default_heuristics(),
             rescore_sigmas: default_rescore_sigmas(),
+            eval_deadline: super::default_eval_deadline(),
             ddpg: Default::default(),
             ppo: Default::default(),
             evolution: Default::default(),
@@ -129,6 +134,9 @@ impl Validate for SearchConfig {
                 "eval_samples",
                 "must be at least 1 (or left out for the whole split)".into(),
             ));
+        }
+        if let Some((key, message)) = super::check_eval_deadline(self.eval_deadline) {
+            return Err(invalid(key, message));
         }
         if let Some(repeated) = self
             .heuristics

@@ -29,6 +29,10 @@ pub struct TrainAgentConfig {
     /// Score each episode on only the first this many validation samples.
     #[serde(default)]
     pub eval_samples: Option<usize>,
+    /// Seconds one evaluation may take on an MPI worker before the whole job is ended with
+    /// a line naming the worker (a hung worker). Without MPI it is not used.
+    #[serde(default = "super::default_eval_deadline")]
+    pub eval_deadline: f64,
     #[serde(default)]
     pub gnn: GnnConfig,
     #[serde(skip)]
@@ -41,7 +45,11 @@ fn check_tasks(
     envs: &[PathBuf],
     budgets: &[f64],
     eval_samples: Option<usize>,
+    eval_deadline: f64,
 ) -> Option<(&'static str, String)> {
+    if let Some(problem) = super::check_eval_deadline(eval_deadline) {
+        return Some(problem);
+    }
     if envs.is_empty() {
         return Some(("envs", "name at least one env file".into()));
     }
@@ -68,6 +76,7 @@ impl TrainAgentConfig {
             budgets: &self.budgets,
             granularities: &self.granularities,
             eval_samples: self.eval_samples,
+            eval_deadline: self.eval_deadline,
         }
     }
 
@@ -91,7 +100,12 @@ impl Validate for TrainAgentConfig {
             key: key.into(),
             message: message.into(),
         };
-        if let Some((key, message)) = check_tasks(&self.envs, &self.budgets, self.eval_samples) {
+        if let Some((key, message)) = check_tasks(
+            &self.envs,
+            &self.budgets,
+            self.eval_samples,
+            self.eval_deadline,
+        ) {
             return Err(invalid(key, &message));
         }
         let bounds = Checks::new()
@@ -126,6 +140,10 @@ pub struct MetaTrainConfig {
     /// Score each episode on only the first this many validation samples.
     #[serde(default)]
     pub eval_samples: Option<usize>,
+    /// Seconds one evaluation may take on an MPI worker before the whole job is ended with
+    /// a line naming the worker (a hung worker). Without MPI it is not used.
+    #[serde(default = "super::default_eval_deadline")]
+    pub eval_deadline: f64,
     #[serde(default)]
     pub reptile: ReptileConfig,
     /// The graph agent and its inner-loop PPO.
@@ -144,6 +162,7 @@ impl MetaTrainConfig {
             budgets: &self.budgets,
             granularities: &self.granularities,
             eval_samples: self.eval_samples,
+            eval_deadline: self.eval_deadline,
         }
     }
 
@@ -172,7 +191,12 @@ impl Validate for MetaTrainConfig {
             key: key.into(),
             message: message.into(),
         };
-        if let Some((key, message)) = check_tasks(&self.envs, &self.budgets, self.eval_samples) {
+        if let Some((key, message)) = check_tasks(
+            &self.envs,
+            &self.budgets,
+            self.eval_samples,
+            self.eval_deadline,
+        ) {
             return Err(invalid(key, &message));
         }
         if let Some((key, message)) = Checks::new().name("name", &self.name).first() {
@@ -209,4 +233,6 @@ pub struct Distribution<'a> {
     pub granularities: &'a [Granularity],
     /// Score each episode on only the first this many validation samples.
     pub eval_samples: Option<usize>,
+    /// Seconds one evaluation may take on an MPI worker.
+    pub eval_deadline: f64,
 }

@@ -4,20 +4,25 @@
 //! the reward, on the whole validation split, of the best policy found by then (episodes are
 //! scored on the search evaluator, which may score on fewer samples, as a search does).
 
+use super::pool::{score_job, score_jobs, Job, JobResult, Rescore, Scorer};
 use crate::agents::gnn::GraphAgent;
-use crate::agents::Learner;
+use crate::agents::{Agent, Learner};
 use crate::env::{rollout, PruneEnv};
 use crate::error::{Error, Result};
 use crate::eval::Evaluator;
+use std::sync::atomic::AtomicBool;
 
 /// The best-so-far reward at each of `points` (ascending episode counts): `search` scores
-/// the episodes, `rescore` scores each point's best policy.
+/// the episodes (or `remote`'s processes, with the handle of `search`'s recipe there),
+/// `rescore` scores each point's best policy. Episodes go in batches of what the agent
+/// proposes before learning, as in a search.
 pub fn adaptation_curve(
     agent: &mut GraphAgent,
     env: &mut PruneEnv,
     search: &mut Evaluator,
     rescore: &mut Evaluator,
     points: &[usize],
+    mut remote: Option<(&mut (dyn Scorer + '_), usize)>,
 ) -> Result<Vec<f64>> {
     if points.windows(2).any(|w| w[0] > w[1]) {
         return Err(Error::data(
@@ -27,35 +32,84 @@ pub fn adaptation_curve(
     }
     let last = points.last().copied().unwrap_or(0);
     let greedy = rollout(agent, env, 0, false).policy;
-    let mut best = (search.evaluate(&greedy)?.reward, greedy);
-    // (episode count, best keeps' reward on the whole split), rescored once per change.
-    let mut rescored: Option<(Vec<f64>, f64)> = None;
-    let mut out = Vec::with_capacity(points.len());
-    let mut next = 0;
-    for episode in 0..=last {
-        if episode > 0 {
-            let acted = rollout(agent, env, episode, true);
+    let mut curve = Curve {
+        best: (search.evaluate(&greedy)?.reward, greedy),
+        rescored: None,
+        out: Vec::with_capacity(points.len()),
+        next: 0,
+    };
+    curve.reached(0, points, rescore)?;
+    let never = AtomicBool::new(false);
+    let mut episode = 1;
+    while episode <= last {
+        let ahead = agent.ahead(episode).clamp(1, last + 1 - episode);
+        let mut acted: Vec<_> = (episode..episode + ahead)
+            .map(|e| Some(rollout(agent, env, e, true)))
+            .collect();
+        let jobs: Vec<Job> = acted
+            .iter()
+            .flatten()
+            .enumerate()
+            .map(|(i, a)| Job {
+                recipe: remote.as_ref().map_or(0, |r| r.1),
+                episode: episode + i,
+                policy: a.policy.clone(),
+                rescore: Rescore::Never,
+            })
+            .collect();
+        let mut each = |position: usize, result: JobResult| -> Result<()> {
+            let e = episode + position;
+            let Some(acted) = acted[position].take() else {
+                return Ok(());
+            };
             let keeps = acted.policy.clone();
-            let score = search.evaluate(&keeps)?;
-            agent.learn(&acted.episode(episode, score.reward))?;
-            if score.reward > best.0 {
-                best = (score.reward, keeps);
+            let reward = result.score.reward;
+            agent.learn(&acted.episode(e, reward))?;
+            if reward > curve.best.0 {
+                curve.best = (reward, keeps);
             }
-        }
-        while next < points.len() && points[next] == episode {
-            let reward = match &rescored {
-                Some((keeps, reward)) if *keeps == best.1 => *reward,
+            curve.reached(e, points, rescore)
+        };
+        score_jobs(
+            remote.as_mut().map(|r| &mut *r.0 as &mut dyn Scorer),
+            &mut |job| score_job(search, job),
+            &jobs,
+            &never,
+            &mut each,
+        )?;
+        episode += ahead;
+    }
+    Ok(curve.out)
+}
+
+/// An adaptation curve in progress.
+struct Curve {
+    /// The best reward so far and its keeps.
+    best: (f64, Vec<f64>),
+    /// The best keeps' reward on the whole split, rescored once per change.
+    rescored: Option<(Vec<f64>, f64)>,
+    out: Vec<f64>,
+    /// The next point to reach.
+    next: usize,
+}
+
+impl Curve {
+    /// Records the points at `episode`: the best policy's whole-split reward.
+    fn reached(&mut self, episode: usize, points: &[usize], rescore: &mut Evaluator) -> Result<()> {
+        while self.next < points.len() && points[self.next] == episode {
+            let reward = match &self.rescored {
+                Some((keeps, reward)) if *keeps == self.best.1 => *reward,
                 _ => {
-                    let reward = rescore.evaluate(&best.1)?.reward;
-                    rescored = Some((best.1.clone(), reward));
+                    let reward = rescore.evaluate(&self.best.1)?.reward;
+                    self.rescored = Some((self.best.1.clone(), reward));
                     reward
                 }
             };
-            out.push(reward);
-            next += 1;
+            self.out.push(reward);
+            self.next += 1;
         }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// Mean and sample standard deviation (0 for one value).

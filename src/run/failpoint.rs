@@ -25,3 +25,26 @@ pub fn failpoint(points: &[(String, usize)], stage: &str, episode: usize) {
         }
     }
 }
+
+#[cfg(feature = "mpi")]
+/// Faults of an MPI worker for the fault tests, at the episode it is about to score:
+/// `worker-error:E` fails the evaluation, `worker-panic:E` panics, `worker-hang:E` never
+/// answers.
+pub fn worker_failpoint(episode: usize) -> crate::error::Result<()> {
+    let points = failpoints();
+    let at = |stage: &str| points.iter().any(|(s, e)| s == stage && *e == episode);
+    if at("worker-panic") {
+        panic!("failpoint worker-panic at episode {episode}");
+    }
+    if at("worker-hang") {
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(3600));
+        }
+    }
+    if at("worker-error") {
+        return Err(crate::error::Error::Distributed(format!(
+            "failpoint worker-error at episode {episode}"
+        )));
+    }
+    Ok(())
+}

@@ -6,7 +6,8 @@
 //! searches with `agent = "meta"`.
 
 use super::agent_file::save_agent;
-use super::tasks::{start_tasks, task_episode, Task};
+use super::pool::Scorer;
+use super::tasks::{start_tasks, task_episodes, Task, TaskScorer};
 use super::AGENT_FILE;
 use crate::agents::meta::Reptile;
 use crate::config::{Checked, MetaTrainConfig};
@@ -38,7 +39,11 @@ pub fn meta_train(
     sink: &mut dyn MetricsSink,
     progress: Progress,
     stop: &AtomicBool,
+    remote: Option<&mut dyn Scorer>,
 ) -> Result<MetaOutcome> {
+    let mut scorer = TaskScorer::new(remote, tasks, config.eval_deadline)?;
+    // An iteration's episodes all run: Ctrl-C is honoured between iterations.
+    let never = AtomicBool::new(false);
     let (mut envs, agent, mut log) =
         start_tasks(dir, &config.to_toml()?, tasks, &config.gnn, config.seed)?;
     let mut reptile = Reptile::new(agent);
@@ -55,20 +60,19 @@ pub fn meta_train(
         }
         let t = rng.random_range(0..tasks.len());
         reptile.begin_task(t)?;
-        let mut total = 0.0;
-        for _ in 0..config.reptile.inner_episodes {
-            let score = task_episode(
-                reptile.agent(),
-                &mut envs[t],
-                &mut tasks[t],
-                t,
-                episode,
-                &mut log,
-                sink,
-            )?;
-            total += score.reward;
-            episode += 1;
-        }
+        let rewards = task_episodes(
+            reptile.agent(),
+            &mut envs,
+            tasks,
+            &|_| t,
+            (episode, config.reptile.inner_episodes),
+            &mut log,
+            sink,
+            &mut scorer,
+            &never,
+        )?;
+        let total: f64 = rewards.iter().sum();
+        episode += rewards.len();
         let epsilon = config.reptile.step_size(iteration);
         reptile.end_task(epsilon);
         sink.scalar(

@@ -14,11 +14,15 @@
 
 pub mod adapt;
 pub mod agent_file;
+mod episodes;
 mod failpoint;
 mod folder;
 pub mod heuristics;
 pub mod interrupt;
 pub mod meta_train;
+#[cfg(feature = "mpi")]
+pub mod mpi;
+pub mod pool;
 mod pruningnet;
 mod search;
 pub mod tasks;

@@ -4,9 +4,10 @@
 
 use super::folder::{new_run_dir, write_atomic, RunLock};
 use super::heuristics::profile_env;
+use super::pool::{score_job, score_jobs, Job, JobResult, Recipe, Rescore, Scorer};
 use super::{CONFIG_FILE, EPISODES_FILE};
 use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
-use crate::agents::Learner;
+use crate::agents::{Agent, Learner};
 use crate::config::{Distribution, EnvSpec};
 use crate::env::{rollout, PruneEnv};
 use crate::error::{Error, Result};
@@ -15,6 +16,7 @@ use crate::runlog::{MetricsSink, Progress};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 /// One task per env, granularity and budget, each with its own evaluator over the env's
@@ -63,6 +65,15 @@ pub fn build_tasks(
                 tasks.push(Task {
                     name,
                     evaluator: Evaluator::new(&model.net, &model.data, eval_config)?,
+                    recipe: Recipe {
+                        spec: spec.clone(),
+                        spec_path: spec.path.clone(),
+                        seed,
+                        eval_samples: distribution.eval_samples,
+                        threads: None,
+                        device: "auto".into(),
+                        pruningnet: None,
+                    },
                     spec,
                 });
             }
@@ -77,6 +88,9 @@ pub struct Task {
     pub name: String,
     pub evaluator: Evaluator,
     pub spec: EnvSpec,
+    /// What another process needs to build the same evaluator (MPI workers); the command
+    /// line sets its threads and device.
+    pub recipe: Recipe,
 }
 
 /// One training episode, as written to `episodes.jsonl`.
@@ -146,39 +160,132 @@ impl TaskLog {
     }
 }
 
-/// One explored episode of `agent` (already on task `t`) on `env`: act, fit to the budget,
-/// score, learn, then log to `log` and `sink`. Returns the score.
-pub(crate) fn task_episode(
+/// Where a multi-task run's episodes are scored: here, or by other processes that prepared
+/// every task's evaluator (`handles[t]` is task t's).
+pub struct TaskScorer<'a> {
+    pub remote: Option<&'a mut dyn Scorer>,
+    pub handles: Vec<usize>,
+}
+
+impl<'a> TaskScorer<'a> {
+    /// Prepares every task on `remote`'s processes (None: episodes are scored here), with
+    /// `deadline` seconds allowed per evaluation there.
+    pub fn new(remote: Option<&'a mut dyn Scorer>, tasks: &[Task], deadline: f64) -> Result<Self> {
+        let mut handles = Vec::with_capacity(tasks.len());
+        let remote = match remote {
+            Some(scorer) => {
+                scorer.set_deadline(deadline);
+                for task in tasks {
+                    handles.push(scorer.prepare(&task.recipe)?);
+                }
+                Some(scorer)
+            }
+            None => None,
+        };
+        Ok(Self { remote, handles })
+    }
+}
+
+/// Explored episodes `first..first + count` of `agent`, episode i on task `task_of(i)`: the
+/// agent acts in batches of what it proposes before learning ([`Agent::ahead`]), the batch is
+/// scored (in parallel where `scorer` has processes), and each result is learned from and
+/// logged in episode order. Stops before the next evaluation once `stop` is set. Returns
+/// the rewards of the episodes finished, in order.
+///
+/// [`Agent::ahead`]: crate::agents::Agent::ahead
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn task_episodes(
     agent: &mut GraphAgent,
-    env: &mut PruneEnv,
-    task: &mut Task,
-    t: usize,
-    index: usize,
+    envs: &mut [PruneEnv],
+    tasks: &mut [Task],
+    task_of: &dyn Fn(usize) -> usize,
+    (first, count): (usize, usize),
     log: &mut TaskLog,
     sink: &mut dyn MetricsSink,
-) -> Result<Score> {
-    let started = Instant::now();
-    let acted = rollout(agent, env, index, true);
-    let score = task.evaluator.evaluate(&acted.policy)?;
-    agent.learn(&acted.episode(index, score.reward))?;
-    log.best[t] = log.best[t].max(score.reward);
-    let record = TaskRecord {
-        episode: index,
-        task: task.name.clone(),
-        reward: score.reward,
-        accuracy: score.accuracy,
-        params_kept: score.params_kept,
-        flops_kept: score.flops_kept,
-        seconds: started.elapsed().as_secs_f64(),
-    };
-    let line = serde_json::to_string(&record).map_err(|e| Error::data(&log.path, e.to_string()))?;
-    log.file
-        .write_all(format!("{line}\n").as_bytes())
-        .and_then(|_| log.file.flush())
-        .map_err(|e| Error::io(&log.path, e))?;
-    sink.scalar(&format!("reward/{}", task.name), score.reward, index);
-    sink.scalar(&format!("accuracy/{}", task.name), score.accuracy, index);
-    sink.scalar(&format!("best/reward/{}", task.name), log.best[t], index);
-    sink.flush()?;
-    Ok(score)
+    scorer: &mut TaskScorer<'_>,
+    stop: &AtomicBool,
+) -> Result<Vec<f64>> {
+    let mut rewards = Vec::with_capacity(count);
+    let names: Vec<String> = tasks.iter().map(|t| t.name.clone()).collect();
+    let end = first + count;
+    let mut index = first;
+    while index < end {
+        let ahead = agent.ahead(index).clamp(1, end - index);
+        let mut acted = Vec::with_capacity(ahead);
+        let mut jobs = Vec::with_capacity(ahead);
+        for i in index..index + ahead {
+            let t = task_of(i);
+            agent.select_task(t);
+            let rollout = rollout(agent, &mut envs[t], i, true);
+            jobs.push(Job {
+                recipe: scorer.handles.get(t).copied().unwrap_or(0),
+                episode: i,
+                policy: rollout.policy.clone(),
+                rescore: Rescore::Never,
+            });
+            acted.push(Some((t, rollout)));
+        }
+        let mut last = Instant::now();
+        let mut each = |position: usize, result: JobResult| -> Result<()> {
+            let i = index + position;
+            let Some((t, rollout)) = acted[position].take() else {
+                return Ok(());
+            };
+            let score = result.score;
+            agent.learn(&rollout.episode(i, score.reward))?;
+            let name = &names[t];
+            log.record(name, t, i, &score, last.elapsed().as_secs_f64())?;
+            sink.scalar(&format!("reward/{name}"), score.reward, i);
+            sink.scalar(&format!("accuracy/{name}"), score.accuracy, i);
+            sink.scalar(&format!("best/reward/{name}"), log.best[t], i);
+            sink.flush()?;
+            rewards.push(score.reward);
+            last = Instant::now();
+            Ok(())
+        };
+        let scored = score_jobs(
+            scorer.remote.as_deref_mut(),
+            &mut |job| {
+                let t = task_of(job.episode);
+                score_job(&mut tasks[t].evaluator, job)
+            },
+            &jobs,
+            stop,
+            &mut each,
+        )?;
+        if scored < jobs.len() {
+            break;
+        }
+        index += ahead;
+    }
+    Ok(rewards)
+}
+
+impl TaskLog {
+    /// Appends episode `index` on task `t` to the log and keeps the task's best reward.
+    fn record(
+        &mut self,
+        name: &str,
+        t: usize,
+        index: usize,
+        score: &Score,
+        seconds: f64,
+    ) -> Result<()> {
+        self.best[t] = self.best[t].max(score.reward);
+        let record = TaskRecord {
+            episode: index,
+            task: name.to_string(),
+            reward: score.reward,
+            accuracy: score.accuracy,
+            params_kept: score.params_kept,
+            flops_kept: score.flops_kept,
+            seconds,
+        };
+        let line =
+            serde_json::to_string(&record).map_err(|e| Error::data(&self.path, e.to_string()))?;
+        self.file
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|_| self.file.flush())
+            .map_err(|e| Error::io(&self.path, e))
+    }
 }

@@ -4,7 +4,8 @@
 //! (`agent.safetensors`) for `autoprune transfer`.
 
 use super::agent_file::save_agent;
-use super::tasks::{start_tasks, task_episode, Task};
+use super::pool::Scorer;
+use super::tasks::{start_tasks, task_episodes, Task, TaskScorer};
 use super::AGENT_FILE;
 use crate::config::{Checked, TrainAgentConfig};
 use crate::error::Result;
@@ -31,34 +32,40 @@ pub fn train_graph_agent(
     sink: &mut dyn MetricsSink,
     progress: Progress,
     stop: &AtomicBool,
+    remote: Option<&mut dyn Scorer>,
 ) -> Result<TrainOutcome> {
+    let mut scorer = TaskScorer::new(remote, tasks, config.eval_deadline)?;
     let (mut envs, mut agent, mut log) =
         start_tasks(dir, &config.to_toml()?, tasks, &config.gnn, config.seed)?;
     let bar = progress.bar(
         config.episodes as u64,
         &format!("gnn on {} tasks", tasks.len()),
     );
+    let n = tasks.len();
     let mut finished = 0;
-    let mut interrupted = false;
-    for index in 0..config.episodes {
-        if stop.load(Ordering::SeqCst) {
-            interrupted = true;
-            break;
-        }
-        let t = index % tasks.len();
-        agent.select_task(t);
-        task_episode(
+    // In chunks, so the bar moves and Ctrl-C is seen between them (a chunk ends on a batch
+    // of the agent's, so chunking changes nothing the agent does).
+    let chunk = config.gnn.episodes_per_update;
+    while finished < config.episodes && !stop.load(Ordering::SeqCst) {
+        let count = chunk.min(config.episodes - finished);
+        let rewards = task_episodes(
             &mut agent,
-            &mut envs[t],
-            &mut tasks[t],
-            t,
-            index,
+            &mut envs,
+            tasks,
+            &|i| i % n,
+            (finished, count),
             &mut log,
             sink,
+            &mut scorer,
+            stop,
         )?;
-        finished = index + 1;
+        finished += rewards.len();
         bar.set_position(finished as u64);
+        if rewards.len() < count {
+            break;
+        }
     }
+    let interrupted = finished < config.episodes;
     bar.finish_and_clear();
     let agent_path = dir.join(AGENT_FILE);
     save_agent(&agent.to_checkpoint(), &agent_path)?;

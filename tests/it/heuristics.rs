@@ -71,6 +71,7 @@ fn a_search_whose_agent_proposes_nonsense_returns_the_best_heuristic() {
         progress: Progress::quiet(),
         stop: &stop,
         agent: Some(Box::new(Nonsense)),
+        remote: None,
     }
     .run()
     .unwrap();

@@ -14,6 +14,8 @@ mod hostile;
 mod latency;
 mod meta;
 mod model;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod onnx;
 mod prune;
 mod reliability;

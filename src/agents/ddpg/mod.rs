@@ -161,6 +161,12 @@ impl Agent for Ddpg {
     fn begin_episode(&mut self, index: usize) {
         self.episode = index;
     }
+
+    /// The random warm-up episodes are independent; after them DDPG learns after every
+    /// episode, so it is sequential by design.
+    fn ahead(&self, next: usize) -> usize {
+        self.config.warmup.saturating_sub(next).max(1)
+    }
 }
 
 impl SequentialActor for Ddpg {

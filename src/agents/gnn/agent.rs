@@ -107,8 +107,9 @@ pub struct GraphAgent {
     inputs: Vec<GraphInput>,
     task: usize,
     rng: StdRng,
-    /// The current episode's sampled actions, log-probability and value.
-    pending: Option<(Vec<f32>, f32, f32)>,
+    /// The task, sampled actions, log-probability and value of the episodes not learned
+    /// from yet, oldest first.
+    pending: std::collections::VecDeque<(usize, Vec<f32>, f32, f32)>,
     samples: Vec<Sample>,
     device: Device,
 }
@@ -169,7 +170,7 @@ impl GraphAgent {
             inputs,
             task: 0,
             rng: StdRng::seed_from_u64(seed),
-            pending: None,
+            pending: std::collections::VecDeque::new(),
             samples: Vec::new(),
             device,
         })
@@ -204,7 +205,7 @@ impl GraphAgent {
     pub fn reset_learning(&mut self) -> Result<()> {
         self.optimizer = nn::Adam::default().build(self.policy.var_store(), self.config.lr)?;
         self.samples.clear();
-        self.pending = None;
+        self.pending.clear();
         Ok(())
     }
 
@@ -288,8 +289,14 @@ impl Agent for GraphAgent {
         Actor::Profile(self)
     }
 
-    fn begin_episode(&mut self, _index: usize) {
-        self.pending = None;
+    fn begin_episode(&mut self, _index: usize) {}
+
+    /// The rest of the batch of episodes one update learns from.
+    fn ahead(&self, _next: usize) -> usize {
+        self.config
+            .episodes_per_update
+            .saturating_sub(self.samples.len())
+            .max(1)
     }
 
     fn acts_relative_to_reference(&self) -> bool {
@@ -326,18 +333,19 @@ impl OneShotActor for GraphAgent {
             .iter()
             .map(|&a| (a as f64).clamp(0.0, 1.0))
             .collect();
-        self.pending = Some((sampled, log_prob as f32, value as f32));
+        self.pending
+            .push_back((self.task, sampled, log_prob as f32, value as f32));
         actions
     }
 }
 
 impl Learner for GraphAgent {
     fn learn(&mut self, episode: &Episode) -> Result<()> {
-        let Some((actions, log_prob, value)) = self.pending.take() else {
+        let Some((task, actions, log_prob, value)) = self.pending.pop_front() else {
             return Ok(());
         };
         self.samples.push(Sample {
-            task: self.task,
+            task,
             actions,
             log_prob,
             value,

@@ -100,8 +100,11 @@ pub struct Ppo {
     log_std: Tensor,
     optimizer: nn::Optimizer,
     rng: StdRng,
-    /// Sampled actions of the current episode, in order: (action, log-prob, value).
-    pending: Vec<(f32, f32, f32)>,
+    /// Sampled actions of the episodes not learned from yet, oldest first, each in order:
+    /// (action, log-prob, value).
+    pending: std::collections::VecDeque<Vec<(f32, f32, f32)>>,
+    /// True between `begin_episode` and the episode's first sampled action.
+    fresh: bool,
     steps: Vec<Step>,
     episodes_collected: usize,
     baseline: Option<f64>,
@@ -134,7 +137,8 @@ impl Ppo {
             log_std,
             optimizer,
             rng: StdRng::seed_from_u64(seed),
-            pending: Vec::new(),
+            pending: std::collections::VecDeque::new(),
+            fresh: false,
             steps: Vec::new(),
             episodes_collected: 0,
             baseline: None,
@@ -230,7 +234,15 @@ impl Agent for Ppo {
     }
 
     fn begin_episode(&mut self, _index: usize) {
-        self.pending.clear();
+        self.fresh = true;
+    }
+
+    /// The rest of the batch of episodes one update learns from.
+    fn ahead(&self, _next: usize) -> usize {
+        self.config
+            .episodes_per_update
+            .saturating_sub(self.episodes_collected)
+            .max(1)
     }
 }
 
@@ -252,8 +264,12 @@ impl SequentialActor for Ppo {
         )
         .unwrap_or(0.0);
         let value = f64::try_from(self.value.forward(&s).view([-1]).get(0)).unwrap_or(0.0);
-        self.pending
-            .push((action as f32, log_prob as f32, value as f32));
+        if std::mem::take(&mut self.fresh) {
+            self.pending.push_back(Vec::new());
+        }
+        if let Some(episode) = self.pending.back_mut() {
+            episode.push((action as f32, log_prob as f32, value as f32));
+        }
         action.clamp(0.0, 1.0)
     }
 }
@@ -268,9 +284,10 @@ impl Learner for Ppo {
         };
         let reward = (episode.reward - self.baseline.unwrap_or(episode.reward)) as f32;
         self.baseline = Some(baseline);
-        let n = episode.transitions.len().min(self.pending.len());
+        let pending = self.pending.pop_front().unwrap_or_default();
+        let n = episode.transitions.len().min(pending.len());
         for (i, (t, &(action, log_prob, value))) in
-            episode.transitions.iter().zip(&self.pending).enumerate()
+            episode.transitions.iter().zip(&pending).enumerate()
         {
             self.steps.push(Step {
                 state: t.state.clone(),
@@ -281,7 +298,6 @@ impl Learner for Ppo {
                 last: i + 1 == n,
             });
         }
-        self.pending.clear();
         self.episodes_collected += 1;
         if self.episodes_collected >= self.config.episodes_per_update && !self.steps.is_empty() {
             self.update()?;
