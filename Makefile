@@ -12,8 +12,10 @@ setup:
 demo: setup
 	$(BIN) search --config configs/demo.toml
 
-## Formatting, lints (with and without MPI) and the whole test suite (the MPI tests included).
+## Formatting, lints (with and without MPI) and the whole test suite (the MPI tests included;
+## Open MPI is installed through apt when missing).
 test: setup
+	@scripts/setup_mpi.sh
 	cargo fmt --check
 	cargo clippy --release --all-targets --quiet -- -D warnings
 	cargo clippy --release --all-targets --quiet --features mpi -- -D warnings

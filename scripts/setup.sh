@@ -33,16 +33,5 @@ ln -sfn "$torch_dir" .venv/libtorch
 
 scripts/prepare_data.sh
 
-# MPI: the scale-out build (`--features mpi`) links Open MPI through bindgen (libclang); the
-# tests launch jobs with mpirun. Debian packages, installed once.
-mpi_packages="openmpi-bin libopenmpi-dev libclang-dev"
-if ! dpkg -s $mpi_packages >/dev/null 2>&1; then
-    echo "setup: installing $mpi_packages (apt)" >&2
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq $mpi_packages >/dev/null
-fi
-
-echo "setup: building autoprune (release, with MPI)" >&2
-cargo build --release --quiet --features mpi
+echo "setup: building autoprune (release)" >&2
+cargo build --release --quiet

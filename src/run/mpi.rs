@@ -14,7 +14,6 @@
 
 use super::pool::{Job, JobResult, Recipe, Scorer};
 use crate::error::{Error, Result};
-use crate::eval::Evaluator;
 use mpi::environment::Universe;
 use mpi::point_to_point::{Destination, MatchedReceiveVec, Source};
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -40,8 +39,18 @@ enum Answer {
     Scored(Box<JobResult>),
 }
 
-/// How long an idle rank sleeps between probes.
-const POLL: Duration = Duration::from_millis(2);
+/// How long a waiting rank sleeps between probes: from `POLL_MIN`, doubling up to `POLL_MAX`
+/// while nothing comes (a message that follows another is seen within microseconds; an idle
+/// rank wakes 500 times a second and costs no core).
+const POLL_MIN: Duration = Duration::from_micros(20);
+const POLL_MAX: Duration = Duration::from_millis(2);
+/// How often rank 0 probes around the time a job is due.
+const POLL_FINE: Duration = Duration::from_micros(100);
+/// The longest rank 0 sleeps at once while jobs it expects to take longer are in flight.
+const POLL_LONG: Duration = Duration::from_millis(50);
+
+/// How a worker scores the jobs of one recipe.
+pub type Evaluate = Box<dyn FnMut(&Job) -> Result<JobResult>>;
 
 /// This process's place in an MPI job.
 pub struct Cluster {
@@ -54,6 +63,8 @@ pub struct Cluster {
     prepared: Vec<Recipe>,
     /// How long one evaluation may take before the job is aborted.
     deadline: Duration,
+    /// The running mean of how long a worker takes to score a job.
+    expected: Duration,
 }
 
 impl Cluster {
@@ -88,6 +99,7 @@ impl Cluster {
             size,
             prepared: Vec::new(),
             deadline: Duration::from_secs(3600),
+            expected: Duration::ZERO,
         })
     }
 
@@ -128,27 +140,48 @@ impl Cluster {
     /// when none came within `wait`.
     fn receive<T: for<'de> Deserialize<'de>>(&self, wait: Duration) -> Option<(usize, T)> {
         let started = Instant::now();
+        let mut poll = POLL_MIN;
         loop {
-            if let Some(probed) = self.world.any_process().immediate_matched_probe() {
-                let (bytes, status) = probed.matched_receive_vec::<u8>();
-                let from = status.source_rank() as usize;
-                return match serde_json::from_slice(&bytes) {
-                    Ok(value) => Some((from, value)),
-                    Err(e) => self.abort(&format!("unreadable message from rank {from}: {e}"), 1),
-                };
+            if let Some(message) = self.try_receive() {
+                return Some(message);
             }
             if started.elapsed() >= wait {
                 return None;
             }
-            std::thread::sleep(POLL);
+            std::thread::sleep(poll);
+            poll = (poll * 2).min(POLL_MAX);
         }
     }
 
-    /// A worker's life: build evaluators and score jobs until rank 0 says stop. Any error
-    /// aborts the job with one line naming this rank.
+    /// The message waiting from any rank, with its sender, if there is one (one probe).
+    fn try_receive<T: for<'de> Deserialize<'de>>(&self) -> Option<(usize, T)> {
+        let probed = self.world.any_process().immediate_matched_probe()?;
+        let (bytes, status) = probed.matched_receive_vec::<u8>();
+        let from = status.source_rank() as usize;
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Some((from, value)),
+            Err(e) => self.abort(&format!("unreadable message from rank {from}: {e}"), 1),
+        }
+    }
+
+    /// A worker's life: build the evaluator of every recipe rank 0 sends and score jobs until
+    /// it says stop. Any error aborts the job with one line naming this rank.
     pub fn serve(&mut self) {
+        self.serve_with(&mut |recipe, cluster| {
+            let device = worker_device(&recipe.device, cluster)?;
+            let mut evaluator = recipe.build(device)?;
+            Ok(Box::new(move |job: &Job| {
+                super::failpoint::worker_failpoint(job.episode)?;
+                super::pool::score_job(&mut evaluator, job)
+            }))
+        })
+    }
+
+    /// [`Self::serve`] with another way of turning a recipe into a scorer (benchmarks score
+    /// with an evaluator of fixed cost).
+    pub fn serve_with(&mut self, build: &mut dyn FnMut(&Recipe, &Cluster) -> Result<Evaluate>) {
         ignore_termination_signals();
-        let mut evaluators: Vec<Option<Evaluator>> = Vec::new();
+        let mut evaluators: Vec<Option<Evaluate>> = Vec::new();
         loop {
             let Some((_, order)) = self.receive::<Order>(Duration::from_secs(3600 * 24 * 365))
             else {
@@ -157,8 +190,7 @@ impl Cluster {
             match order {
                 Order::Stop => return,
                 Order::Prepare { handle, recipe } => {
-                    let device = worker_device(&recipe.device, self);
-                    let evaluator = match device.and_then(|d| recipe.build(d)) {
+                    let evaluator = match build(&recipe, self) {
                         Ok(evaluator) => evaluator,
                         Err(e) => self.abort(&e.to_string(), 1),
                     };
@@ -174,9 +206,7 @@ impl Cluster {
                     else {
                         self.abort(&format!("no evaluator prepared under handle {handle}"), 1)
                     };
-                    let scored = super::failpoint::worker_failpoint(job.episode)
-                        .and_then(|_| super::pool::score_job(evaluator, &job));
-                    match scored {
+                    match evaluator(&job) {
                         Ok(result) => self.send(0, &Answer::Scored(Box::new(result))),
                         Err(e) => self.abort(&format!("scoring episode {}: {e}", job.episode), 1),
                     }
@@ -276,6 +306,7 @@ impl Scorer for Cluster {
         let mut results: Vec<Option<JobResult>> = vec![None; jobs.len()];
         // Per worker: the job it scores and when it was handed out.
         let mut busy: Vec<Option<(usize, Instant)>> = vec![None; self.size];
+        let mut poll = POLL_MIN;
         loop {
             if !stop.load(Ordering::SeqCst) {
                 for (worker, slot) in busy.iter_mut().enumerate().skip(1) {
@@ -289,11 +320,21 @@ impl Scorer for Cluster {
             if busy.iter().all(Option::is_none) {
                 return Ok(handed);
             }
-            match self.receive::<Answer>(Duration::from_millis(200)) {
+            match self.try_receive::<Answer>() {
                 Some((from, Answer::Scored(result))) => {
-                    let Some((position, _)) = busy.get_mut(from).and_then(Option::take) else {
+                    let Some((position, since)) = busy.get_mut(from).and_then(Option::take) else {
                         self.abort(&format!("rank {from} answered a job it was not given"), 1)
                     };
+                    // How long the worker computed (not the round trip, which would feed
+                    // rank 0's own waiting back into its expectation).
+                    let took = Duration::try_from_secs_f64(result.score.seconds)
+                        .unwrap_or_else(|_| since.elapsed());
+                    self.expected = if self.expected.is_zero() {
+                        took
+                    } else {
+                        self.expected.mul_f64(0.8) + took.mul_f64(0.2)
+                    };
+                    poll = POLL_MIN;
                     results[position] = Some(*result);
                     while handed < jobs.len() {
                         let Some(result) = results[handed].take() else {
@@ -306,7 +347,29 @@ impl Scorer for Cluster {
                 Some((from, Answer::Ready)) => {
                     self.abort(&format!("rank {from} answered out of turn"), 1)
                 }
-                None => {}
+                None => {
+                    // Sleep until the first job in flight is due (by the running mean of
+                    // how long jobs take), probe often around that time, then in growing
+                    // steps: an answer is seen soon after it comes, and rank 0 does not
+                    // wake often while jobs run.
+                    let now = Instant::now();
+                    let due = busy
+                        .iter()
+                        .flatten()
+                        .map(|(_, since)| *since + self.expected.mul_f64(0.95))
+                        .min();
+                    let window = self.expected.mul_f64(0.2).max(POLL_MAX);
+                    let nap = match due {
+                        Some(due) if due > now => (due - now).min(POLL_LONG),
+                        Some(due) if now < due + window => POLL_FINE,
+                        _ => {
+                            let nap = poll;
+                            poll = (poll * 2).min(POLL_MAX);
+                            nap
+                        }
+                    };
+                    std::thread::sleep(nap);
+                }
             }
             for (worker, job) in busy.iter().enumerate() {
                 if let Some((position, since)) = job {

@@ -10,9 +10,24 @@ use std::time::{Duration, Instant};
 /// How long any MPI job of these tests may take before it counts as hung.
 const HANG: Duration = Duration::from_secs(120);
 
-/// `mpirun -np N autoprune ARGS...` (as root, with more ranks than cores), killed after
-/// `HANG`; the output and how long it took.
-fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+/// How soon after a fault the whole job must have ended.
+const PROMPT: Duration = Duration::from_secs(10);
+
+/// A fixed clock for policy files (`created`), so runs can be compared byte for byte.
+const EPOCH: &str = "1700000000";
+
+/// `autoprune ARGS...` as one process, with the fixed clock.
+fn serial(args: &[&str]) -> Output {
+    bin()
+        .args(args)
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .output()
+        .unwrap()
+}
+
+/// The command `mpirun -np N autoprune ARGS...` (as root, with more ranks than cores, the
+/// fixed clock), killed after `HANG`.
+fn mpirun_command(ranks: usize, args: &[&str]) -> Command {
     let mut command = Command::new("timeout");
     command
         .arg("--kill-after=5")
@@ -25,7 +40,13 @@ fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> (Output, Duratio
         .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         // No network interfaces needed between ranks of one machine.
         .env("OMPI_MCA_btl", "self,vader")
-        .env("OMPI_MCA_rmaps_base_oversubscribe", "1");
+        .env("SOURCE_DATE_EPOCH", EPOCH);
+    command
+}
+
+/// `mpirun -np N autoprune ARGS...` with extra environment: the output and how long it took.
+fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> (Output, Duration) {
+    let mut command = mpirun_command(ranks, args);
     for (key, value) in env {
         command.env(key, value);
     }
@@ -38,9 +59,29 @@ fn mpirun(ranks: usize, args: &[&str], env: &[(&str, &str)]) -> (Output, Duratio
 /// enough that the batches are short.
 fn config(dir: &Path, agent: &str, episodes: usize) -> PathBuf {
     let base = setup(dir, agent, episodes);
+    // The PruningNet generates weights for channel counts: a channel-pruned copy of the env.
+    let channel = dir.join("env-channel.toml");
+    std::fs::write(
+        &channel,
+        edited(
+            &dir.join("env.toml"),
+            &[
+                ("prune.granularity", "\"channel\""),
+                ("name", "\"channel\""),
+            ],
+        ),
+    )
+    .unwrap();
+    let env = if agent == "pruningnet" {
+        channel
+    } else {
+        dir.join("env.toml")
+    };
     let text = edited(
         &base,
         &[
+            ("env", &literal(&env)),
+            ("pruningnet.steps", "20"),
             ("evolution.population", "6"),
             ("evolution.top_k", "3"),
             ("ppo.episodes_per_update", "4"),
@@ -69,12 +110,14 @@ fn search_args<'a>(config: &'a Path, logdir: &'a Path) -> Vec<&'a str> {
     ]
 }
 
-/// A run folder's records without times, and its best policy without its creation time.
-fn run_result(logdir: &Path) -> (Vec<serde_json::Value>, serde_json::Value) {
-    let mut best: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(logdir.join("best.json")).unwrap()).unwrap();
-    best.as_object_mut().unwrap().remove("created");
-    (strip_times(records(logdir)), best)
+/// A run folder's records without times, and its policy files byte for byte.
+fn run_result(logdir: &Path) -> (Vec<serde_json::Value>, Vec<u8>, Vec<u8>) {
+    let read = |name: &str| std::fs::read(logdir.join(name)).unwrap();
+    (
+        strip_times(records(logdir)),
+        read("best.json"),
+        read("policy.json"),
+    )
 }
 
 fn stderr(out: &Output) -> String {
@@ -90,18 +133,19 @@ fn searches_do_not_depend_on_the_number_of_ranks() {
         ("ppo", 14),
         ("ddpg", 14),
         ("gnn", 14),
+        ("meta", 14),
+        ("pruningnet", 16),
     ] {
         let config = config(dir.path(), agent, episodes);
         let alone = dir.path().join(format!("{agent}-1"));
-        let out = bin().args(search_args(&config, &alone)).output().unwrap();
-        let one = success_json(&out);
+        let one = success_json(&serial(&search_args(&config, &alone)));
         let spread = dir.path().join(format!("{agent}-3"));
         let (out, _) = mpirun(3, &search_args(&config, &spread), &[]);
         let three = success_json(&out);
         assert_eq!(
             run_result(&alone),
             run_result(&spread),
-            "{agent}: the log and best policy of 3 ranks differ from one process's"
+            "{agent}: the log or policy files of 3 ranks differ from one process's"
         );
         assert_eq!(records(&spread).len(), episodes, "{agent}");
         for key in ["reward", "accuracy", "test_accuracy", "best_from"] {
@@ -122,7 +166,7 @@ fn a_run_resumes_with_another_number_of_ranks() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "evolution", 20);
     let whole = dir.path().join("whole");
-    success_json(&bin().args(search_args(&config, &whole)).output().unwrap());
+    success_json(&serial(&search_args(&config, &whole)));
     // Crashed on rank 0 after 9 episodes were logged, with 3 ranks...
     let run = dir.path().join("run");
     let (out, _) = mpirun(
@@ -145,7 +189,7 @@ fn a_run_resumes_with_another_number_of_ranks() {
 /// `autoprune ARGS...` as one process (`ranks` 1) or under `mpirun -np ranks`; its JSON.
 fn ranked(ranks: usize, args: &[&str]) -> serde_json::Value {
     let out = if ranks == 1 {
-        bin().args(args).output().unwrap()
+        serial(args)
     } else {
         mpirun(ranks, args, &[]).0
     };
@@ -240,10 +284,14 @@ fn train_agent_meta_train_and_adapt_curve_do_not_depend_on_the_number_of_ranks()
     assert_eq!(curves[0], curves[1], "adapt-curve: 2 ranks differ from one");
 }
 
-/// A fault on a worker ends the whole job within seconds, with one line naming the rank.
-fn assert_job_ended(out: &Output, took: Duration, needle: &str) {
+/// A fault ended the whole job with one line naming the rank and `needle`, no later than
+/// `PROMPT` after a clean run of the same job would have ended (the fault comes before that).
+fn assert_job_ended(out: &Output, took: Duration, clean: Duration, needle: &str) {
     assert!(!out.status.success());
-    assert!(took < HANG, "the job hung");
+    assert!(
+        took < clean + PROMPT,
+        "the job took {took:?} after a fault; a clean run takes {clean:?}"
+    );
     let text = stderr(out);
     let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{text}");
@@ -255,37 +303,119 @@ fn assert_job_ended(out: &Output, took: Duration, needle: &str) {
 fn a_fault_on_any_rank_ends_the_job_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), "evolution", 30);
-    let run = |name: &str, failpoint: &str, extra: &[&str]| {
+    let run = |name: &str, config: &Path, failpoint: &str, extra: &[&str]| {
         let logdir = dir.path().join(name);
-        let mut args = search_args(&config, &logdir);
+        let mut args = search_args(config, &logdir);
         args.extend_from_slice(extra);
         let (out, took) = mpirun(3, &args, &[("AUTOPRUNE_FAILPOINT", failpoint)]);
         (out, took, logdir)
     };
+    let (out, clean, _) = run("clean", &config, "", &[]);
+    success_json(&out);
     // An evaluation that fails on a worker.
-    let (out, took, logdir) = run("error", "worker-error:12", &[]);
-    assert_job_ended(&out, took, "scoring episode 12: failpoint worker-error");
+    let (out, took, logdir) = run("error", &config, "worker-error:12", &[]);
+    assert_job_ended(
+        &out,
+        took,
+        clean,
+        "scoring episode 12: failpoint worker-error",
+    );
     // What was logged before stays, and is a prefix of the run.
     assert!(records(&logdir).len() <= 12);
     // A worker that panics.
-    let (out, took, _) = run("panic", "worker-panic:9", &[]);
-    assert_job_ended(&out, took, "failpoint worker-panic at episode 9");
-    // A worker that hangs: the deadline catches it.
+    let (out, took, _) = run("panic", &config, "worker-panic:9", &[]);
+    assert_job_ended(&out, took, clean, "failpoint worker-panic at episode 9");
+    // A worker that hangs: the deadline (3 s) catches it.
     let hung = dir.path().join("hung.toml");
     std::fs::write(&hung, edited(&config, &[("eval_deadline", "3")])).unwrap();
-    let logdir = dir.path().join("hang");
-    let args = search_args(&hung, &logdir);
-    let (out, took) = mpirun(3, &args, &[("AUTOPRUNE_FAILPOINT", "worker-hang:7")]);
-    assert_job_ended(&out, took, "for longer than the deadline of 3 s");
+    let (out, took, _) = run("hang", &hung, "worker-hang:7", &[]);
+    assert_job_ended(
+        &out,
+        took.saturating_sub(Duration::from_secs(3)),
+        clean,
+        "for longer than the deadline of 3 s",
+    );
     // An error on rank 0 while the workers wait: an output it cannot write.
     let blocked = dir.path().join("file");
     std::fs::write(&blocked, "").unwrap();
-    let logdir = dir.path().join("rank0");
-    let mut args = search_args(&config, &logdir);
     let out_path = blocked.join("policy.json");
-    args.extend_from_slice(&["--out", out_path.to_str().unwrap()]);
-    let (out, took) = mpirun(3, &args, &[]);
-    assert!(!out.status.success());
-    assert!(took < HANG, "the job hung after an error on rank 0");
-    assert_job_ended(&out, took, "a file is in the way");
+    let (out, took, _) = run("rank0", &config, "", &["--out", out_path.to_str().unwrap()]);
+    assert_job_ended(&out, took, clean, "a file is in the way");
+}
+
+/// The processes of `mpirun` jobs whose command line names `logdir`, with their rank.
+fn ranks_of(logdir: &Path) -> Vec<(i32, String)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let names_run = String::from_utf8_lossy(&cmdline).contains(logdir.to_str().unwrap());
+        let rank = environ
+            .split(|b| *b == 0)
+            .filter_map(|v| std::str::from_utf8(v).ok())
+            .find_map(|v| v.strip_prefix("OMPI_COMM_WORLD_RANK="))
+            .map(str::to_string);
+        if let (true, Some(rank)) = (names_run, rank) {
+            found.push((pid, rank));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_killed_worker_ends_the_job_and_the_run_resumes_with_fewer_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), "random", 600);
+    let whole = dir.path().join("whole");
+    success_json(&serial(&search_args(&config, &whole)));
+    let run = dir.path().join("run");
+    let mut child = mpirun_command(3, &search_args(&config, &run))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Mid-run: some episodes logged, the job still going.
+    let started = Instant::now();
+    while super::common::records_len(&run) < 20 {
+        assert!(child.try_wait().unwrap().is_none(), "the job ended early");
+        assert!(started.elapsed() < HANG, "no episodes were logged");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let worker = ranks_of(&run)
+        .into_iter()
+        .find(|(_, rank)| rank == "1")
+        .expect("rank 1 runs")
+        .0;
+    // SAFETY: sending a signal to a process has no memory-safety conditions.
+    unsafe {
+        libc::kill(worker, libc::SIGKILL);
+    }
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < HANG, "the job hung after a worker died");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = killed.elapsed();
+    assert!(!status.success());
+    assert!(
+        took < PROMPT,
+        "the job ended {took:?} after its worker was killed"
+    );
+    assert!(ranks_of(&run).is_empty(), "processes of the job are left");
+    // The run folder is intact: it resumes with 2 ranks to what one process wrote.
+    let logged = super::common::records_len(&run);
+    assert!((20..600).contains(&logged), "{logged} episodes logged");
+    let (out, _) = mpirun(
+        2,
+        &["search", "--resume", run.to_str().unwrap(), "--json"],
+        &[],
+    );
+    success_json(&out);
+    assert_eq!(run_result(&whole), run_result(&run));
 }
