@@ -22,7 +22,7 @@ fn vgg_nn(vs: &nn::Path, cfg: &[Option<i64>]) -> nn::SequentialT {
         match item {
             Some(width) => {
                 let conv = nn::ConvConfig {
-                    padding: 1,
+                    padding: 1.into(),
                     bias: false,
                     ..Default::default()
                 };
@@ -65,7 +65,7 @@ fn lenet_nn(vs: &nn::Path) -> nn::SequentialT {
             6,
             5,
             nn::ConvConfig {
-                padding: 2,
+                padding: 2.into(),
                 ..Default::default()
             },
         ))

@@ -28,6 +28,12 @@ if ! .venv/bin/python -c "import onnx, onnxscript, onnxruntime" 2>/dev/null; the
     .venv/bin/pip install --quiet --disable-pip-version-check \
         "onnx==1.23.2" "onnxscript==0.7.2" "onnxruntime==1.32.0"
 fi
+# torchvision: the real architectures the ONNX importer is tested on (built at test time with
+# random weights; nothing is downloaded). 0.26 is the release that matches PyTorch 2.11.
+if ! .venv/bin/python -c "import torchvision" 2>/dev/null; then
+    echo "setup: installing torchvision into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "torchvision==0.26.0"
+fi
 torch_dir=$(.venv/bin/python -W ignore -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
 ln -sfn "$torch_dir" .venv/libtorch
 

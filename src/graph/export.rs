@@ -66,7 +66,7 @@ impl ModelGraph {
             self.prunable_groups().iter().any(|g| {
                 g.producers.contains(&i)
                     || g.members.contains(&i)
-                    || g.consumers.iter().any(|c| c.node == i)
+                    || g.consumers.iter().chain(&g.sliced).any(|c| c.node == i)
             })
         })
     }
@@ -128,7 +128,12 @@ impl ModelGraph {
                 name: g.name.clone(),
                 channels: g.channels,
                 producers: g.producers.iter().map(|&i| name(i)).collect(),
-                members: g.members.iter().map(|&i| name(i)).collect(),
+                members: g
+                    .members
+                    .iter()
+                    .chain(g.sliced.iter().map(|c| &c.node))
+                    .map(|&i| name(i))
+                    .collect(),
                 consumers: g.consumers.iter().map(|c| name(c.node)).collect(),
             })
             .collect();

@@ -64,7 +64,7 @@ impl ModelGraph {
         let (stride, kernel) = match &node.op {
             Op::Conv2d { stride, kernel, .. }
             | Op::MaxPool { stride, kernel, .. }
-            | Op::AvgPool { stride, kernel, .. } => (*stride, *kernel),
+            | Op::AvgPool { stride, kernel, .. } => (stride.max(), kernel.max()),
             _ => (1, 1),
         };
         NodeFeatures {

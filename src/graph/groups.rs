@@ -8,7 +8,7 @@
 //! prunable group unless it is fixed: the model's input, the logits, or the sides of a grouped
 //! (but not depthwise) convolution. Nothing here is specific to an architecture.
 
-use super::{ModelGraph, Op};
+use super::{Activation, ModelGraph, Op};
 use crate::error::Result;
 use petgraph::graph::NodeIndex;
 
@@ -31,6 +31,10 @@ pub struct PrunableGroup {
     pub producers: Vec<NodeIndex>,
     /// Layers with one parameter slice per channel of the group (BatchNorm, depthwise conv).
     pub members: Vec<NodeIndex>,
+    /// Such layers whose channels include the group's at an offset, beside other groups'
+    /// (a BatchNorm after a Concat, as in DenseNet): channel `c` of the group is their
+    /// channel `offset + c` (`repeat` is 1).
+    pub sliced: Vec<ChannelUse>,
     /// Layers whose input channels include this group.
     pub consumers: Vec<ChannelUse>,
 }
@@ -40,6 +44,11 @@ struct Segment {
     space: usize,
     channels: usize,
     repeat: usize,
+    /// A pruned (zeroed) channel is no longer zero here: it went through an activation
+    /// with `f(0) != 0` (a sigmoid gate). Only a product with a zero channel clears it;
+    /// a layer that reads such channels would see masking and slimming differ, so their
+    /// space is fixed.
+    nonzero: bool,
 }
 
 struct Spaces {
@@ -79,17 +88,30 @@ impl Spaces {
     }
 }
 
-/// Records `node` as carrying one parameter slice per channel of its input. Only a plain
-/// single-space input is supported (a member after a Concat or a Flatten would need offsets
-/// into its own tensors); otherwise the spaces it reads are fixed, never pruned.
+/// Records `node` as carrying one parameter slice per channel of its input: a member of the
+/// input's space, or, after a Concat, a sliced member of each space at its offset. Channels
+/// repeated by a Flatten cannot be sliced that way; their spaces are fixed, never pruned.
 fn add_member(
     spaces: &mut Spaces,
     members: &mut Vec<(usize, NodeIndex)>,
+    sliced: &mut Vec<(usize, ChannelUse)>,
     input: &[Segment],
     node: NodeIndex,
 ) {
     match input {
         [single] if single.repeat == 1 => members.push((single.space, node)),
+        segments if segments.iter().all(|s| s.repeat == 1) => {
+            let mut offset = 0;
+            for s in segments {
+                let usage = ChannelUse {
+                    node,
+                    offset,
+                    repeat: 1,
+                };
+                sliced.push((s.space, usage));
+                offset += s.channels;
+            }
+        }
         segments => segments.iter().for_each(|s| spaces.fix(s.space)),
     }
 }
@@ -105,6 +127,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
     // (space, node) pairs, resolved to roots once all unions are done.
     let mut producers = Vec::new();
     let mut members = Vec::new();
+    let mut sliced = Vec::new();
     let mut consumers = Vec::new();
 
     for &index in model.order() {
@@ -114,9 +137,12 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             .first()
             .map(|i| segments[i.index()].clone())
             .unwrap_or_default();
-        let mut record_consumer = |segs: &[Segment]| {
+        let mut record_consumer = |spaces: &mut Spaces, segs: &[Segment]| {
             let mut offset = 0;
             for seg in segs {
+                if seg.nonzero {
+                    spaces.fix(seg.space);
+                }
                 consumers.push((
                     seg.space,
                     ChannelUse {
@@ -135,6 +161,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                     space: spaces.create(channels, true),
                     channels,
                     repeat: 1,
+                    nonzero: false,
                 }]
             }
             Op::Conv2d {
@@ -143,7 +170,13 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 ..
             } if node.op.is_depthwise() => {
                 debug_assert!(*groups == *out_channels);
-                add_member(&mut spaces, &mut members, &input_segments, index);
+                add_member(
+                    &mut spaces,
+                    &mut members,
+                    &mut sliced,
+                    &input_segments,
+                    index,
+                );
                 input_segments
             }
             Op::Conv2d {
@@ -151,7 +184,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 groups,
                 ..
             } => {
-                record_consumer(&input_segments);
+                record_consumer(&mut spaces, &input_segments);
                 let grouped = *groups > 1;
                 if grouped {
                     input_segments.iter().for_each(|s| spaces.fix(s.space));
@@ -162,23 +195,49 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                     space,
                     channels: *out_channels,
                     repeat: 1,
+                    nonzero: false,
                 }]
             }
             Op::Linear { out_features, .. } => {
-                record_consumer(&input_segments);
+                record_consumer(&mut spaces, &input_segments);
                 let space = spaces.create(*out_features, false);
                 producers.push((space, index));
                 vec![Segment {
                     space,
                     channels: *out_features,
                     repeat: 1,
+                    nonzero: false,
                 }]
             }
             Op::BatchNorm { .. } => {
-                add_member(&mut spaces, &mut members, &input_segments, index);
+                add_member(
+                    &mut spaces,
+                    &mut members,
+                    &mut sliced,
+                    &input_segments,
+                    index,
+                );
                 input_segments
             }
-            Op::Relu | Op::Relu6 | Op::MaxPool { .. } | Op::AvgPool { .. } | Op::GlobalAvgPool => {
+            Op::Relu
+            | Op::Relu6
+            | Op::MaxPool { .. }
+            | Op::AvgPool { .. }
+            | Op::GlobalAvgPool
+            | Op::Pad { .. } => input_segments,
+            Op::Act { act } => {
+                let gate = matches!(act, Activation::Sigmoid | Activation::HardSigmoid);
+                input_segments
+                    .iter()
+                    .map(|s| Segment {
+                        nonzero: s.nonzero || gate,
+                        ..*s
+                    })
+                    .collect()
+            }
+            Op::Softmax => {
+                // Normalises over every channel: none can be removed on its own.
+                input_segments.iter().for_each(|s| spaces.fix(s.space));
                 input_segments
             }
             Op::Flatten => {
@@ -192,7 +251,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                     })
                     .collect()
             }
-            Op::Add => {
+            Op::Add | Op::Mul => {
                 let all: Vec<Vec<Segment>> =
                     inputs.iter().map(|i| segments[i.index()].clone()).collect();
                 let aligned = all.iter().all(|segs| {
@@ -200,7 +259,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                         && segs
                             .iter()
                             .zip(&all[0])
-                            .all(|(a, b)| a.channels == b.channels)
+                            .all(|(a, b)| a.channels == b.channels && a.repeat == b.repeat)
                 });
                 if aligned {
                     for segs in &all[1..] {
@@ -211,7 +270,21 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 } else {
                     all.iter().flatten().for_each(|s| spaces.fix(s.space));
                 }
-                all[0].clone()
+                // A sum is nonzero where any term is; a product only where every factor is.
+                let product = matches!(node.op, Op::Mul);
+                all[0]
+                    .iter()
+                    .enumerate()
+                    .map(|(k, s)| {
+                        let flags = all.iter().filter_map(|segs| segs.get(k)).map(|s| s.nonzero);
+                        let nonzero = if product {
+                            aligned && flags.clone().all(|f| f)
+                        } else {
+                            flags.clone().any(|f| f)
+                        };
+                        Segment { nonzero, ..*s }
+                    })
+                    .collect()
             }
             Op::Concat => inputs
                 .iter()
@@ -240,6 +313,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                     channels: spaces.channels[root],
                     producers: vec![producer],
                     members: Vec::new(),
+                    sliced: Vec::new(),
                     consumers: Vec::new(),
                 },
             )),
@@ -251,6 +325,12 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             if !group.members.contains(&member) {
                 group.members.push(member);
             }
+        }
+    }
+    for (space, usage) in sliced {
+        let root = spaces.root(space);
+        if let Some((_, group)) = groups.iter_mut().find(|(r, _)| *r == root) {
+            group.sliced.push(usage);
         }
     }
     for (space, usage) in consumers {

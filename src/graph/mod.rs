@@ -14,7 +14,7 @@ mod table;
 pub use export::{GraphJson, GroupJson, NodeJson};
 pub use features::{NodeFeatures, FEATURE_NAMES};
 pub use groups::{ChannelUse, PrunableGroup};
-pub use ops::{Op, Shape, OP_TYPES};
+pub use ops::{Activation, Hw, Op, Shape, OP_TYPES};
 
 use crate::error::{Error, Result};
 use petgraph::graph::{DiGraph, NodeIndex};

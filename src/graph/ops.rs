@@ -6,6 +6,125 @@ use serde::{Deserialize, Serialize};
 /// `[channels, height, width]` for feature maps, `[features]` for vectors.
 pub type Shape = Vec<usize>;
 
+/// A size per spatial axis (height, width) of a kernel, stride, padding or dilation. In JSON
+/// it is one number when both are equal (as every square window is written) or `[h, w]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Hw {
+    pub h: usize,
+    pub w: usize,
+}
+
+impl Hw {
+    /// The same size on both axes.
+    pub const fn square(n: usize) -> Self {
+        Self { h: n, w: n }
+    }
+
+    /// `h · w`.
+    pub fn area(&self) -> usize {
+        self.h * self.w
+    }
+
+    /// The pair as `[h, w]` for libtorch and ONNX.
+    pub fn pair(&self) -> [i64; 2] {
+        [self.h as i64, self.w as i64]
+    }
+
+    /// The larger of the two sizes (the one number AMC's layer features carry).
+    pub fn max(&self) -> usize {
+        self.h.max(self.w)
+    }
+
+    fn one() -> Self {
+        Self::square(1)
+    }
+
+    fn is_one(&self) -> bool {
+        *self == Self::one()
+    }
+}
+
+impl From<usize> for Hw {
+    fn from(n: usize) -> Self {
+        Self::square(n)
+    }
+}
+
+impl std::fmt::Display for Hw {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.h == self.w {
+            write!(f, "{}", self.h)
+        } else {
+            write!(f, "{}×{}", self.h, self.w)
+        }
+    }
+}
+
+impl Serialize for Hw {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.h == self.w {
+            s.serialize_u64(self.h as u64)
+        } else {
+            [self.h, self.w].serialize(s)
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Hw {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            One(usize),
+            Two([usize; 2]),
+        }
+        Ok(match Either::deserialize(d)? {
+            Either::One(n) => Hw::square(n),
+            Either::Two([h, w]) => Hw { h, w },
+        })
+    }
+}
+
+/// An element-wise activation (no weights, channels one to one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    Sigmoid,
+    /// PyTorch's `hardsigmoid`: `relu6(x + 3) / 6`.
+    HardSigmoid,
+    /// PyTorch's `hardswish`: `x · relu6(x + 3) / 6`.
+    HardSwish,
+    /// `x · sigmoid(x)`.
+    Silu,
+    /// The exact GELU (erf).
+    Gelu,
+    /// GELU's tanh approximation.
+    GeluTanh,
+}
+
+impl Activation {
+    /// Every activation, for parsing and tests.
+    pub const ALL: [Activation; 6] = [
+        Activation::Sigmoid,
+        Activation::HardSigmoid,
+        Activation::HardSwish,
+        Activation::Silu,
+        Activation::Gelu,
+        Activation::GeluTanh,
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Activation::Sigmoid => "sigmoid",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::HardSwish => "hard_swish",
+            Activation::Silu => "silu",
+            Activation::Gelu => "gelu",
+            Activation::GeluTanh => "gelu_tanh",
+        }
+    }
+}
+
 /// One operation. Channel counts are stored on the op so a graph is self-describing;
 /// shape inference checks them against what actually flows in.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,9 +136,11 @@ pub enum Op {
     Conv2d {
         in_channels: usize,
         out_channels: usize,
-        kernel: usize,
-        stride: usize,
-        padding: usize,
+        kernel: Hw,
+        stride: Hw,
+        padding: Hw,
+        #[serde(default = "Hw::one", skip_serializing_if = "Hw::is_one")]
+        dilation: Hw,
         groups: usize,
         bias: bool,
     },
@@ -33,24 +154,45 @@ pub enum Op {
     },
     Relu,
     Relu6,
+    /// Sigmoid, hard sigmoid, hard swish, SiLU or GELU, element-wise.
+    Act {
+        act: Activation,
+    },
     MaxPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
+        kernel: Hw,
+        stride: Hw,
+        padding: Hw,
+        /// Output sizes rounded up (PyTorch's `ceil_mode`).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ceil: bool,
     },
     AvgPool {
-        kernel: usize,
-        stride: usize,
-        padding: usize,
+        kernel: Hw,
+        stride: Hw,
+        padding: Hw,
     },
     GlobalAvgPool,
     Flatten,
+    /// Zero padding of a feature map, per side.
+    Pad {
+        top: usize,
+        left: usize,
+        bottom: usize,
+        right: usize,
+    },
     Add,
+    /// Element-wise product of its inputs, a `[C, 1, 1]` input broadcast over H and W
+    /// (squeeze-and-excitation's gate).
+    Mul,
     Concat,
+    /// Softmax over the channels (the features of a vector).
+    Softmax,
     Output,
 }
 
-/// Numeric code of each op type, used in feature vectors.
+/// Op families, used in feature vectors (one-hot in the graph agent's encoder). Ops added
+/// after the shipped agents were trained share the code of the family they behave like
+/// ([`Op::type_code`]), so the encoder's width and the shipped agents stay valid.
 pub const OP_TYPES: [&str; 14] = [
     "input",
     "conv2d",
@@ -69,12 +211,19 @@ pub const OP_TYPES: [&str; 14] = [
 ];
 
 impl Op {
-    /// Short type name, as in [`OP_TYPES`].
+    /// Short type name: the family of [`OP_TYPES`], or the op's own name for the ops that
+    /// share a family's code.
     pub fn type_name(&self) -> &'static str {
-        OP_TYPES[self.type_code()]
+        match self {
+            Op::Act { act } => act.name(),
+            Op::Pad { .. } => "pad",
+            Op::Mul => "mul",
+            Op::Softmax => "softmax",
+            _ => OP_TYPES[self.type_code()],
+        }
     }
 
-    /// Index of the op type in [`OP_TYPES`].
+    /// Index of the op's family in [`OP_TYPES`].
     pub fn type_code(&self) -> usize {
         match self {
             Op::Input { .. } => 0,
@@ -82,13 +231,13 @@ impl Op {
             Op::Conv2d { .. } => 1,
             Op::Linear { .. } => 3,
             Op::BatchNorm { .. } => 4,
-            Op::Relu => 5,
+            Op::Relu | Op::Act { .. } | Op::Softmax => 5,
             Op::Relu6 => 6,
             Op::MaxPool { .. } => 7,
             Op::AvgPool { .. } => 8,
             Op::GlobalAvgPool => 9,
-            Op::Flatten => 10,
-            Op::Add => 11,
+            Op::Flatten | Op::Pad { .. } => 10,
+            Op::Add | Op::Mul => 11,
             Op::Concat => 12,
             Op::Output => 13,
         }
@@ -113,7 +262,7 @@ impl Op {
     pub fn arity(&self) -> Option<usize> {
         match self {
             Op::Input { .. } => Some(0),
-            Op::Add | Op::Concat => None,
+            Op::Add | Op::Mul | Op::Concat => None,
             _ => Some(1),
         }
     }
@@ -133,27 +282,27 @@ impl Op {
                 other => Err(format!("expects a [C, H, W] feature map, got {other:?}")),
             }
         };
-        let window = |size: usize, kernel: usize, stride: usize, padding: usize| {
-            (size + 2 * padding)
-                .checked_sub(kernel)
-                .map(|span| span / stride + 1)
-                .ok_or_else(|| format!("kernel {kernel} is larger than the padded input {size}"))
-        };
         let zero_size = match self {
             Op::Input { shape } => shape.is_empty() || shape.contains(&0),
             Op::Conv2d {
                 in_channels,
                 out_channels,
                 kernel,
+                dilation,
                 ..
-            } => *in_channels == 0 || *out_channels == 0 || *kernel == 0,
+            } => {
+                *in_channels == 0
+                    || *out_channels == 0
+                    || kernel.area() == 0
+                    || dilation.area() == 0
+            }
             Op::Linear {
                 in_features,
                 out_features,
                 ..
             } => *in_features == 0 || *out_features == 0,
             Op::BatchNorm { features } => *features == 0,
-            Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => *kernel == 0,
+            Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => kernel.area() == 0,
             _ => false,
         };
         if zero_size {
@@ -167,6 +316,7 @@ impl Op {
                 kernel,
                 stride,
                 padding,
+                dilation,
                 groups,
                 ..
             } => {
@@ -181,14 +331,8 @@ impl Op {
                         "groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
                     ));
                 }
-                if *stride == 0 {
-                    return Err("stride must be at least 1".into());
-                }
-                Ok(vec![
-                    *out_channels,
-                    window(h, *kernel, *stride, *padding)?,
-                    window(w, *kernel, *stride, *padding)?,
-                ])
+                let (oh, ow) = window((h, w), *kernel, *stride, *padding, *dilation, false)?;
+                Ok(vec![*out_channels, oh, ow])
             }
             Op::Linear {
                 in_features,
@@ -209,32 +353,53 @@ impl Op {
                 }
                 Ok(inputs[0].clone())
             }
-            Op::Relu | Op::Relu6 | Op::Output => Ok(inputs[0].clone()),
+            Op::Relu | Op::Relu6 | Op::Act { .. } | Op::Output => Ok(inputs[0].clone()),
+            Op::Softmax => {
+                if inputs[0].len() != 1 {
+                    return Err(format!(
+                        "takes the [features] vector of the logits, receives shape {:?}",
+                        inputs[0]
+                    ));
+                }
+                Ok(inputs[0].clone())
+            }
             Op::MaxPool {
                 kernel,
                 stride,
                 padding,
+                ceil,
+            } => {
+                let (c, h, w) = spatial(inputs[0])?;
+                let (oh, ow) = window((h, w), *kernel, *stride, *padding, Hw::one(), *ceil)?;
+                Ok(vec![c, oh, ow])
             }
-            | Op::AvgPool {
+            Op::AvgPool {
                 kernel,
                 stride,
                 padding,
             } => {
                 let (c, h, w) = spatial(inputs[0])?;
-                if *stride == 0 {
-                    return Err("stride must be at least 1".into());
-                }
-                Ok(vec![
-                    c,
-                    window(h, *kernel, *stride, *padding)?,
-                    window(w, *kernel, *stride, *padding)?,
-                ])
+                let (oh, ow) = window((h, w), *kernel, *stride, *padding, Hw::one(), false)?;
+                Ok(vec![c, oh, ow])
             }
             Op::GlobalAvgPool => {
                 let (c, _, _) = spatial(inputs[0])?;
                 Ok(vec![c, 1, 1])
             }
             Op::Flatten => Ok(vec![inputs[0].iter().product()]),
+            Op::Pad {
+                top,
+                left,
+                bottom,
+                right,
+            } => {
+                let (c, h, w) = spatial(inputs[0])?;
+                let too_large = [top, left, bottom, right].iter().any(|&&p| p > 1 << 12);
+                if too_large {
+                    return Err("padding larger than 4096 is not supported".into());
+                }
+                Ok(vec![c, h + top + bottom, w + left + right])
+            }
             Op::Add => {
                 if inputs.iter().any(|s| *s != inputs[0]) {
                     let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
@@ -244,6 +409,31 @@ impl Op {
                     ));
                 }
                 Ok(inputs[0].clone())
+            }
+            Op::Mul => {
+                // Same rank and channels; H and W equal or 1 (broadcast).
+                let mut out = inputs[0].clone();
+                let fits = inputs.iter().all(|s| {
+                    s.len() == out.len()
+                        && s.first() == out.first()
+                        && s.iter()
+                            .zip(&out)
+                            .skip(1)
+                            .all(|(a, b)| a == b || *a == 1 || *b == 1)
+                });
+                if !fits {
+                    let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
+                    return Err(format!(
+                        "multiplies tensors that do not broadcast (same channels, H and W equal or 1): {}",
+                        shapes.join(" · ")
+                    ));
+                }
+                for s in &inputs[1..] {
+                    for (o, &d) in out.iter_mut().zip(s.iter()) {
+                        *o = (*o).max(d);
+                    }
+                }
+                Ok(out)
             }
             Op::Concat => {
                 if inputs.iter().any(|s| s.is_empty()) {
@@ -264,8 +454,9 @@ impl Op {
         }
     }
 
-    /// Shape of the op's weight tensor: `[out, in / groups, k, k]` for a conv, `[out, in]` for
-    /// a linear layer; `None` for ops without one (BatchNorm's scale is a per-channel vector).
+    /// Shape of the op's weight tensor: `[out, in / groups, kh, kw]` for a conv, `[out, in]`
+    /// for a linear layer; `None` for ops without one (BatchNorm's scale is a per-channel
+    /// vector).
     pub fn weight_shape(&self) -> Option<Vec<usize>> {
         match self {
             Op::Conv2d {
@@ -274,7 +465,12 @@ impl Op {
                 kernel,
                 groups,
                 ..
-            } => Some(vec![*out_channels, in_channels / groups, *kernel, *kernel]),
+            } => Some(vec![
+                *out_channels,
+                in_channels / groups,
+                kernel.h,
+                kernel.w,
+            ]),
             Op::Linear {
                 in_features,
                 out_features,
@@ -305,8 +501,9 @@ impl Op {
     }
 
     /// Multiply-accumulates for one sample, given the op's output shape. Only convolutions and
-    /// linear layers are counted, as in the published counts (BatchNorm folds into the conv,
-    /// activations, pools and adds are not multiply-accumulates).
+    /// linear layers are counted, as in the published counts (BatchNorm folds into the conv;
+    /// activations, pools, adds and squeeze-and-excitation's products are not
+    /// multiply-accumulates).
     pub fn flops(&self, out_shape: &Shape) -> usize {
         match self {
             Op::Conv2d {
@@ -317,7 +514,7 @@ impl Op {
                 ..
             } => {
                 let spatial: usize = out_shape[1..].iter().product();
-                out_channels * (in_channels / groups) * kernel * kernel * spatial
+                out_channels * (in_channels / groups) * kernel.area() * spatial
             }
             Op::Linear {
                 in_features,
@@ -327,4 +524,34 @@ impl Op {
             _ => 0,
         }
     }
+}
+
+/// Output sizes of a sliding window over `(h, w)`, as PyTorch computes them (with
+/// `ceil_mode`, a last window must start inside the input or its left padding).
+fn window(
+    (h, w): (usize, usize),
+    kernel: Hw,
+    stride: Hw,
+    padding: Hw,
+    dilation: Hw,
+    ceil: bool,
+) -> Result<(usize, usize), String> {
+    if stride.h == 0 || stride.w == 0 {
+        return Err("stride must be at least 1".into());
+    }
+    let axis = |size: usize, k: usize, s: usize, p: usize, d: usize| -> Result<usize, String> {
+        let span = d * (k - 1) + 1;
+        let room = (size + 2 * p)
+            .checked_sub(span)
+            .ok_or_else(|| format!("kernel {span} is larger than the padded input {size}"))?;
+        let mut out = if ceil { room.div_ceil(s) } else { room / s } + 1;
+        if ceil && (out - 1) * s >= size + p {
+            out -= 1;
+        }
+        Ok(out)
+    };
+    Ok((
+        axis(h, kernel.h, stride.h, padding.h, dilation.h)?,
+        axis(w, kernel.w, stride.w, padding.w, dilation.w)?,
+    ))
 }

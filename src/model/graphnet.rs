@@ -268,6 +268,7 @@ impl GraphNet {
                 Op::Conv2d {
                     stride,
                     padding,
+                    dilation,
                     groups,
                     ..
                 },
@@ -275,9 +276,9 @@ impl GraphNet {
             ) => args[0].conv2d(
                 weight,
                 bias.as_ref(),
-                [*stride as i64; 2],
-                [*padding as i64; 2],
-                [1, 1],
+                stride.pair(),
+                padding.pair(),
+                dilation.pair(),
                 *groups as i64,
             ),
             (Op::Linear { .. }, NodeParams::Weighted { weight, bias }) => {
@@ -304,20 +305,16 @@ impl GraphNet {
             ),
             (Op::Relu, _) => args[0].relu(),
             (Op::Relu6, _) => args[0].clamp(0.0, 6.0),
+            (Op::Act { act }, _) => activate(args[0], *act),
             (
                 Op::MaxPool {
                     kernel,
                     stride,
                     padding,
+                    ceil,
                 },
                 _,
-            ) => args[0].max_pool2d(
-                [*kernel as i64; 2],
-                [*stride as i64; 2],
-                [*padding as i64; 2],
-                [1, 1],
-                false,
-            ),
+            ) => args[0].max_pool2d(kernel.pair(), stride.pair(), padding.pair(), [1, 1], *ceil),
             (
                 Op::AvgPool {
                     kernel,
@@ -326,9 +323,9 @@ impl GraphNet {
                 },
                 _,
             ) => args[0].avg_pool2d(
-                [*kernel as i64; 2],
-                [*stride as i64; 2],
-                [*padding as i64; 2],
+                kernel.pair(),
+                stride.pair(),
+                padding.pair(),
                 false,
                 true,
                 None,
@@ -338,6 +335,21 @@ impl GraphNet {
             (Op::Add, _) => args[1..]
                 .iter()
                 .fold(args[0].shallow_clone(), |acc, x| acc + *x),
+            (Op::Mul, _) => args[1..]
+                .iter()
+                .fold(args[0].shallow_clone(), |acc, x| acc * *x),
+            (
+                Op::Pad {
+                    top,
+                    left,
+                    bottom,
+                    right,
+                },
+                _,
+            ) => {
+                args[0].constant_pad_nd([*left as i64, *right as i64, *top as i64, *bottom as i64])
+            }
+            (Op::Softmax, _) => args[0].softmax(-1, args[0].kind()),
             (Op::Concat, _) => Tensor::cat(args, 1),
             (Op::Output, _) => args[0].shallow_clone(),
             (op, _) => unreachable!("{} has no parameters for {}", node.name, op.type_name()),
@@ -427,4 +439,17 @@ impl GraphNet {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
+}
+
+/// An element-wise activation, as PyTorch computes it.
+fn activate(x: &Tensor, act: crate::graph::Activation) -> Tensor {
+    use crate::graph::Activation;
+    match act {
+        Activation::Sigmoid => x.sigmoid(),
+        Activation::HardSigmoid => x.hardsigmoid(),
+        Activation::HardSwish => x.hardswish(),
+        Activation::Silu => x.silu(),
+        Activation::Gelu => x.gelu("none"),
+        Activation::GeluTanh => x.gelu("tanh"),
+    }
 }

@@ -58,9 +58,10 @@ impl Net {
         let op = Op::Conv2d {
             in_channels,
             out_channels,
-            kernel,
-            stride,
-            padding: kernel / 2,
+            kernel: kernel.into(),
+            stride: stride.into(),
+            padding: (kernel / 2).into(),
+            dilation: 1.into(),
             groups,
             bias,
         };
@@ -121,18 +122,20 @@ pub fn lenet5(input: &Shape, classes: usize) -> Result<ModelGraph> {
     let (mut net, x) = Net::new(input);
     let in_channels = net.channels(x)?;
     let pool = Op::MaxPool {
-        kernel: 2,
-        stride: 2,
-        padding: 0,
+        kernel: 2.into(),
+        stride: 2.into(),
+        padding: 0.into(),
+        ceil: false,
     };
     let mut x = net.builder.add(
         "conv1",
         Op::Conv2d {
             in_channels,
             out_channels: 6,
-            kernel: 5,
-            stride: 1,
-            padding: 2,
+            kernel: 5.into(),
+            stride: 1.into(),
+            padding: 2.into(),
+            dilation: 1.into(),
             groups: 1,
             bias: true,
         },
@@ -145,9 +148,10 @@ pub fn lenet5(input: &Shape, classes: usize) -> Result<ModelGraph> {
         Op::Conv2d {
             in_channels: 6,
             out_channels: 16,
-            kernel: 5,
-            stride: 1,
-            padding: 0,
+            kernel: 5.into(),
+            stride: 1.into(),
+            padding: 0.into(),
+            dilation: 1.into(),
             groups: 1,
             bias: true,
         },
@@ -190,9 +194,10 @@ pub fn vgg(input: &Shape, classes: usize, cfg: &[VggItem]) -> Result<ModelGraph>
             }
             VggItem::Pool(_) => {
                 let pool = Op::MaxPool {
-                    kernel: 2,
-                    stride: 2,
-                    padding: 0,
+                    kernel: 2.into(),
+                    stride: 2.into(),
+                    padding: 0.into(),
+                    ceil: false,
                 };
                 x = net.op(&format!("features.pool{pool_index}"), pool, &[x]);
                 pool_index += 1;

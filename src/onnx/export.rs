@@ -3,7 +3,7 @@
 //! stay masked, slimmed models are smaller.
 
 use crate::error::{Error, Result};
-use crate::graph::Op;
+use crate::graph::{Activation, Op};
 use crate::model::GraphNet;
 use prost::Message;
 use std::path::Path;
@@ -73,22 +73,23 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                 kernel,
                 stride,
                 padding,
+                dilation,
                 groups,
                 bias,
                 ..
             } => {
                 let ins = weighted(*bias)?;
-                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                let [ph, pw] = padding.pair();
                 nodes.push(onnx_node(
                     "Conv",
                     name,
                     ins,
                     name,
                     vec![
-                        ints("kernel_shape", &[k, k]),
-                        ints("strides", &[s, s]),
-                        ints("pads", &[p, p, p, p]),
-                        ints("dilations", &[1, 1]),
+                        ints("kernel_shape", &kernel.pair()),
+                        ints("strides", &stride.pair()),
+                        ints("pads", &[ph, pw, ph, pw]),
+                        ints("dilations", &dilation.pair()),
                         int("group", *groups as i64),
                     ],
                 ));
@@ -123,26 +124,73 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                 kernel,
                 stride,
                 padding,
+                ..
             }
             | Op::AvgPool {
                 kernel,
                 stride,
                 padding,
             } => {
-                let (k, s, p) = (*kernel as i64, *stride as i64, *padding as i64);
+                let [ph, pw] = padding.pair();
                 let mut attrs = vec![
-                    ints("kernel_shape", &[k, k]),
-                    ints("strides", &[s, s]),
-                    ints("pads", &[p, p, p, p]),
+                    ints("kernel_shape", &kernel.pair()),
+                    ints("strides", &stride.pair()),
+                    ints("pads", &[ph, pw, ph, pw]),
                 ];
-                let op = if matches!(node.op, Op::MaxPool { .. }) {
-                    "MaxPool"
-                } else {
-                    attrs.push(int("count_include_pad", 1));
-                    "AveragePool"
+                let op = match node.op {
+                    Op::MaxPool { ceil, .. } => {
+                        attrs.push(int("ceil_mode", i64::from(ceil)));
+                        "MaxPool"
+                    }
+                    _ => {
+                        attrs.push(int("count_include_pad", 1));
+                        "AveragePool"
+                    }
                 };
                 nodes.push(onnx_node(op, name, inputs, name, attrs));
             }
+            Op::Act { act } => {
+                let (op, attrs) = match act {
+                    Activation::Sigmoid => ("Sigmoid", vec![]),
+                    Activation::HardSigmoid => (
+                        "HardSigmoid",
+                        vec![float("alpha", 1.0 / 6.0), float("beta", 0.5)],
+                    ),
+                    Activation::HardSwish => ("HardSwish", vec![]),
+                    Activation::Silu => {
+                        let gate = format!("{name}.sigmoid");
+                        nodes.push(onnx_node("Sigmoid", &gate, inputs.clone(), &gate, vec![]));
+                        let ins = vec![inputs[0].clone(), gate];
+                        nodes.push(onnx_node("Mul", name, ins, name, vec![]));
+                        continue;
+                    }
+                    // Opset 17 has no Gelu: its formula.
+                    Activation::Gelu | Activation::GeluTanh => {
+                        gelu(&mut nodes, &mut initializers, name, &inputs[0], *act);
+                        continue;
+                    }
+                };
+                nodes.push(onnx_node(op, name, inputs, name, attrs));
+            }
+            Op::Pad {
+                top,
+                left,
+                bottom,
+                right,
+            } => {
+                let pads = format!("{name}.pads");
+                let values = [0, 0, *top, *left, 0, 0, *bottom, *right].map(|v| v as i64);
+                initializers.push(int_tensor(&pads, &values));
+                let ins = vec![inputs[0].clone(), pads];
+                nodes.push(onnx_node("Pad", name, ins, name, vec![]));
+            }
+            Op::Softmax => nodes.push(onnx_node(
+                "Softmax",
+                name,
+                inputs,
+                name,
+                vec![int("axis", -1)],
+            )),
             Op::GlobalAvgPool => {
                 nodes.push(onnx_node("GlobalAveragePool", name, inputs, name, vec![]))
             }
@@ -153,8 +201,13 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                 name,
                 vec![int("axis", 1)],
             )),
-            Op::Add => {
-                // ONNX's Add takes two inputs: a chain for more.
+            Op::Add | Op::Mul => {
+                // ONNX's Add and Mul take two inputs: a chain for more.
+                let op = if matches!(node.op, Op::Add) {
+                    "Add"
+                } else {
+                    "Mul"
+                };
                 let mut acc = inputs[0].clone();
                 for (k, other) in inputs.iter().enumerate().skip(1) {
                     let out = if k + 1 == inputs.len() {
@@ -162,13 +215,7 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                     } else {
                         format!("{name}.partial{k}")
                     };
-                    nodes.push(onnx_node(
-                        "Add",
-                        &out,
-                        vec![acc, other.clone()],
-                        &out,
-                        vec![],
-                    ));
+                    nodes.push(onnx_node(op, &out, vec![acc, other.clone()], &out, vec![]));
                     acc = out;
                 }
             }
@@ -205,6 +252,56 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
         }),
         ..Default::default()
     })
+}
+
+/// GELU from opset-17 ops: `x·(1 + erf(x/√2))/2`, or the tanh form
+/// `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.
+fn gelu(
+    nodes: &mut Vec<NodeProto>,
+    initializers: &mut Vec<TensorProto>,
+    name: &str,
+    x: &str,
+    act: Activation,
+) {
+    let constant = |initializers: &mut Vec<TensorProto>, suffix: &str, v: f32| {
+        let c = format!("{name}.{suffix}");
+        initializers.push(float_tensor(&c, vec![], &[v]));
+        c
+    };
+    let step = |nodes: &mut Vec<NodeProto>, op: &str, suffix: &str, ins: Vec<String>| {
+        let out = format!("{name}.{suffix}");
+        nodes.push(onnx_node(op, &out, ins, &out, vec![]));
+        out
+    };
+    let half = constant(initializers, "half", 0.5);
+    let one = constant(initializers, "one", 1.0);
+    let inner = if act == Activation::Gelu {
+        let scale = constant(initializers, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
+        let scaled = step(nodes, "Mul", "scaled", vec![x.into(), scale]);
+        step(nodes, "Erf", "erf", vec![scaled])
+    } else {
+        let c = constant(initializers, "c", 0.044715);
+        let k = constant(initializers, "k", (2.0 / std::f32::consts::PI).sqrt());
+        let x2 = step(nodes, "Mul", "x2", vec![x.into(), x.into()]);
+        let x3 = step(nodes, "Mul", "x3", vec![x2, x.into()]);
+        let cx3 = step(nodes, "Mul", "cx3", vec![x3, c]);
+        let sum = step(nodes, "Add", "sum", vec![x.into(), cx3]);
+        let arg = step(nodes, "Mul", "arg", vec![sum, k]);
+        step(nodes, "Tanh", "tanh", vec![arg])
+    };
+    let plus = step(nodes, "Add", "plus_one", vec![inner, one]);
+    let halved = step(nodes, "Mul", "halved", vec![plus, half]);
+    nodes.push(onnx_node("Mul", name, vec![x.into(), halved], name, vec![]));
+}
+
+fn int_tensor(name: &str, values: &[i64]) -> TensorProto {
+    TensorProto {
+        dims: vec![values.len() as i64],
+        data_type: DataType::Int64 as i32,
+        name: name.to_string(),
+        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
 }
 
 fn float_tensor(name: &str, dims: Vec<i64>, values: &[f32]) -> TensorProto {

@@ -315,6 +315,32 @@ impl Masker {
                     let channels =
                         Tensor::zeros([group.channels as i64], (Kind::Float, ranking.device()))
                             .index_fill(0, &ranking.narrow(0, 0, kept), 1.0);
+                    for usage in &group.sliced {
+                        // Ones except this group's pruned channels, at its offset.
+                        let node = graph.node(usage.node);
+                        let width = node.out_shape[0] as i64;
+                        let full = Tensor::ones([width], (Kind::Float, ranking.device()));
+                        full.narrow(0, usage.offset as i64, group.channels as i64)
+                            .copy_(&channels);
+                        let rank = weight_shape(&node.op).len().max(1);
+                        let mut shape = vec![width];
+                        shape.extend(std::iter::repeat_n(1, rank - 1));
+                        let mut tensors = vec!["weight"];
+                        if matches!(node.op, Op::BatchNorm { .. }) || has_bias(&node.op) {
+                            tensors.push("bias");
+                        }
+                        for t in tensors {
+                            let mask = if t == "weight" {
+                                full.view(shape.as_slice())
+                            } else {
+                                full.shallow_clone()
+                            };
+                            out.push(Mask {
+                                tensor: format!("{}.{t}", node.name),
+                                mask,
+                            });
+                        }
+                    }
                     for &node in group.producers.iter().chain(&group.members) {
                         let node = graph.node(node);
                         let rank = weight_shape(&node.op).len().max(1) as i64;

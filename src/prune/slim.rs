@@ -18,6 +18,8 @@ pub fn slim(masked: &GraphNet, masker: &Masker, keeps: &[f64]) -> Result<GraphNe
     let device = masked.device();
     let mut out_index: Vec<Option<Tensor>> = (0..n).map(|_| None).collect();
     let mut in_keep: Vec<Option<Vec<bool>>> = vec![None; n];
+    // Sliced members (after a Concat): which of their channels stay.
+    let mut out_keep: Vec<Option<Vec<bool>>> = vec![None; n];
     for (u, unit) in costs.units().iter().enumerate() {
         let UnitKind::Group(g) = unit.kind else {
             continue;
@@ -31,6 +33,13 @@ pub fn slim(masked: &GraphNet, masker: &Masker, keeps: &[f64]) -> Result<GraphNe
         let mut keep_channel = vec![false; group.channels];
         for &c in &kept_list {
             keep_channel[c as usize] = true;
+        }
+        for usage in &group.sliced {
+            let width = graph.node(usage.node).out_shape[0];
+            let channels = out_keep[usage.node.index()].get_or_insert_with(|| vec![true; width]);
+            for (c, &keep) in keep_channel.iter().enumerate() {
+                channels[usage.offset + c] &= keep;
+            }
         }
         for usage in &group.consumers {
             let node = graph.node(usage.node);
@@ -50,20 +59,21 @@ pub fn slim(masked: &GraphNet, masker: &Masker, keeps: &[f64]) -> Result<GraphNe
             }
         }
     }
-    let in_index: Vec<Option<Tensor>> = in_keep
-        .iter()
-        .map(|k| {
-            k.as_ref().map(|k| {
-                let idx: Vec<i64> = k
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, &v)| v)
-                    .map(|(i, _)| i as i64)
-                    .collect();
-                Tensor::from_slice(&idx).to_device(device)
-            })
-        })
-        .collect();
+    let positions = |keep: &Vec<bool>| -> Tensor {
+        let idx: Vec<i64> = keep
+            .iter()
+            .enumerate()
+            .filter(|(_, &v)| v)
+            .map(|(i, _)| i as i64)
+            .collect();
+        Tensor::from_slice(&idx).to_device(device)
+    };
+    let in_index: Vec<Option<Tensor>> = in_keep.iter().map(|k| k.as_ref().map(positions)).collect();
+    for (i, keep) in out_keep.iter().enumerate() {
+        if let Some(keep) = keep {
+            out_index[i] = Some(positions(keep));
+        }
+    }
 
     // The slimmed graph: same nodes, names and edges; smaller ops (the cost model's).
     let slim_graph = costs.pruned_graph(keeps)?;

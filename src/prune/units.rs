@@ -133,7 +133,8 @@ impl CostModel {
         let mut touched = vec![false; graph.graph().node_count()];
         for g in graph.prunable_groups() {
             let nodes = g.producers.iter().chain(&g.members).copied();
-            for node in nodes.chain(g.consumers.iter().map(|c| c.node)) {
+            let uses = g.consumers.iter().chain(&g.sliced).map(|c| c.node);
+            for node in nodes.chain(uses) {
                 touched[node.index()] = true;
             }
         }
@@ -340,7 +341,7 @@ impl CostModel {
             for &node in group.producers.iter().chain(&group.members) {
                 out_channels[node.index()] = Some(kept);
             }
-            for usage in &group.consumers {
+            for usage in group.consumers.iter().chain(&group.sliced) {
                 removed_inputs[usage.node.index()] += (group.channels - kept) * usage.repeat;
             }
         }
@@ -350,6 +351,18 @@ impl CostModel {
             ops[i.index()] = match (&node.op, out_channels[i.index()]) {
                 (Op::Conv2d { .. }, Some(c)) if node.op.is_depthwise() => {
                     Some(resize(&node.op, c, c))
+                }
+                // A sliced member (after a Concat): what its groups removed.
+                (Op::Conv2d { in_channels, .. }, None)
+                    if node.op.is_depthwise() && removed_inputs[i.index()] > 0 =>
+                {
+                    let c = in_channels - removed_inputs[i.index()];
+                    Some(resize(&node.op, c, c))
+                }
+                (Op::BatchNorm { features }, None) if removed_inputs[i.index()] > 0 => {
+                    Some(Op::BatchNorm {
+                        features: features - removed_inputs[i.index()],
+                    })
                 }
                 (Op::Conv2d { in_channels, .. }, out) => {
                     let out = out.unwrap_or_else(|| node.out_shape[0]);
@@ -443,6 +456,7 @@ pub(crate) fn resize(op: &Op, inputs: usize, outputs: usize) -> Op {
             kernel,
             stride,
             padding,
+            dilation,
             groups,
             bias,
             ..
@@ -452,6 +466,7 @@ pub(crate) fn resize(op: &Op, inputs: usize, outputs: usize) -> Op {
             kernel: *kernel,
             stride: *stride,
             padding: *padding,
+            dilation: *dilation,
             groups: if op.is_depthwise() { outputs } else { *groups },
             bias: *bias,
         },

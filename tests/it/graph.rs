@@ -184,9 +184,10 @@ fn concat_keeps_each_branch_its_own_group_with_offsets() {
     let conv = |i, o| Op::Conv2d {
         in_channels: i,
         out_channels: o,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
+        kernel: 3.into(),
+        stride: 1.into(),
+        padding: 1.into(),
+        dilation: 1.into(),
         groups: 1,
         bias: false,
     };
@@ -236,9 +237,10 @@ fn bad_graphs_are_refused_with_the_node_named() {
         Op::Conv2d {
             in_channels: 4,
             out_channels: 8,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
+            kernel: 3.into(),
+            stride: 1.into(),
+            padding: 1.into(),
+            dilation: 1.into(),
             groups: 1,
             bias: false,
         },
@@ -262,9 +264,10 @@ fn bad_graphs_are_refused_with_the_node_named() {
     let pool = b.add(
         "pool",
         Op::MaxPool {
-            kernel: 2,
-            stride: 2,
-            padding: 0,
+            kernel: 2.into(),
+            stride: 2.into(),
+            padding: 0.into(),
+            ceil: false,
         },
         &[x],
     );
@@ -317,9 +320,9 @@ fn json_and_dot_export_every_node_and_edge() {
 }
 
 #[test]
-fn a_batch_norm_over_a_concat_fixes_the_channels_it_reads() {
-    // BatchNorm after Concat would need per-branch offsets into its own tensors: the branches
-    // feeding it are left unpruned rather than pruned wrongly.
+fn a_batch_norm_over_a_concat_prunes_each_branch_at_its_offset() {
+    // BatchNorm after Concat (DenseNet): each branch stays its own group, and the BatchNorm
+    // carries each branch's channels at the branch's offset in the concatenation.
     let mut b = GraphBuilder::new();
     let x = b.add(
         "input",
@@ -331,9 +334,10 @@ fn a_batch_norm_over_a_concat_fixes_the_channels_it_reads() {
     let conv = |i, o| Op::Conv2d {
         in_channels: i,
         out_channels: o,
-        kernel: 3,
-        stride: 1,
-        padding: 1,
+        kernel: 3.into(),
+        stride: 1.into(),
+        padding: 1.into(),
+        dilation: 1.into(),
         groups: 1,
         bias: false,
     };
@@ -360,7 +364,17 @@ fn a_batch_norm_over_a_concat_fixes_the_channels_it_reads() {
         .iter()
         .map(|gr| gr.name.as_str())
         .collect();
-    assert_eq!(names, ["head"]);
+    assert_eq!(names, ["left", "right", "head"]);
+    let bn = g.find("bn").unwrap();
+    for (group, offset) in [("left", 0), ("right", 4)] {
+        let gr = g.prunable_groups().iter().find(|gr| gr.name == group).unwrap();
+        assert!(gr.members.is_empty(), "{group}");
+        assert_eq!(gr.sliced.len(), 1, "{group}");
+        assert_eq!((gr.sliced[0].node, gr.sliced[0].offset), (bn, offset));
+        // The head conv reads the branch at the same offset.
+        assert_eq!(gr.consumers.len(), 1);
+        assert_eq!(gr.consumers[0].offset, offset);
+    }
 }
 
 #[test]
@@ -378,9 +392,10 @@ fn zero_sizes_are_refused() {
         Op::Conv2d {
             in_channels: 3,
             out_channels: 4,
-            kernel: 0,
-            stride: 1,
-            padding: 0,
+            kernel: 0.into(),
+            stride: 1.into(),
+            padding: 0.into(),
+            dilation: 1.into(),
             groups: 1,
             bias: false,
         },

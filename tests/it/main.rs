@@ -20,5 +20,6 @@ mod onnx;
 mod prune;
 mod reliability;
 mod search;
+mod torchvision;
 mod transfer;
 mod wall;

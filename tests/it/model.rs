@@ -65,9 +65,10 @@ fn ops_compute_what_they_say() {
         Op::Conv2d {
             in_channels: 2,
             out_channels: 3,
-            kernel: 3,
-            stride: 1,
-            padding: 1,
+            kernel: 3.into(),
+            stride: 1.into(),
+            padding: 1.into(),
+            dilation: 1.into(),
             groups: 1,
             bias: true,
         },
@@ -80,9 +81,10 @@ fn ops_compute_what_they_say() {
         Op::Conv2d {
             in_channels: 3,
             out_channels: 3,
-            kernel: 3,
-            stride: 2,
-            padding: 1,
+            kernel: 3.into(),
+            stride: 2.into(),
+            padding: 1.into(),
+            dilation: 1.into(),
             groups: 3,
             bias: false,
         },
@@ -91,9 +93,10 @@ fn ops_compute_what_they_say() {
     let pool = b.add(
         "pool",
         Op::MaxPool {
-            kernel: 2,
-            stride: 2,
-            padding: 0,
+            kernel: 2.into(),
+            stride: 2.into(),
+            padding: 0.into(),
+            ceil: false,
         },
         &[relu],
     );

@@ -214,9 +214,10 @@ fn n_of_m_keeps_the_n_largest_of_every_m_along_the_input() {
     let conv = Op::Conv2d {
         in_channels: 4,
         out_channels: 1,
-        kernel: 1,
-        stride: 1,
-        padding: 0,
+        kernel: 1.into(),
+        stride: 1.into(),
+        padding: 0.into(),
+        dilation: 1.into(),
         groups: 1,
         bias: false,
     };

@@ -2,6 +2,7 @@
 //! must not set.
 
 use super::*;
+use crate::graph::Hw;
 
 pub(super) struct Attributes<'a> {
     pub(super) node: &'a NodeProto,
@@ -29,72 +30,84 @@ impl<'a> Attributes<'a> {
     }
 }
 
-/// A window attribute with the same value on both axes (`strides`), or `default`.
-pub(super) fn window_attr(
-    attrs: &Attributes,
-    name: &str,
-    default: usize,
-) -> std::result::Result<usize, String> {
+/// A conv's or pool's window: kernel, stride and dilation per axis, and padding per side.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Window {
+    pub(super) kernel: Hw,
+    pub(super) stride: Hw,
+    pub(super) dilation: Hw,
+    /// Top, left, bottom, right.
+    pub(super) pads: [usize; 4],
+}
+
+impl Window {
+    /// The padding when it is the same on both sides of each axis.
+    pub(super) fn symmetric(&self) -> Option<Hw> {
+        let [t, l, b, r] = self.pads;
+        (t == b && l == r).then_some(Hw { h: t, w: l })
+    }
+}
+
+/// A 2-D attribute (`strides`, `dilations`, `kernel_shape`), or `default`.
+fn pair(attrs: &Attributes, name: &str, default: Option<Hw>) -> std::result::Result<Hw, String> {
     match attrs.ints(name).as_deref() {
-        None | Some([]) => Ok(default),
-        Some(&[a, b]) if a == b && a >= 1 && (a as usize) <= MAX_WINDOW => Ok(a as usize),
+        None | Some([]) => default.ok_or_else(|| format!("{name} is missing")),
+        Some(&[h, w])
+            if h >= 1 && w >= 1 && (h as usize) <= MAX_WINDOW && (w as usize) <= MAX_WINDOW =>
+        {
+            Ok(Hw {
+                h: h as usize,
+                w: w as usize,
+            })
+        }
         Some(other) => Err(format!(
-            "{name} {other:?} is not supported; only equal values on H and W"
+            "{name} {other:?} is not supported; only 2-D windows of sizes 1 to {MAX_WINDOW}"
         )),
     }
 }
 
-/// The square kernel: from `kernel_shape`, or from the weight's dims.
-pub(super) fn square(
-    attrs: &Attributes,
-    name: &str,
-    weight: Option<[i64; 2]>,
-) -> std::result::Result<usize, String> {
-    let dims = attrs.ints(name).or(weight.map(|w| w.to_vec()));
-    match dims.as_deref() {
-        Some(&[a, b]) if a == b && a >= 1 && (a as usize) <= MAX_WINDOW => Ok(a as usize),
-        Some(other) => Err(format!(
-            "{name} {other:?} is not supported; only square 2-D windows"
-        )),
-        None => Err(format!("{name} is missing")),
-    }
-}
-
-/// A conv's or pool's (kernel, stride, padding): square, symmetric, no dilation, explicit
-/// padding.
+/// A conv's or pool's window; the kernel from `kernel_shape`, or else the weight's dims.
 pub(super) fn window(
     attrs: &Attributes,
     weight: Option<[i64; 2]>,
-) -> std::result::Result<(usize, usize, usize), String> {
-    let kernel = square(attrs, "kernel_shape", weight)?;
-    let stride = window_attr(attrs, "strides", 1)?;
-    let padding = pads(attrs)?;
-    ones(attrs, "dilations")?;
+) -> std::result::Result<Window, String> {
+    let from_weight = weight.and_then(|[h, w]| {
+        (h >= 1 && w >= 1 && (h as usize) <= MAX_WINDOW && (w as usize) <= MAX_WINDOW).then_some(
+            Hw {
+                h: h as usize,
+                w: w as usize,
+            },
+        )
+    });
+    let kernel = pair(attrs, "kernel_shape", from_weight)?;
+    if weight.is_some() && Some(kernel) != from_weight {
+        return Err(format!(
+            "kernel_shape {kernel} does not match the weight's {weight:?}"
+        ));
+    }
     no_auto_pad(attrs)?;
-    Ok((kernel, stride, padding))
+    Ok(Window {
+        kernel,
+        stride: pair(attrs, "strides", Some(Hw::square(1)))?,
+        dilation: pair(attrs, "dilations", Some(Hw::square(1)))?,
+        pads: pads(attrs)?,
+    })
 }
 
-/// Symmetric padding, the same on every side.
-pub(super) fn pads(attrs: &Attributes) -> std::result::Result<usize, String> {
+/// Padding per side, ONNX's `[top, left, bottom, right]`.
+pub(super) fn pads(attrs: &Attributes) -> std::result::Result<[usize; 4], String> {
     match attrs.ints("pads").as_deref() {
-        None | Some([]) => Ok(0),
-        Some(&[a, b, c, d])
-            if a == b && b == c && c == d && a >= 0 && (a as usize) <= MAX_WINDOW =>
+        None | Some([]) => Ok([0; 4]),
+        Some(&[t, l, b, r])
+            if [t, l, b, r]
+                .iter()
+                .all(|&p| p >= 0 && (p as usize) <= MAX_WINDOW) =>
         {
-            Ok(a as usize)
+            Ok([t as usize, l as usize, b as usize, r as usize])
         }
         Some(other) => Err(format!(
-            "pads {other:?} are not supported; only the same padding on every side"
+            "pads {other:?} are not supported; only 4 values (top, left, bottom, right) from 0 to {MAX_WINDOW}"
         )),
-    }
-}
-
-pub(super) fn ones(attrs: &Attributes, name: &str) -> std::result::Result<(), String> {
-    match attrs.ints(name) {
-        Some(v) if v.iter().any(|&d| d != 1) => {
-            Err(format!("{name} {v:?} are not supported; only 1"))
-        }
-        _ => Ok(()),
     }
 }
 

@@ -17,13 +17,16 @@ use tract_onnx::pb::{self, tensor_proto::DataType, AttributeProto, NodeProto, Te
 
 mod attributes;
 mod convert;
+mod fold;
 mod tensor;
 
 pub use tensor::read_tensor;
 
 /// The ops the importer maps (besides Constant, Identity and Dropout, which carry no work).
-pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, BatchNormalization, Relu, Clip, MaxPool, \
-AveragePool, GlobalAveragePool, ReduceMean, Flatten, Reshape, Add, Concat, Identity";
+pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, BatchNormalization, Relu, Clip, Sigmoid, \
+HardSigmoid, HardSwish, Gelu, Softmax, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, \
+Flatten, Reshape, Pad, Add, Mul, Concat, Identity, Dropout, and shape arithmetic on constants \
+(Shape, Gather, Unsqueeze, Concat, Expand, ConstantOfShape, ...)";
 
 /// A tensor read from the file: its dims and values (as f32).
 #[derive(Debug, Clone, PartialEq)]
@@ -87,6 +90,11 @@ struct Importer<'a> {
     path: &'a Path,
     dir: PathBuf,
     constants: HashMap<String, &'a TensorProto>,
+    /// Constants computed at import (shape arithmetic, see `fold`).
+    folded: HashMap<String, WeightTensor>,
+    /// The input's batch size when the file fixes it, else 1 (what `Shape` of an activation
+    /// reports for the batch).
+    batch: usize,
     values: HashMap<String, Value>,
     nodes: Vec<Pending>,
     /// Per-sample shape of each pending node's output (kept up to date as nodes are added).
@@ -101,6 +109,8 @@ impl<'a> Importer<'a> {
             path,
             dir,
             constants: HashMap::new(),
+            folded: HashMap::new(),
+            batch: 1,
             values: HashMap::new(),
             nodes: Vec::new(),
             shapes: Vec::new(),
@@ -152,7 +162,9 @@ impl<'a> Importer<'a> {
                     ),
                 ));
             }
-            self.convert(node)?;
+            if !self.fold(node)? {
+                self.convert(node)?;
+            }
         }
         let [output] = graph.output.as_slice() else {
             return Err(self.error(format!(
@@ -187,7 +199,7 @@ impl<'a> Importer<'a> {
     }
 
     /// The input's per-sample shape `[C, H, W]` (or `[F]`), the batch dimension dropped.
-    fn input_shape(&self, input: &pb::ValueInfoProto) -> Result<Shape> {
+    fn input_shape(&mut self, input: &pb::ValueInfoProto) -> Result<Shape> {
         use pb::tensor_shape_proto::dimension::Value as Dim;
         use pb::type_proto::Value as Type;
         let dims = match input.r#type.as_ref().and_then(|t| t.value.as_ref()) {
@@ -200,6 +212,11 @@ impl<'a> Importer<'a> {
                 input.name
             ))
         })?;
+        if let Some(Dim::DimValue(b)) = dims.first().and_then(|d| d.value.clone()) {
+            if b > 0 && (b as usize) <= MAX_WINDOW {
+                self.batch = b as usize;
+            }
+        }
         let mut shape = Vec::new();
         for d in dims.iter().skip(1) {
             match d.value {
@@ -282,13 +299,22 @@ impl<'a> Importer<'a> {
         }
     }
 
-    /// The constant behind an input (initializer or Constant node), if any.
-    fn const_input(&self, node: &NodeProto, slot: usize) -> Option<&'a TensorProto> {
-        let name = node.input.get(slot).filter(|n| !n.is_empty())?;
-        match self.values.get(name) {
-            Some(Value::Const(c)) => self.constants.get(c).copied(),
-            Some(Value::Node(_)) => None,
-            None => self.constants.get(name).copied(),
+    /// The constant behind an input (initializer, Constant node or folded value), if any.
+    fn const_value(&self, node: &NodeProto, slot: usize) -> Result<Option<WeightTensor>> {
+        let Some(name) = node.input.get(slot).filter(|n| !n.is_empty()) else {
+            return Ok(None);
+        };
+        let name = match self.values.get(name) {
+            Some(Value::Const(c)) => c,
+            Some(Value::Node(_)) => return Ok(None),
+            None => name,
+        };
+        if let Some(t) = self.folded.get(name) {
+            return Ok(Some(t.clone()));
+        }
+        match self.constants.get(name) {
+            Some(t) => self.read(node, t).map(Some),
+            None => Ok(None),
         }
     }
 
@@ -297,13 +323,12 @@ impl<'a> Importer<'a> {
     }
 
     fn required_const(&self, node: &NodeProto, slot: usize, what: &str) -> Result<WeightTensor> {
-        let t = self.const_input(node, slot).ok_or_else(|| {
+        self.const_value(node, slot)?.ok_or_else(|| {
             self.node_error(
                 node,
                 format!("its {what} (input {slot}) must be a constant stored in the model"),
             )
-        })?;
-        self.read(node, t)
+        })
     }
 }
 

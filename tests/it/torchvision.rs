@@ -1,0 +1,396 @@
+//! Real architectures: torchvision's classification models, built at test time with random
+//! weights (tests/fixtures/export_torchvision.py), exported by PyTorch's exporter with
+//! `optimize=True` and `optimize=False`, import with PyTorch's outputs; their prunable groups
+//! are the ones each family should have; a uniform channel policy at half the FLOPs slims and
+//! exports to ONNX that ONNX Runtime runs like autoprune's masked model, and so does an
+//! unstructured one. Models the importer does not take yet fail with one line naming the op
+//! and the node.
+
+use crate::common::{python, repo};
+use autoprune::data::Split;
+use autoprune::graph::{ModelGraph, Op};
+use autoprune::model::GraphNet;
+use autoprune::prune::{
+    allocate, slim, ActionWall, Budget, CostModel, Criterion, Granularity, Importance, Masker,
+    Method, Metric,
+};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use tch::{Device, Tensor};
+
+/// The models that import, and the classes and image side they are exported with.
+const MODELS: [&str; 9] = [
+    "resnet18",
+    "resnet50",
+    "resnext50_32x4d",
+    "mobilenet_v2",
+    "mobilenet_v3_small",
+    "efficientnet_b0",
+    "squeezenet1_0",
+    "googlenet",
+    "densenet121",
+];
+/// Models whose ops the importer does not take yet: (model, op in the error line).
+const UNSUPPORTED: [(&str, &str); 2] = [
+    ("shufflenet_v2_x1_0", "Reshape"),
+    ("convnext_tiny", "Transpose"),
+];
+const SETTINGS: [&str; 2] = ["opt", "raw"];
+const CLASSES: i64 = 10;
+const SIDE: i64 = 64;
+
+fn fixtures() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("autoprune-tv-{}", std::process::id()));
+        let models = MODELS.iter().chain(UNSUPPORTED.iter().map(|(m, _)| m));
+        let out = Command::new(python())
+            .arg(repo().join("tests/fixtures/export_torchvision.py"))
+            .arg(&dir)
+            .args([SIDE.to_string(), CLASSES.to_string()])
+            .args(models)
+            .output()
+            .expect("python runs");
+        assert!(
+            out.status.success(),
+            "export failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn input(model: &str) -> Tensor {
+    Tensor::from_slice(&read_f32(&fixtures().join(format!("{model}.input.f32"))))
+        .view([2, 3, SIDE, SIDE])
+}
+
+fn load(model: &str, setting: &str) -> GraphNet {
+    let path = fixtures().join(format!("{model}-{setting}.onnx"));
+    let imported =
+        autoprune::onnx::import(&path).unwrap_or_else(|e| panic!("{model}-{setting}: {}", e));
+    autoprune::onnx::load_net(imported, Device::Cpu, &path).unwrap()
+}
+
+/// Largest difference, relative to the reference's largest magnitude where that exceeds 1.
+fn difference(got: &Tensor, expected: &Tensor) -> f64 {
+    let scale = f64::try_from(expected.abs().max()).unwrap().max(1.0);
+    f64::try_from((got - expected).abs().max()).unwrap() / scale
+}
+
+#[test]
+fn torchvision_models_import_with_pytorchs_outputs() {
+    for model in MODELS {
+        let expected =
+            Tensor::from_slice(&read_f32(&fixtures().join(format!("{model}.output.f32"))))
+                .view([2, CLASSES]);
+        let published: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures().join(format!("{model}.json"))).unwrap(),
+        )
+        .unwrap();
+        for setting in SETTINGS {
+            let net = load(model, setting);
+            let got = tch::no_grad(|| net.forward_t(&input(model), false));
+            let diff = difference(&got, &expected);
+            assert!(diff <= 1e-4, "{model}-{setting}: difference {diff}");
+            // BatchNorm stays a node without the exporter's folding, and is folded with it.
+            let norms = net
+                .graph()
+                .order()
+                .iter()
+                .filter(|&&i| matches!(net.graph().node(i).op, Op::BatchNorm { .. }))
+                .count();
+            if setting == "raw" {
+                // SqueezeNet has no BatchNorm.
+                assert!(
+                    norms > 0 || model == "squeezenet1_0",
+                    "{model}-raw keeps its BatchNorm nodes"
+                );
+                // Unfolded, the graph holds exactly the module's parameters.
+                assert_eq!(
+                    net.graph().total_params() as u64,
+                    published["params"].as_u64().unwrap(),
+                    "{model}"
+                );
+            } else if model != "densenet121" {
+                // DenseNet normalises concatenations, which no conv's output can absorb.
+                assert_eq!(norms, 0, "{model}-opt folds BatchNorm into the convs");
+            }
+        }
+    }
+}
+
+/// Names of each group's producers and members, sorted, per group.
+fn groups(graph: &ModelGraph) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = graph
+        .prunable_groups()
+        .iter()
+        .map(|g| {
+            let mut names: Vec<String> = g
+                .producers
+                .iter()
+                .chain(&g.members)
+                .map(|&i| graph.node(i).name.clone())
+                .collect();
+            names.sort();
+            names
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+fn group_of<'a>(groups: &'a [Vec<String>], node: &str) -> Option<&'a Vec<String>> {
+    groups.iter().find(|g| g.iter().any(|n| n == node))
+}
+
+#[test]
+fn each_family_prunes_the_groups_it_should() {
+    for setting in SETTINGS {
+        // ResNet: the stem and every block's last conv of a stage share the residual stream;
+        // each block's inner convs are groups of their own.
+        let net = load("resnet18", setting);
+        let g = groups(net.graph());
+        let stream = group_of(&g, "conv1").expect("the stem is prunable");
+        for conv in ["layer1.0.conv2", "layer1.1.conv2"] {
+            assert!(stream.contains(&conv.to_string()), "{setting}: {stream:?}");
+        }
+        assert_eq!(
+            group_of(&g, "layer1.0.conv1").map(Vec::len),
+            Some(if setting == "raw" { 2 } else { 1 }),
+            "{setting}: {g:?}"
+        );
+        // A downsampling shortcut joins the stage's stream.
+        let stage2 = group_of(&g, "layer2.0.downsample.0").expect("shortcut prunable");
+        assert!(stage2.contains(&"layer2.1.conv2".to_string()), "{stage2:?}");
+        assert_eq!(net.graph().prunable_groups().len(), 4 + 8, "{setting}");
+
+        // ResNeXt: a grouped conv pins the channels on both of its sides; the streams and
+        // nothing else stay prunable.
+        let net = load("resnext50_32x4d", setting);
+        let g = groups(net.graph());
+        assert!(group_of(&g, "layer1.0.conv1").is_none(), "{setting}");
+        assert!(group_of(&g, "layer1.0.conv2").is_none(), "{setting}");
+        assert_eq!(
+            g.len(),
+            1 + 4,
+            "{setting}: the stem's and each stage's stream"
+        );
+
+        // MobileNetV2: a depthwise conv prunes with the expansion before it.
+        let net = load("mobilenet_v2", setting);
+        let g = groups(net.graph());
+        let expand = group_of(&g, "features.2.conv.0.0").expect("expansion prunable");
+        assert!(
+            expand.contains(&"features.2.conv.1.0".to_string()),
+            "{setting}: {expand:?}"
+        );
+
+        // Squeeze-and-excitation: the gate's second conv scales the channels of the block's
+        // depthwise conv, so it prunes with them; its squeeze conv is a group of its own.
+        for (model, dw, excite, squeeze) in [
+            (
+                "mobilenet_v3_small",
+                "features.1.block.0.0",
+                "features.1.block.1.fc2",
+                "features.1.block.1.fc1",
+            ),
+            (
+                "efficientnet_b0",
+                "features.1.0.block.0.0",
+                "features.1.0.block.1.fc2",
+                "features.1.0.block.1.fc1",
+            ),
+        ] {
+            let net = load(model, setting);
+            let g = groups(net.graph());
+            let gated = group_of(&g, dw).unwrap_or_else(|| panic!("{model}: {g:?}"));
+            assert!(
+                gated.contains(&excite.to_string()),
+                "{model}-{setting}: {gated:?}"
+            );
+            let squeezed = group_of(&g, squeeze).unwrap_or_else(|| panic!("{model}: {g:?}"));
+            assert!(!squeezed.contains(&excite.to_string()), "{model}");
+        }
+
+        // Inception and Fire modules: each branch of a Concat is pruned apart.
+        let net = load("googlenet", setting);
+        let g = groups(net.graph());
+        for branch in [
+            "inception3a.branch1.conv",
+            "inception3a.branch2.1.conv",
+            "inception3a.branch3.1.conv",
+            "inception3a.branch4.1.conv",
+        ] {
+            assert!(group_of(&g, branch).is_some(), "{setting}: {branch}");
+        }
+        let net = load("squeezenet1_0", setting);
+        let g = groups(net.graph());
+        for conv in ["features.3.expand1x1", "features.3.expand3x3"] {
+            assert_eq!(group_of(&g, conv).map(Vec::len), Some(1), "{setting}");
+        }
+        // The classifier conv's outputs are the logits: never pruned.
+        assert!(group_of(&g, "classifier.1").is_none());
+
+        // DenseNet: every layer's new features are a group, each conv reading the
+        // concatenation at its own offsets.
+        let net = load("densenet121", setting);
+        let g = groups(net.graph());
+        assert!(group_of(&g, "features.denseblock1.denselayer1.conv2").is_some());
+        // The next layer's BatchNorm normalises the concatenation: it carries the first
+        // layer's 32 new channels after the block's 64 input channels.
+        let graph = net.graph();
+        let first = graph
+            .prunable_groups()
+            .iter()
+            .find(|g| graph.node(g.producers[0]).name == "features.denseblock1.denselayer1.conv2")
+            .unwrap();
+        let norm = graph
+            .find("features.denseblock1.denselayer2.norm1")
+            .unwrap();
+        let at: Vec<usize> = first
+            .sliced
+            .iter()
+            .filter(|u| u.node == norm)
+            .map(|u| u.offset)
+            .collect();
+        assert_eq!(at, [64], "{setting}");
+        assert_eq!(first.channels, 32);
+    }
+}
+
+/// Applies `masks` to a copy of `net` (what the evaluator scores).
+fn masked(net: &GraphNet, masker: &Masker, keeps: &[f64]) -> GraphNet {
+    let copy = net.duplicate();
+    let vars = copy.var_store().variables();
+    let _guard = tch::no_grad_guard();
+    for m in masker.masks(keeps) {
+        let mut t = vars[&m.tensor].shallow_clone();
+        let product = &t * &m.mask;
+        t.copy_(&product);
+    }
+    copy
+}
+
+fn policy(net: &GraphNet, granularity: Granularity) -> (Masker, Vec<f64>) {
+    let graph = net.graph();
+    let costs = CostModel::new(graph, granularity);
+    let criterion = match granularity {
+        Granularity::Channel => Criterion::L1,
+        _ => Criterion::Magnitude,
+    };
+    let metric = match granularity {
+        Granularity::Channel => Metric::Flops,
+        _ => Metric::Params,
+    };
+    let split = Split {
+        images: Tensor::zeros([1, 3, SIDE, SIDE], (tch::Kind::Float, Device::Cpu)),
+        labels: Tensor::zeros([1], (tch::Kind::Int64, Device::Cpu)),
+    };
+    let importance = Importance::compute(net, criterion, &split, 0).unwrap();
+    let masker = Masker::new(&costs, &importance);
+    let budget = Budget {
+        metric,
+        keep: 0.5,
+        bounds: [0.05, 1.0],
+    };
+    let wall = ActionWall::new(&costs, budget, Path::new("test")).unwrap();
+    let keeps = allocate(Method::Uniform, &wall, &costs, &[], 0);
+    (masker, keeps)
+}
+
+#[test]
+fn pruned_torchvision_models_export_to_onnx_that_onnxruntime_runs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cases = Vec::new();
+    for model in MODELS {
+        for setting in SETTINGS {
+            let net = load(model, setting);
+            for granularity in [Granularity::Channel, Granularity::Unstructured] {
+                let (masker, keeps) = policy(&net, granularity);
+                let masked = masked(&net, &masker, &keeps);
+                let expected = tch::no_grad(|| masked.forward_t(&input(model), false));
+                let pruned = if granularity == Granularity::Channel {
+                    let slimmed = slim(&masked, &masker, &keeps).unwrap();
+                    let (before, after) =
+                        (net.graph().total_flops(), slimmed.graph().total_flops());
+                    assert!(
+                        (after as f64) < 0.6 * before as f64,
+                        "{model}-{setting}: slimmed to {after} of {before} FLOPs"
+                    );
+                    // The slimmed model computes what the masked one does.
+                    let got = tch::no_grad(|| slimmed.forward_t(&input(model), false));
+                    let diff = difference(&got, &expected);
+                    assert!(diff <= 1e-4, "{model}-{setting} slimmed: {diff}");
+                    slimmed
+                } else {
+                    masked
+                };
+                let path = dir
+                    .path()
+                    .join(format!("{model}-{setting}-{granularity:?}.onnx"));
+                autoprune::onnx::export(&pruned, &path).unwrap();
+                expected
+                    .contiguous()
+                    .view([-1])
+                    .to_kind(tch::Kind::Float)
+                    .write_npy(path.with_extension("expected.npy"))
+                    .unwrap();
+                cases.push((path, model));
+            }
+        }
+    }
+    // One ONNX Runtime process for every file: the largest relative difference of each.
+    let script = r#"
+import sys, numpy as np, onnxruntime as ort
+for model, inp in zip(sys.argv[1::2], sys.argv[2::2]):
+    s = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = np.fromfile(inp, dtype="<f4").reshape(2, 3, 64, 64)
+    y = s.run(None, {s.get_inputs()[0].name: x})[0].reshape(-1)
+    e = np.load(model[:-5] + ".expected.npy")
+    print(float(np.abs(y - e).max() / max(1.0, float(np.abs(e).max()))))
+"#;
+    let mut run = Command::new(python());
+    run.args(["-c", script]);
+    for (path, model) in &cases {
+        run.arg(path)
+            .arg(fixtures().join(format!("{model}.input.f32")));
+    }
+    let out = run.output().unwrap();
+    assert!(
+        out.status.success(),
+        "onnxruntime: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let diffs: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
+    assert_eq!(diffs.len(), cases.len());
+    for ((path, _), diff) in cases.iter().zip(diffs) {
+        assert!(diff <= 1e-4, "{}: {diff}", path.display());
+    }
+}
+
+#[test]
+fn models_with_ops_not_taken_yet_fail_with_one_line_naming_the_op_and_node() {
+    for (model, op) in UNSUPPORTED {
+        for setting in SETTINGS {
+            let path = fixtures().join(format!("{model}-{setting}.onnx"));
+            let err = autoprune::onnx::import(&path).unwrap_err().to_string();
+            assert!(!err.contains('\n'), "{err}");
+            assert!(err.contains(&format!("({op})")), "{model}: {err}");
+            assert!(err.contains("node `"), "{model}: {err}");
+            assert!(err.contains(&path.display().to_string()), "{err}");
+        }
+    }
+}
