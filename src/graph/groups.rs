@@ -235,10 +235,21 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                     })
                     .collect()
             }
-            Op::Softmax => {
+            Op::Softmax | Op::LayerNorm { .. } => {
                 // Normalises over every channel: none can be removed on its own.
                 input_segments.iter().for_each(|s| spaces.fix(s.space));
                 input_segments
+            }
+            Op::ChannelShuffle { .. } | Op::Narrow { .. } => {
+                // Channels move or are taken apart: what flows in and out stays whole.
+                input_segments.iter().for_each(|s| spaces.fix(s.space));
+                let channels = node.out_shape[0];
+                vec![Segment {
+                    space: spaces.create(channels, true),
+                    channels,
+                    repeat: 1,
+                    nonzero: false,
+                }]
             }
             Op::Flatten => {
                 let in_shape = &graph[inputs[0]].out_shape;

@@ -187,6 +187,22 @@ pub enum Op {
     Concat,
     /// Softmax over the channels (the features of a vector).
     Softmax,
+    /// Layer normalisation over the channels at each position (of a feature map, or over
+    /// the features of a vector), with a learned scale and shift per channel (ConvNeXt).
+    LayerNorm {
+        features: usize,
+        eps: f64,
+    },
+    /// ShuffleNet's channel shuffle: channel `g · (C / groups) + k` moves to
+    /// `k · groups + g`.
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// Channels `start .. start + len` of the input (one output of a Split).
+    Narrow {
+        start: usize,
+        len: usize,
+    },
     Output,
 }
 
@@ -219,6 +235,9 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::Mul => "mul",
             Op::Softmax => "softmax",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
+            Op::Narrow { .. } => "narrow",
             _ => OP_TYPES[self.type_code()],
         }
     }
@@ -230,7 +249,7 @@ impl Op {
             Op::Conv2d { .. } if self.is_depthwise() => 2,
             Op::Conv2d { .. } => 1,
             Op::Linear { .. } => 3,
-            Op::BatchNorm { .. } => 4,
+            Op::BatchNorm { .. } | Op::LayerNorm { .. } => 4,
             Op::Relu | Op::Act { .. } | Op::Softmax => 5,
             Op::Relu6 => 6,
             Op::MaxPool { .. } => 7,
@@ -238,7 +257,7 @@ impl Op {
             Op::GlobalAvgPool => 9,
             Op::Flatten | Op::Pad { .. } => 10,
             Op::Add | Op::Mul => 11,
-            Op::Concat => 12,
+            Op::Concat | Op::ChannelShuffle { .. } | Op::Narrow { .. } => 12,
             Op::Output => 13,
         }
     }
@@ -301,7 +320,9 @@ impl Op {
                 out_features,
                 ..
             } => *in_features == 0 || *out_features == 0,
-            Op::BatchNorm { features } => *features == 0,
+            Op::BatchNorm { features } | Op::LayerNorm { features, .. } => *features == 0,
+            Op::ChannelShuffle { groups } => *groups == 0,
+            Op::Narrow { len, .. } => *len == 0,
             Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => kernel.area() == 0,
             _ => false,
         };
@@ -354,6 +375,34 @@ impl Op {
                 Ok(inputs[0].clone())
             }
             Op::Relu | Op::Relu6 | Op::Act { .. } | Op::Output => Ok(inputs[0].clone()),
+            Op::LayerNorm { features, eps } => {
+                if inputs[0].first() != Some(features) {
+                    return Err(format!(
+                        "declares {features} features, receives shape {:?}",
+                        inputs[0]
+                    ));
+                }
+                if !(eps.is_finite() && *eps >= 0.0) {
+                    return Err(format!("epsilon {eps} must be finite and at least 0"));
+                }
+                Ok(inputs[0].clone())
+            }
+            Op::ChannelShuffle { groups } => {
+                let (c, _, _) = spatial(inputs[0])?;
+                if c % groups != 0 {
+                    return Err(format!("{groups} groups do not divide {c} channels"));
+                }
+                Ok(inputs[0].clone())
+            }
+            Op::Narrow { start, len } => {
+                let c = inputs[0].first().copied().unwrap_or(0);
+                if start + len > c {
+                    return Err(format!("takes channels {start}..{} of {c}", start + len));
+                }
+                let mut out = inputs[0].clone();
+                out[0] = *len;
+                Ok(out)
+            }
             Op::Softmax => {
                 if inputs[0].len() != 1 {
                     return Err(format!(
@@ -495,7 +544,7 @@ impl Op {
             Op::Linear {
                 out_features, bias, ..
             } => self.weight_count() + usize::from(*bias) * out_features,
-            Op::BatchNorm { features } => 2 * features,
+            Op::BatchNorm { features } | Op::LayerNorm { features, .. } => 2 * features,
             _ => 0,
         }
     }

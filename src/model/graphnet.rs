@@ -100,6 +100,13 @@ impl GraphNet {
                         bias: bias.then(|| path.var("bias", &[shape[0]], bias_init(fan_in))),
                     }
                 }
+                Op::LayerNorm { features, .. } => {
+                    let n = *features as i64;
+                    NodeParams::Weighted {
+                        weight: path.var("weight", &[n], Init::Const(1.0)),
+                        bias: Some(path.var("bias", &[n], Init::Const(0.0))),
+                    }
+                }
                 Op::BatchNorm { features } => {
                     let n = *features as i64;
                     NodeParams::BatchNorm {
@@ -350,6 +357,22 @@ impl GraphNet {
                 args[0].constant_pad_nd([*left as i64, *right as i64, *top as i64, *bottom as i64])
             }
             (Op::Softmax, _) => args[0].softmax(-1, args[0].kind()),
+            (Op::LayerNorm { eps, .. }, NodeParams::Weighted { weight, bias }) => {
+                layer_norm(args[0], weight, bias.as_ref(), *eps)
+            }
+            (Op::ChannelShuffle { groups }, _) => {
+                let size = args[0].size();
+                let (n, c) = (size[0], size[1]);
+                let g = *groups as i64;
+                let mut split = vec![n, g, c / g];
+                split.extend_from_slice(&size[2..]);
+                args[0]
+                    .view(split.as_slice())
+                    .transpose(1, 2)
+                    .contiguous()
+                    .view(size.as_slice())
+            }
+            (Op::Narrow { start, len }, _) => args[0].narrow(1, *start as i64, *len as i64),
             (Op::Concat, _) => Tensor::cat(args, 1),
             (Op::Output, _) => args[0].shallow_clone(),
             (op, _) => unreachable!("{} has no parameters for {}", node.name, op.type_name()),
@@ -451,5 +474,20 @@ fn activate(x: &Tensor, act: crate::graph::Activation) -> Tensor {
         Activation::Silu => x.silu(),
         Activation::Gelu => x.gelu("none"),
         Activation::GeluTanh => x.gelu("tanh"),
+    }
+}
+
+/// Layer normalisation over dimension 1 (the channels of `[N, C, H, W]`, the features of
+/// `[N, C]`), with a per-channel scale and shift.
+fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Tensor {
+    let mean = x.mean_dim(1, true, x.kind());
+    let centred = x - &mean;
+    let var = centred.square().mean_dim(1, true, x.kind());
+    let mut shape = vec![-1i64];
+    shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(2)));
+    let y = centred / (var + eps).sqrt() * weight.view(shape.as_slice());
+    match bias {
+        Some(b) => y + b.view(shape.as_slice()),
+        None => y,
     }
 }

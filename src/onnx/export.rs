@@ -184,6 +184,70 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                 let ins = vec![inputs[0].clone(), pads];
                 nodes.push(onnx_node("Pad", name, ins, name, vec![]));
             }
+            Op::LayerNorm { eps, .. } => {
+                let mut ins = vec![inputs[0].clone()];
+                for part in ["weight", "bias"] {
+                    ins.push(format!("{name}.{part}"));
+                    initializers.push(tensor(&format!("{name}.{part}"))?);
+                }
+                let attrs = vec![int("axis", -1), float("epsilon", *eps as f32)];
+                if node.out_shape.len() == 1 {
+                    nodes.push(onnx_node("LayerNormalization", name, ins, name, attrs));
+                } else {
+                    // Channels last for the normalisation, and back.
+                    let last = format!("{name}.channels_last");
+                    let perm = ints("perm", &[0, 2, 3, 1]);
+                    nodes.push(onnx_node("Transpose", &last, inputs, &last, vec![perm]));
+                    let normed = format!("{name}.normalised");
+                    ins[0] = last;
+                    nodes.push(onnx_node(
+                        "LayerNormalization",
+                        &normed,
+                        ins,
+                        &normed,
+                        attrs,
+                    ));
+                    let back = ints("perm", &[0, 3, 1, 2]);
+                    nodes.push(onnx_node("Transpose", name, vec![normed], name, vec![back]));
+                }
+            }
+            Op::ChannelShuffle { groups } => {
+                let [c, h, w] = node.out_shape[..] else {
+                    return Err(Error::graph(
+                        name,
+                        "shuffles a tensor that is not [C, H, W]",
+                    ));
+                };
+                let g = *groups as i64;
+                let (c, h, w) = (c as i64, h as i64, w as i64);
+                let split = format!("{name}.split_shape");
+                initializers.push(int_tensor(&split, &[-1, g, c / g, h, w]));
+                let merged = format!("{name}.merged_shape");
+                initializers.push(int_tensor(&merged, &[-1, c, h, w]));
+                let (a, b) = (format!("{name}.grouped"), format!("{name}.swapped"));
+                nodes.push(onnx_node(
+                    "Reshape",
+                    &a,
+                    vec![inputs[0].clone(), split],
+                    &a,
+                    vec![],
+                ));
+                let perm = ints("perm", &[0, 2, 1, 3, 4]);
+                nodes.push(onnx_node("Transpose", &b, vec![a], &b, vec![perm]));
+                nodes.push(onnx_node("Reshape", name, vec![b, merged], name, vec![]));
+            }
+            Op::Narrow { start, len } => {
+                let (starts, ends, axes) = (
+                    format!("{name}.starts"),
+                    format!("{name}.ends"),
+                    format!("{name}.axes"),
+                );
+                initializers.push(int_tensor(&starts, &[*start as i64]));
+                initializers.push(int_tensor(&ends, &[(start + len) as i64]));
+                initializers.push(int_tensor(&axes, &[1]));
+                let ins = vec![inputs[0].clone(), starts, ends, axes];
+                nodes.push(onnx_node("Slice", name, ins, name, vec![]));
+            }
             Op::Softmax => nodes.push(onnx_node(
                 "Softmax",
                 name,

@@ -223,6 +223,7 @@ impl CostModel {
                     let total = inputs.iter().map(|j| sizes[j.index()].1).sum();
                     (total, total)
                 }
+                (_, Op::Narrow { len, .. }) => (first.unwrap_or(dense_in), *len),
                 (_, Op::Flatten) => {
                     let input = first.unwrap_or(dense_in);
                     (input, node.out_shape[0] / dense_in.max(1) * input)

@@ -367,7 +367,11 @@ fn a_batch_norm_over_a_concat_prunes_each_branch_at_its_offset() {
     assert_eq!(names, ["left", "right", "head"]);
     let bn = g.find("bn").unwrap();
     for (group, offset) in [("left", 0), ("right", 4)] {
-        let gr = g.prunable_groups().iter().find(|gr| gr.name == group).unwrap();
+        let gr = g
+            .prunable_groups()
+            .iter()
+            .find(|gr| gr.name == group)
+            .unwrap();
         assert!(gr.members.is_empty(), "{group}");
         assert_eq!(gr.sliced.len(), 1, "{group}");
         assert_eq!((gr.sliced[0].node, gr.sliced[0].offset), (bn, offset));

@@ -330,7 +330,7 @@ impl<'a> Importer<'a> {
                                 0
                             };
                         let bias = self.required_const(node, slot, "added constant")?;
-                        self.fold_bias(node, x, bias)?;
+                        self.fold_bias(node, x, bias, false)?;
                         self.values.insert(output, Value::Node(x));
                     }
                     _ => {
@@ -377,18 +377,18 @@ impl<'a> Importer<'a> {
                         }
                         Activation::HardSigmoid
                     }
-                    _ => {
-                        match attrs.string("approximate").as_deref() {
-                            None | Some("none") => Activation::Gelu,
-                            Some("tanh") => Activation::GeluTanh,
-                            Some(other) => return Err(self.node_error(
+                    _ => match attrs.string("approximate").as_deref() {
+                        None | Some("none") => Activation::Gelu,
+                        Some("tanh") => Activation::GeluTanh,
+                        Some(other) => {
+                            return Err(self.node_error(
                                 node,
                                 format!(
                                     "approximate = {other} is not supported; only none and tanh"
                                 ),
-                            )),
+                            ))
                         }
-                    }
+                    },
                 };
                 self.add_node(
                     &activation_name(node, act.name()),
@@ -514,7 +514,7 @@ impl<'a> Importer<'a> {
         self.store_weights(i, weight, bias)
     }
 
-    fn store_weights(
+    pub(super) fn store_weights(
         &mut self,
         i: usize,
         weight: WeightTensor,
@@ -528,32 +528,56 @@ impl<'a> Importer<'a> {
         Ok(())
     }
 
-    /// `Add(MatMul(x, W), b)`: the bias of the linear layer the MatMul became.
-    fn fold_bias(&mut self, node: &NodeProto, x: usize, bias: WeightTensor) -> Result<()> {
-        let out_features = match self.nodes[x].op {
+    /// `Add(MatMul(x, W), b)` or `Add(Conv(x, W), b)`: the bias of the layer before. The
+    /// constant holds one value per output channel, laid out along the channels: `[C]` for a
+    /// vector or a channels-last map, `[C, 1, 1]` for a `[N, C, H, W]` map.
+    pub(super) fn fold_bias(
+        &mut self,
+        node: &NodeProto,
+        x: usize,
+        bias: WeightTensor,
+        channels_last: bool,
+    ) -> Result<()> {
+        let outputs = match self.nodes[x].op {
             Op::Linear {
                 out_features,
                 bias: false,
                 ..
             } => out_features,
-            _ => {
-                return Err(self.node_error(
-                    node,
-                    "adding a constant is supported only as the bias of a MatMul",
-                ))
-            }
+            Op::Conv2d {
+                out_channels,
+                bias: false,
+                ..
+            } => out_channels,
+            _ => return Err(self.node_error(
+                node,
+                "adding a constant is supported only as the bias of a MatMul or Conv without one",
+            )),
         };
-        if bias.values.len() != out_features {
+        let mut dims: Vec<i64> = bias.dims.clone();
+        while dims.len() > 1 && dims[0] == 1 {
+            dims.remove(0);
+        }
+        let map = self.shapes[x].len() == 3 && !channels_last;
+        let fits = if map {
+            dims == [outputs as i64, 1, 1]
+        } else {
+            dims == [outputs as i64]
+        };
+        if !fits {
             return Err(self.node_error(
                 node,
                 format!(
-                    "bias has {} values for {out_features} outputs",
-                    bias.values.len()
+                    "the added constant has shape {:?}; as a bias of {outputs} outputs it must hold one value per channel",
+                    bias.dims
                 ),
             ));
         }
-        if let Op::Linear { bias: has_bias, .. } = &mut self.nodes[x].op {
-            *has_bias = true;
+        match &mut self.nodes[x].op {
+            Op::Linear { bias: has_bias, .. } | Op::Conv2d { bias: has_bias, .. } => {
+                *has_bias = true
+            }
+            _ => {}
         }
         let name = format!("{}.bias", self.nodes[x].name);
         self.weights.push((name, flat(bias)));

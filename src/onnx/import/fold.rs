@@ -11,7 +11,8 @@ use super::*;
 const MAX_FOLDED: usize = 1 << 24;
 
 /// The ops folded when all their inputs are constants (`Shape` also of an activation).
-pub(super) const FOLDED_OPS: [&str; 17] = [
+pub(super) const FOLDED_OPS: [&str; 18] = [
+    "Transpose",
     "Shape",
     "Size",
     "Cast",
@@ -52,7 +53,7 @@ impl<'a> Importer<'a> {
             .input
             .iter()
             .filter(|n| !n.is_empty())
-            .filter(|n| matches!(self.values.get(*n), Some(Value::Node(_))))
+            .filter(|n| !matches!(self.values.get(*n), Some(Value::Const(_)) | None))
             .count();
         // CastLike takes only the type of its second input.
         let data_allowed = usize::from(node.op_type == "CastLike" && node.input.len() == 2);
@@ -62,7 +63,13 @@ impl<'a> Importer<'a> {
         if node.op_type == "CastLike"
             && matches!(
                 node.input.first().and_then(|n| self.values.get(n)),
-                Some(Value::Node(_))
+                Some(
+                    Value::Node(_)
+                        | Value::Last(_)
+                        | Value::Grouped { .. }
+                        | Value::Swapped { .. }
+                        | Value::Seq(_)
+                )
             )
         {
             return Ok(false);
@@ -94,6 +101,13 @@ impl<'a> Importer<'a> {
                 }
             }
             "Identity" | "CastLike" => input(0)?,
+            "Transpose" => {
+                let t = input(0)?;
+                let perm = attrs
+                    .ints("perm")
+                    .unwrap_or_else(|| (0..t.dims.len() as i64).rev().collect());
+                permute(&t, &perm).map_err(fail)?
+            }
             "Cast" => {
                 let mut t = input(0)?;
                 let integer = [
@@ -479,4 +493,33 @@ fn slice(
     let clamp = |v: i64| (if v < 0 { v + n } else { v }).clamp(0, n) as usize;
     let (s, e) = (clamp(starts[0]), clamp(ends[0]));
     Ok(vector(t.values[s..e.max(s)].to_vec()))
+}
+
+/// `t` with its axes in the order `perm` (ONNX's Transpose).
+fn permute(t: &WeightTensor, perm: &[i64]) -> std::result::Result<WeightTensor, String> {
+    let rank = t.dims.len();
+    let mut seen = vec![false; rank];
+    let axes = perm
+        .iter()
+        .map(|&p| {
+            let a = axis_of(p, rank)?;
+            if std::mem::replace(&mut seen[a], true) {
+                return Err(format!("perm {perm:?} repeats axis {p}"));
+            }
+            Ok(a)
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    if axes.len() != rank {
+        return Err(format!("perm {perm:?} does not order the {rank} axes"));
+    }
+    let dims: Vec<i64> = axes.iter().map(|&a| t.dims[a]).collect();
+    let (src, dst) = (strides(&t.dims), strides(&dims));
+    let mut values = vec![0.0; t.values.len()];
+    for (flat, v) in values.iter_mut().enumerate() {
+        let at: usize = (0..rank)
+            .map(|k| flat / dst[k] % dims[k] as usize * src[axes[k]])
+            .sum();
+        *v = t.values[at];
+    }
+    Ok(WeightTensor { dims, values })
 }

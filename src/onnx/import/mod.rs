@@ -18,15 +18,17 @@ use tract_onnx::pb::{self, tensor_proto::DataType, AttributeProto, NodeProto, Te
 mod attributes;
 mod convert;
 mod fold;
+mod layout;
 mod tensor;
 
 pub use tensor::read_tensor;
 
 /// The ops the importer maps (besides Constant, Identity and Dropout, which carry no work).
-pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, BatchNormalization, Relu, Clip, Sigmoid, \
-HardSigmoid, HardSwish, Gelu, Softmax, MaxPool, AveragePool, GlobalAveragePool, ReduceMean, \
-Flatten, Reshape, Pad, Add, Mul, Concat, Identity, Dropout, and shape arithmetic on constants \
-(Shape, Gather, Unsqueeze, Concat, Expand, ConstantOfShape, ...)";
+pub const SUPPORTED_OPS: &str = "Conv, Gemm, MatMul, BatchNormalization, LayerNormalization \
+(over channels), Relu, Clip, Sigmoid, HardSigmoid, HardSwish, Gelu, Softmax, MaxPool, AveragePool, \
+GlobalAveragePool, ReduceMean, Flatten, Reshape, Pad, Add, Mul, Concat, Split, SplitToSequence, \
+SequenceAt, Transpose (to channels last and back, or a channel shuffle), Identity, Dropout, and \
+shape arithmetic on constants (Shape, Gather, Unsqueeze, Concat, Expand, ConstantOfShape, ...)";
 
 /// A tensor read from the file: its dims and values (as f32).
 #[derive(Debug, Clone, PartialEq)]
@@ -76,6 +78,18 @@ enum Value {
     Node(usize),
     /// A constant: an initializer or a Constant node's output.
     Const(String),
+    /// A node's `[N, C, H, W]` output viewed channels last (`[N, H, W, C]`, a Transpose).
+    Last(usize),
+    /// A node's output reshaped to `[N, groups, C / groups, H, W]` (a channel shuffle's first
+    /// step).
+    Grouped { node: usize, groups: usize },
+    /// The same with the two group axes swapped (its second step).
+    Swapped { node: usize, groups: usize },
+    /// The parts of a SplitToSequence, in order.
+    Seq(Vec<usize>),
+    /// A node's output flattened with its batch into one vector (before a Gather of every
+    /// element in order, the exporter's form of an `as_strided` that changes nothing).
+    Flat(usize),
 }
 
 /// A node before the graph is built (a MatMul's bias arrives with the Add after it).
@@ -162,7 +176,7 @@ impl<'a> Importer<'a> {
                     ),
                 ));
             }
-            if !self.fold(node)? {
+            if !self.fold(node)? && !self.convert_layout(node)? {
                 self.convert(node)?;
             }
         }
@@ -289,6 +303,10 @@ impl<'a> Importer<'a> {
                     "input {slot} is a constant; autoprune expects the model's data flow there"
                 ),
             )),
+            Some(_) => Err(self.node_error(
+                node,
+                format!("input {slot} is a rearranged tensor (channels last, grouped or split) this op cannot take"),
+            )),
             None => Err(self.node_error(
                 node,
                 format!(
@@ -306,7 +324,7 @@ impl<'a> Importer<'a> {
         };
         let name = match self.values.get(name) {
             Some(Value::Const(c)) => c,
-            Some(Value::Node(_)) => return Ok(None),
+            Some(_) => return Ok(None),
             None => name,
         };
         if let Some(t) = self.folded.get(name) {
