@@ -277,7 +277,7 @@ impl<'a> Importer<'a> {
             Some(v) => {
                 return Err(self.node_error(node, format!("split sizes {v:?} must be positive")))
             }
-            None if parts > 0 && channels % parts == 0 => vec![channels / parts; parts],
+            None if parts > 0 && channels.is_multiple_of(parts) => vec![channels / parts; parts],
             None if parts == 0 => vec![1; channels],
             None => {
                 return Err(self.node_error(
