@@ -205,7 +205,8 @@ fn adaptation_runs(
                     )?,
                 };
                 let relative = agent.acts_relative_to_reference();
-                let (mut prune_env, _) = profile_env(&mut search, &spec.path, relative, seed)?;
+                let (mut prune_env, _) =
+                    profile_env(&mut search, &spec.path, relative, seed, true)?;
                 let rewards = adaptation_curve(
                     &mut agent,
                     &mut prune_env,

@@ -88,6 +88,7 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
         &spec.path,
         agent.acts_relative_to_reference(),
         seed,
+        true,
     )?;
     let greedy = rollout(&mut agent, &mut prune_env, 0, false).policy;
     let zero_shot = evaluator.evaluate(&greedy)?;

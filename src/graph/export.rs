@@ -28,6 +28,14 @@ pub struct GroupJson {
     pub consumers: Vec<String>,
 }
 
+/// A conv or linear layer left unpruned in the JSON export: why, and at which node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PinnedJson {
+    pub node: String,
+    pub reason: String,
+    pub at: String,
+}
+
 /// The whole graph as `autoprune graph --json` prints it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GraphJson {
@@ -41,6 +49,8 @@ pub struct GraphJson {
     pub prunable_params: usize,
     pub prunable_flops: usize,
     pub groups: Vec<GroupJson>,
+    #[serde(default)]
+    pub pinned: Vec<PinnedJson>,
 }
 
 impl ModelGraph {
@@ -147,6 +157,15 @@ impl ModelGraph {
             prunable_params: self.prunable_params(),
             prunable_flops: self.prunable_flops(),
             groups,
+            pinned: self
+                .pinned()
+                .iter()
+                .map(|p| PinnedJson {
+                    node: name(p.node),
+                    reason: p.reason.to_string(),
+                    at: name(p.at),
+                })
+                .collect(),
         }
     }
 

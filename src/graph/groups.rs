@@ -51,14 +51,30 @@ struct Segment {
     nonzero: bool,
 }
 
+/// A conv or linear layer whose output channels are never pruned, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pinned {
+    pub node: NodeIndex,
+    pub reason: &'static str,
+    /// The node where its channels meet what pins them.
+    pub at: NodeIndex,
+}
+
+/// Why a channel space is fixed, and where.
+#[derive(Debug, Clone, Copy)]
+struct Pin {
+    reason: &'static str,
+    at: NodeIndex,
+}
+
 struct Spaces {
     parent: Vec<usize>,
-    fixed: Vec<bool>,
+    fixed: Vec<Option<Pin>>,
     channels: Vec<usize>,
 }
 
 impl Spaces {
-    fn create(&mut self, channels: usize, fixed: bool) -> usize {
+    fn create(&mut self, channels: usize, fixed: Option<Pin>) -> usize {
         self.parent.push(self.parent.len());
         self.fixed.push(fixed);
         self.channels.push(channels);
@@ -78,13 +94,13 @@ impl Spaces {
         if a != b {
             let (keep, drop) = (a.min(b), a.max(b));
             self.parent[drop] = keep;
-            self.fixed[keep] |= self.fixed[drop];
+            self.fixed[keep] = self.fixed[keep].or(self.fixed[drop]);
         }
     }
 
-    fn fix(&mut self, space: usize) {
+    fn fix(&mut self, space: usize, reason: &'static str, at: NodeIndex) {
         let root = self.root(space);
-        self.fixed[root] = true;
+        self.fixed[root].get_or_insert(Pin { reason, at });
     }
 }
 
@@ -112,11 +128,13 @@ fn add_member(
                 offset += s.channels;
             }
         }
-        segments => segments.iter().for_each(|s| spaces.fix(s.space)),
+        segments => segments
+            .iter()
+            .for_each(|s| spaces.fix(s.space, "normalised per channel after a Flatten", node)),
     }
 }
 
-pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
+pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec<Pinned>)> {
     let graph = model.graph();
     let mut spaces = Spaces {
         parent: Vec::new(),
@@ -141,7 +159,11 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             let mut offset = 0;
             for seg in segs {
                 if seg.nonzero {
-                    spaces.fix(seg.space);
+                    spaces.fix(
+                        seg.space,
+                        "a sigmoid gate's output reaches a layer directly",
+                        index,
+                    );
                 }
                 consumers.push((
                     seg.space,
@@ -158,7 +180,13 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             Op::Input { shape } => {
                 let channels = shape.first().copied().unwrap_or(1);
                 vec![Segment {
-                    space: spaces.create(channels, true),
+                    space: spaces.create(
+                        channels,
+                        Some(Pin {
+                            reason: "the model's input",
+                            at: index,
+                        }),
+                    ),
                     channels,
                     repeat: 1,
                     nonzero: false,
@@ -187,9 +215,17 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 record_consumer(&mut spaces, &input_segments);
                 let grouped = *groups > 1;
                 if grouped {
-                    input_segments.iter().for_each(|s| spaces.fix(s.space));
+                    input_segments
+                        .iter()
+                        .for_each(|s| spaces.fix(s.space, "read by a grouped convolution", index));
                 }
-                let space = spaces.create(*out_channels, grouped);
+                let space = spaces.create(
+                    *out_channels,
+                    grouped.then_some(Pin {
+                        reason: "written by a grouped convolution",
+                        at: index,
+                    }),
+                );
                 producers.push((space, index));
                 vec![Segment {
                     space,
@@ -200,7 +236,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             }
             Op::Linear { out_features, .. } => {
                 record_consumer(&mut spaces, &input_segments);
-                let space = spaces.create(*out_features, false);
+                let space = spaces.create(*out_features, None);
                 producers.push((space, index));
                 vec![Segment {
                     space,
@@ -237,15 +273,33 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             }
             Op::Softmax | Op::LayerNorm { .. } => {
                 // Normalises over every channel: none can be removed on its own.
-                input_segments.iter().for_each(|s| spaces.fix(s.space));
+                input_segments.iter().for_each(|s| {
+                    spaces.fix(
+                        s.space,
+                        "normalised over all channels (softmax or LayerNorm)",
+                        index,
+                    )
+                });
                 input_segments
             }
             Op::ChannelShuffle { .. } | Op::Narrow { .. } => {
                 // Channels move or are taken apart: what flows in and out stays whole.
-                input_segments.iter().for_each(|s| spaces.fix(s.space));
+                input_segments.iter().for_each(|s| {
+                    spaces.fix(
+                        s.space,
+                        "moved or split by a channel shuffle or Split",
+                        index,
+                    )
+                });
                 let channels = node.out_shape[0];
                 vec![Segment {
-                    space: spaces.create(channels, true),
+                    space: spaces.create(
+                        channels,
+                        Some(Pin {
+                            reason: "moved or split by a channel shuffle or Split",
+                            at: index,
+                        }),
+                    ),
                     channels,
                     repeat: 1,
                     nonzero: false,
@@ -279,7 +333,13 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                         }
                     }
                 } else {
-                    all.iter().flatten().for_each(|s| spaces.fix(s.space));
+                    all.iter().flatten().for_each(|s| {
+                        spaces.fix(
+                            s.space,
+                            "added or multiplied with channels laid out otherwise",
+                            index,
+                        )
+                    });
                 }
                 // A sum is nonzero where any term is; a product only where every factor is.
                 let product = matches!(node.op, Op::Mul);
@@ -302,7 +362,9 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
                 .flat_map(|i| segments[i.index()].clone())
                 .collect(),
             Op::Output => {
-                input_segments.iter().for_each(|s| spaces.fix(s.space));
+                input_segments
+                    .iter()
+                    .for_each(|s| spaces.fix(s.space, "the model's output", index));
                 input_segments
             }
         };
@@ -310,9 +372,15 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
     }
 
     let mut groups: Vec<(usize, PrunableGroup)> = Vec::new();
+    let mut pinned = Vec::new();
     for (space, producer) in producers {
         let root = spaces.root(space);
-        if spaces.fixed[root] {
+        if let Some(pin) = spaces.fixed[root] {
+            pinned.push(Pinned {
+                node: producer,
+                reason: pin.reason,
+                at: pin.at,
+            });
             continue;
         }
         match groups.iter_mut().find(|(r, _)| *r == root) {
@@ -350,5 +418,5 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<Vec<PrunableGroup>> {
             group.consumers.push(usage);
         }
     }
-    Ok(groups.into_iter().map(|(_, g)| g).collect())
+    Ok((groups.into_iter().map(|(_, g)| g).collect(), pinned))
 }

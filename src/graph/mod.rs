@@ -11,9 +11,9 @@ mod groups;
 mod ops;
 mod table;
 
-pub use export::{GraphJson, GroupJson, NodeJson};
+pub use export::{GraphJson, GroupJson, NodeJson, PinnedJson};
 pub use features::{NodeFeatures, FEATURE_NAMES};
-pub use groups::{ChannelUse, PrunableGroup};
+pub use groups::{ChannelUse, Pinned, PrunableGroup};
 pub use ops::{Activation, Hw, Op, Shape, OP_TYPES};
 
 use crate::error::{Error, Result};
@@ -44,6 +44,8 @@ pub struct ModelGraph {
     graph: DiGraph<Node, Edge>,
     order: Vec<NodeIndex>,
     groups: Vec<PrunableGroup>,
+    /// Convs and linear layers left unpruned, with the reason.
+    pinned: Vec<Pinned>,
 }
 
 impl ModelGraph {
@@ -125,6 +127,11 @@ impl ModelGraph {
         &self.groups
     }
 
+    /// Convs and linear layers whose output channels are never pruned, and why.
+    pub fn pinned(&self) -> &[Pinned] {
+        &self.pinned
+    }
+
     /// Position of a node in execution order.
     pub fn position(&self, index: NodeIndex) -> usize {
         self.order
@@ -172,8 +179,9 @@ impl GraphBuilder {
             graph,
             order,
             groups: Vec::new(),
+            pinned: Vec::new(),
         };
-        model.groups = groups::find_groups(&model)?;
+        (model.groups, model.pinned) = groups::find_groups(&model)?;
         Ok(model)
     }
 }

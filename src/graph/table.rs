@@ -46,6 +46,21 @@ impl ModelGraph {
                 producers.join(", ")
             ));
         }
+        let pinned = self.pinned();
+        if !pinned.is_empty() {
+            out.push_str(&format!(
+                "{} layer(s) keep all their output channels:\n",
+                pinned.len()
+            ));
+            for p in pinned {
+                out.push_str(&format!(
+                    "  {}: {} ({})\n",
+                    self.node(p.node).name,
+                    p.reason,
+                    self.node(p.at).name
+                ));
+            }
+        }
         out
     }
 }

@@ -70,19 +70,33 @@ pub fn best_heuristic(
 /// The pruning env of `evaluator`'s model and budget for a profile agent: relative to the best
 /// of the default heuristics (scored here) when `relative` (the agent acts relative to a
 /// reference), to uniform allocation otherwise. Returns the best heuristic with its score
-/// when it was scored.
+/// when it was scored. The heuristics are compared on the whole evaluation split when
+/// `whole_split`; otherwise on the evaluator's subset, as the episodes are (training an agent
+/// over many tasks, where the reference only has to be the one the agent trains against).
 pub fn profile_env(
     evaluator: &mut Evaluator,
     source: &std::path::Path,
     relative: bool,
     seed: u64,
+    whole_split: bool,
 ) -> Result<(PruneEnv, Option<(Heuristic, Score)>)> {
     let wall = evaluator.wall(source)?;
     let mut env = PruneEnv::new(wall.clone());
     if !relative {
         return Ok((env, None));
     }
-    let best = best_heuristic(&default_heuristics(), evaluator, &wall, seed)?;
+    let best = if whole_split {
+        best_heuristic(&default_heuristics(), evaluator, &wall, seed)?
+    } else {
+        let mut best: Option<(Heuristic, Score)> = None;
+        for heuristic in heuristic_policies(&default_heuristics(), evaluator, &wall, seed) {
+            let score = evaluator.evaluate(&heuristic.keeps)?;
+            if best.as_ref().is_none_or(|(_, b)| score.reward > b.reward) {
+                best = Some((heuristic, score));
+            }
+        }
+        best
+    };
     env.set_reference(best.as_ref().map(|(h, _)| h.keeps.clone()));
     Ok((env, best))
 }

@@ -119,7 +119,7 @@ pub(crate) fn start_tasks(
     let relative = gnn.reference == ProfileReference::BestHeuristic;
     let mut envs = Vec::with_capacity(tasks.len());
     for task in tasks.iter_mut() {
-        let (env, _) = profile_env(&mut task.evaluator, &task.spec.path, relative, seed)?;
+        let (env, _) = profile_env(&mut task.evaluator, &task.spec.path, relative, seed, false)?;
         envs.push(env);
     }
     let pairs: Vec<(&crate::prune::CostModel, f64)> = envs

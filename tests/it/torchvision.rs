@@ -409,3 +409,59 @@ for model, inp in zip(sys.argv[1::2], sys.argv[2::2]):
         assert!(diff <= 1e-4, "{}: {diff}", path.display());
     }
 }
+
+#[test]
+fn graph_says_which_layers_are_pinned_and_why() {
+    // ResNeXt's grouped convs pin the convs on both of their sides; the classifier is the
+    // output. `graph --model` reads the ONNX file without an env.
+    let model = fixtures().join("resnext50_32x4d-opt.onnx");
+    let out = crate::common::bin()
+        .args(["graph", "--json", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let json = crate::common::success_json(&out);
+    let pinned = json["pinned"].as_array().unwrap();
+    let reason = |node: &str| -> String {
+        pinned
+            .iter()
+            .find(|p| p["node"] == node)
+            .map(|p| p["reason"].as_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    assert!(reason("layer1.0.conv1").contains("read by a grouped convolution"));
+    assert_eq!(
+        pinned
+            .iter()
+            .find(|p| p["node"] == "layer1.0.conv1")
+            .map(|p| p["at"].clone()),
+        Some(serde_json::json!("layer1.0.conv2"))
+    );
+    assert!(reason("layer1.0.conv2").contains("written by a grouped convolution"));
+    assert!(reason("fc").contains("output"));
+    // Every conv and linear layer is either in a group or pinned.
+    let layers = json["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| ["conv2d", "linear"].contains(&n["op"]["type"].as_str().unwrap()))
+        .count();
+    let grouped: usize = json["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["producers"].as_array().unwrap().len())
+        .sum();
+    assert_eq!(grouped + pinned.len(), layers);
+    // The text view lists them too.
+    let text = crate::common::bin()
+        .args(["graph", "--model"])
+        .arg(&model)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("layer1.0.conv1: read by a grouped convolution (layer1.0.conv2)"),
+        "{text}"
+    );
+}
