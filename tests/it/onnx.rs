@@ -15,12 +15,13 @@ use std::process::Command;
 use std::sync::OnceLock;
 use tch::{Device, Tensor};
 
-const MODELS: [&str; 5] = [
+const MODELS: [&str; 6] = [
     "cnn_bn",
     "cnn_bn_inline",
     "resblock",
     "separable",
     "branches",
+    "windows",
 ];
 
 /// The fixtures, exported once per test run.
@@ -142,6 +143,34 @@ fn prunable_groups_follow_residuals_and_depthwise_convs() {
         })
         .collect();
     assert_eq!(offsets.len(), 2, "both branches feed head");
+    // Squeeze-and-excitation: the gate's excite conv prunes with the channels it scales; the
+    // padding that differs between sides is a Pad node before the dilated conv, and the
+    // softmax keeps the logits whole.
+    let net = load("windows");
+    let win = groups(&net);
+    assert!(
+        win.contains(&vec![
+            "bn1".to_string(),
+            "dilated".to_string(),
+            "excite".to_string()
+        ]) || win.contains(&vec!["dilated".to_string(), "excite".to_string()]),
+        "{win:?}"
+    );
+    let graph = net.graph();
+    let pad = graph
+        .order()
+        .iter()
+        .find(|&&i| matches!(graph.node(i).op, autoprune::graph::Op::Pad { .. }))
+        .map(|&i| graph.node(i).op.clone());
+    assert_eq!(
+        pad,
+        Some(autoprune::graph::Op::Pad {
+            top: 2,
+            left: 1,
+            bottom: 1,
+            right: 0
+        })
+    );
     assert!(offsets.contains(&0) && offsets.contains(&8), "{offsets:?}");
 }
 
@@ -214,7 +243,7 @@ y.astype('<f4').tofile(sys.argv[3])\n";
 fn pruned_models_export_to_onnx_that_onnxruntime_runs_alike() {
     let data = fashion_mnist();
     let dir = tempfile::tempdir().unwrap();
-    for name in ["resblock", "separable", "branches", "cnn_bn"] {
+    for name in ["resblock", "separable", "branches", "cnn_bn", "windows"] {
         let net = load(name);
         // The dense model round-trips first.
         let dense = dir.path().join(format!("{name}-dense.onnx"));
