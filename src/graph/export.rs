@@ -49,7 +49,9 @@ pub struct GraphJson {
     pub prunable_params: usize,
     pub prunable_flops: usize,
     pub groups: Vec<GroupJson>,
-    #[serde(default)]
+    /// Left out of fingerprints (`prune::fingerprint` hashes the graph without it), so adding
+    /// it changed no model's identity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pinned: Vec<PinnedJson>,
 }
 

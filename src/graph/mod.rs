@@ -8,6 +8,7 @@
 mod export;
 mod features;
 mod groups;
+mod hw;
 mod ops;
 mod table;
 

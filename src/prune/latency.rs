@@ -319,7 +319,10 @@ fn axis(low: usize, high: usize, points: usize) -> Vec<usize> {
 
 /// A stable fingerprint of a model graph (ops, shapes and edges): FNV-1a over its JSON form.
 pub fn fingerprint(graph: &ModelGraph) -> String {
-    let json = serde_json::to_string(&graph.to_json()).unwrap_or_default();
+    // The graph's structure and costs; why layers are pinned is derived from them.
+    let mut view = graph.to_json();
+    view.pinned.clear();
+    let json = serde_json::to_string(&view).unwrap_or_default();
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in json.bytes() {
         hash ^= byte as u64;

@@ -355,4 +355,78 @@ impl<'a> Importer<'a> {
         self.values.insert(output, out);
         Ok(true)
     }
+
+    /// `Add(MatMul(x, W), b)` or `Add(Conv(x, W), b)`: the bias of the layer before. The
+    /// constant holds one value per output channel, laid out along the channels: `[C]` for a
+    /// vector or a channels-last map, `[C, 1, 1]` for a `[N, C, H, W]` map.
+    pub(super) fn fold_bias(
+        &mut self,
+        node: &NodeProto,
+        x: usize,
+        bias: WeightTensor,
+        channels_last: bool,
+    ) -> Result<()> {
+        let outputs = match self.nodes[x].op {
+            Op::Linear {
+                out_features,
+                bias: false,
+                ..
+            } => out_features,
+            Op::Conv2d {
+                out_channels,
+                bias: false,
+                ..
+            } => out_channels,
+            _ => return Err(self.node_error(
+                node,
+                "adding a constant is supported only as the bias of a MatMul or Conv without one",
+            )),
+        };
+        let mut dims: Vec<i64> = bias.dims.clone();
+        while dims.len() > 1 && dims[0] == 1 {
+            dims.remove(0);
+        }
+        let map = self.shapes[x].len() == 3 && !channels_last;
+        let fits = if map {
+            dims == [outputs as i64, 1, 1]
+        } else {
+            dims == [outputs as i64]
+        };
+        if !fits {
+            return Err(self.node_error(
+                node,
+                format!(
+                    "the added constant has shape {:?}; as a bias of {outputs} outputs it must hold one value per channel",
+                    bias.dims
+                ),
+            ));
+        }
+        match &mut self.nodes[x].op {
+            Op::Linear { bias: has_bias, .. } | Op::Conv2d { bias: has_bias, .. } => {
+                *has_bias = true
+            }
+            _ => {}
+        }
+        let name = format!("{}.bias", self.nodes[x].name);
+        self.weights.push((name, flat(bias)));
+        Ok(())
+    }
+
+    /// A zero-padding node before a conv or average pool whose pads differ between sides.
+    pub(super) fn pad_before(&mut self, node: &NodeProto, x: usize, pads: [usize; 4]) -> Result<usize> {
+        let [top, left, bottom, right] = pads;
+        let name = format!("{}_pad", layer_name(node, 1));
+        let output = format!("{}#pad", node.output.first().cloned().unwrap_or_default());
+        self.add_node(
+            &name,
+            Op::Pad {
+                top,
+                left,
+                bottom,
+                right,
+            },
+            &[x],
+            &output,
+        )
+    }
 }
