@@ -1,4 +1,4 @@
-//! [`GraphNet`] -> ONNX: one ONNX node per op (opset 17), weights inline as float32
+//! [`GraphNet`] -> ONNX: one ONNX node per op (opset 20), weights inline as float32
 //! initializers, a dynamic batch dimension. Pruned models export as they are: masked weights
 //! stay masked, slimmed models are smaller.
 
@@ -13,7 +13,7 @@ use tract_onnx::pb::{
 };
 
 /// The opset the exported files declare.
-pub const OPSET: i64 = 17;
+pub const OPSET: i64 = 20;
 
 /// Writes `net` as an ONNX model to `path` (atomically, see [`crate::fsio`]).
 pub fn export(net: &GraphNet, path: &Path) -> Result<()> {
@@ -164,11 +164,8 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                         nodes.push(onnx_node("Mul", name, ins, name, vec![]));
                         continue;
                     }
-                    // Opset 17 has no Gelu: its formula.
-                    Activation::Gelu | Activation::GeluTanh => {
-                        gelu(&mut nodes, &mut initializers, name, &inputs[0], *act);
-                        continue;
-                    }
+                    Activation::Gelu => ("Gelu", vec![string("approximate", "none")]),
+                    Activation::GeluTanh => ("Gelu", vec![string("approximate", "tanh")]),
                 };
                 nodes.push(onnx_node(op, name, inputs, name, attrs));
             }
@@ -299,7 +296,7 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
         ));
     };
     Ok(pb::ModelProto {
-        ir_version: 8,
+        ir_version: 9,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
             version: OPSET,
@@ -316,46 +313,6 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
         }),
         ..Default::default()
     })
-}
-
-/// GELU from opset-17 ops: `x·(1 + erf(x/√2))/2`, or the tanh form
-/// `x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))/2`.
-fn gelu(
-    nodes: &mut Vec<NodeProto>,
-    initializers: &mut Vec<TensorProto>,
-    name: &str,
-    x: &str,
-    act: Activation,
-) {
-    let constant = |initializers: &mut Vec<TensorProto>, suffix: &str, v: f32| {
-        let c = format!("{name}.{suffix}");
-        initializers.push(float_tensor(&c, vec![], &[v]));
-        c
-    };
-    let step = |nodes: &mut Vec<NodeProto>, op: &str, suffix: &str, ins: Vec<String>| {
-        let out = format!("{name}.{suffix}");
-        nodes.push(onnx_node(op, &out, ins, &out, vec![]));
-        out
-    };
-    let half = constant(initializers, "half", 0.5);
-    let one = constant(initializers, "one", 1.0);
-    let inner = if act == Activation::Gelu {
-        let scale = constant(initializers, "inv_sqrt2", std::f32::consts::FRAC_1_SQRT_2);
-        let scaled = step(nodes, "Mul", "scaled", vec![x.into(), scale]);
-        step(nodes, "Erf", "erf", vec![scaled])
-    } else {
-        let c = constant(initializers, "c", 0.044715);
-        let k = constant(initializers, "k", (2.0 / std::f32::consts::PI).sqrt());
-        let x2 = step(nodes, "Mul", "x2", vec![x.into(), x.into()]);
-        let x3 = step(nodes, "Mul", "x3", vec![x2, x.into()]);
-        let cx3 = step(nodes, "Mul", "cx3", vec![x3, c]);
-        let sum = step(nodes, "Add", "sum", vec![x.into(), cx3]);
-        let arg = step(nodes, "Mul", "arg", vec![sum, k]);
-        step(nodes, "Tanh", "tanh", vec![arg])
-    };
-    let plus = step(nodes, "Add", "plus_one", vec![inner, one]);
-    let halved = step(nodes, "Mul", "halved", vec![plus, half]);
-    nodes.push(onnx_node("Mul", name, vec![x.into(), halved], name, vec![]));
 }
 
 fn int_tensor(name: &str, values: &[i64]) -> TensorProto {
@@ -433,6 +390,15 @@ fn float(name: &str, f: f32) -> AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,
         f,
+        ..Default::default()
+    }
+}
+
+fn string(name: &str, value: &str) -> AttributeProto {
+    AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::String as i32,
+        s: value.as_bytes().to_vec(),
         ..Default::default()
     }
 }
