@@ -413,7 +413,12 @@ impl<'a> Importer<'a> {
     }
 
     /// A zero-padding node before a conv or average pool whose pads differ between sides.
-    pub(super) fn pad_before(&mut self, node: &NodeProto, x: usize, pads: [usize; 4]) -> Result<usize> {
+    pub(super) fn pad_before(
+        &mut self,
+        node: &NodeProto,
+        x: usize,
+        pads: [usize; 4],
+    ) -> Result<usize> {
         let [top, left, bottom, right] = pads;
         let name = format!("{}_pad", layer_name(node, 1));
         let output = format!("{}#pad", node.output.first().cloned().unwrap_or_default());
