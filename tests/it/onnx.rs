@@ -144,8 +144,8 @@ fn prunable_groups_follow_residuals_and_depthwise_convs() {
         .collect();
     assert_eq!(offsets.len(), 2, "both branches feed head");
     // Squeeze-and-excitation: the gate's excite conv prunes with the channels it scales; the
-    // padding that differs between sides is a Pad node before the dilated conv, and the
-    // softmax keeps the logits whole.
+    // padding that differs between sides is a Pad node, and the softmax keeps the logits
+    // whole.
     let net = load("windows");
     let win = groups(&net);
     assert!(

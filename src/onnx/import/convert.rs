@@ -431,18 +431,7 @@ impl<'a> Importer<'a> {
                     &[0, 0, t, l, 0, 0, b, r] if [t, l, b, r].iter().all(|&p| (0..=MAX_WINDOW as i64).contains(&p)) => [t as usize, l as usize, b as usize, r as usize],
                     other => return Err(self.node_error(node, format!("pads {other:?} are not supported; only non-negative padding of H and W of a [N, C, H, W] map"))),
                 };
-                let [top, left, bottom, right] = sides;
-                self.add_node(
-                    &activation_name(node, "pad"),
-                    Op::Pad {
-                        top,
-                        left,
-                        bottom,
-                        right,
-                    },
-                    &[x],
-                    &output,
-                )?;
+                self.add_pad(&activation_name(node, "pad"), x, sides, &output)?;
             }
             "Mul" => {
                 let a = node.input.first().and_then(|n| self.values.get(n)).cloned();

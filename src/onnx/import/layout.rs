@@ -325,17 +325,7 @@ impl<'a> Importer<'a> {
                 ))
             }
         };
-        let mut dims = scale.dims.clone();
-        while dims.len() > 1 && dims[0] == 1 {
-            dims.remove(0);
-        }
-        let map = self.shapes[x].len() == 3 && !last;
-        let per_channel = if map {
-            dims == [outputs as i64, 1, 1]
-        } else {
-            dims == [outputs as i64]
-        };
-        if !per_channel {
+        if !self.per_channel(x, &scale.dims, outputs, last) {
             return Err(self.node_error(node, format!("the constant has shape {:?}; only one factor per channel of the layer before is supported", scale.dims)));
         }
         let name = self.nodes[x].name.clone();
@@ -382,17 +372,7 @@ impl<'a> Importer<'a> {
                 "adding a constant is supported only as the bias of a MatMul or Conv without one",
             )),
         };
-        let mut dims: Vec<i64> = bias.dims.clone();
-        while dims.len() > 1 && dims[0] == 1 {
-            dims.remove(0);
-        }
-        let map = self.shapes[x].len() == 3 && !channels_last;
-        let fits = if map {
-            dims == [outputs as i64, 1, 1]
-        } else {
-            dims == [outputs as i64]
-        };
-        if !fits {
+        if !self.per_channel(x, &bias.dims, outputs, channels_last) {
             return Err(self.node_error(
                 node,
                 format!(
@@ -419,19 +399,41 @@ impl<'a> Importer<'a> {
         x: usize,
         pads: [usize; 4],
     ) -> Result<usize> {
-        let [top, left, bottom, right] = pads;
         let name = format!("{}_pad", layer_name(node, 1));
         let output = format!("{}#pad", node.output.first().cloned().unwrap_or_default());
-        self.add_node(
-            &name,
-            Op::Pad {
-                top,
-                left,
-                bottom,
-                right,
-            },
-            &[x],
-            &output,
-        )
+        self.add_pad(&name, x, pads, &output)
+    }
+
+    /// A zero-padding node (`pads`: top, left, bottom, right) whose result is `output`.
+    pub(super) fn add_pad(
+        &mut self,
+        name: &str,
+        x: usize,
+        pads: [usize; 4],
+        output: &str,
+    ) -> Result<usize> {
+        let [top, left, bottom, right] = pads;
+        let op = Op::Pad {
+            top,
+            left,
+            bottom,
+            right,
+        };
+        self.add_node(name, op, &[x], output)
+    }
+
+    /// A constant of shape `dims` holds one value per channel of `x`'s `channels` outputs,
+    /// laid out along the channels: `[C]` for a vector or a channels-last map, `[C, 1, 1]`
+    /// for a `[N, C, H, W]` map (leading 1s allowed).
+    fn per_channel(&self, x: usize, dims: &[i64], channels: usize, channels_last: bool) -> bool {
+        let mut dims = dims.to_vec();
+        while dims.len() > 1 && dims[0] == 1 {
+            dims.remove(0);
+        }
+        if self.shapes[x].len() == 3 && !channels_last {
+            dims == [channels as i64, 1, 1]
+        } else {
+            dims == [channels as i64]
+        }
     }
 }
