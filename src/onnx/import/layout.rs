@@ -65,7 +65,8 @@ impl<'a> Importer<'a> {
                             }
                             (&[c, h, w], &[_, g, per, th, tw])
                                 if g > 0
-                                    && g as usize * per as usize == c
+                                    && per > 0
+                                    && (g as usize).checked_mul(per as usize) == Some(c)
                                     && (th, tw) == (h as i64, w as i64) =>
                             {
                                 let groups = g as usize;
