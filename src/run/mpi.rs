@@ -89,7 +89,7 @@ impl Cluster {
                 .map(|l| format!(" (at {}:{})", l.file(), l.line()))
                 .unwrap_or_default();
             let line = format!("{message}{at}").replace('\n', " ");
-            eprintln!("error: rank {rank}: panicked: {line}");
+            error_line(&format!("rank {rank}: panicked: {line}"));
             SimpleCommunicator::world().abort(101);
         }));
         Some(Cluster {
@@ -113,7 +113,7 @@ impl Cluster {
 
     /// Ends the whole job at once after printing `line` (every rank, every error path).
     pub fn abort(&self, line: &str, code: i32) -> ! {
-        eprintln!("error: rank {}: {line}", self.rank);
+        error_line(&format!("rank {}: {line}", self.rank));
         self.world.abort(code)
     }
 
@@ -387,4 +387,13 @@ impl Scorer for Cluster {
             }
         }
     }
+}
+
+/// Writes `error: <line>` to stderr in one write, so that the launcher's own messages (Open
+/// MPI's abort notice) cannot land inside the line, as they can between the pieces of a
+/// formatted print.
+fn error_line(line: &str) {
+    use std::io::Write;
+    let text = format!("error: {line}\n");
+    let _ = std::io::stderr().lock().write_all(text.as_bytes());
 }
