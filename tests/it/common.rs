@@ -199,3 +199,30 @@ pub fn copy_folder(from: &Path, to: &Path) {
         .unwrap();
     assert!(status.success());
 }
+
+/// Runs a fixture script (`tests/fixtures/<script>`) with a fresh folder for this test run
+/// and `args`; returns the folder. Panics with the script's stderr if it fails.
+pub fn export_fixtures(script: &str, tag: &str, args: &[String]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("autoprune-{tag}-{}", std::process::id()));
+    let out = Command::new(python())
+        .arg(repo().join("tests/fixtures").join(script))
+        .arg(&dir)
+        .args(args)
+        .output()
+        .expect("python runs");
+    assert!(
+        out.status.success(),
+        "export failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+/// A file of raw little-endian float32 values (what the fixture scripts write).
+pub fn read_f32(path: &Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}

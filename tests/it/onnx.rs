@@ -3,7 +3,7 @@
 //! right, pruned models export back to ONNX that ONNX Runtime runs to the same outputs, bad
 //! files give one clear error, and `search` runs on an imported model with every agent.
 
-use crate::common::{bin, one_error_line, python, repo, success_json};
+use crate::common::{bin, export_fixtures, one_error_line, python, read_f32, repo, success_json};
 use autoprune::config::RewardKind;
 use autoprune::data::{self, DataOptions, Dataset, DatasetKind, SplitName};
 use autoprune::eval::{EvalConfig, Evaluator};
@@ -27,28 +27,7 @@ const MODELS: [&str; 6] = [
 /// The fixtures, exported once per test run.
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("autoprune-onnx-{}", std::process::id()));
-        let out = Command::new(python())
-            .arg(repo().join("tests/fixtures/export_onnx.py"))
-            .arg(&dir)
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "export failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    })
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
+    DIR.get_or_init(|| export_fixtures("export_onnx.py", "onnx", &[]))
 }
 
 fn reference_input(name: &str) -> Tensor {

@@ -5,7 +5,7 @@
 //! exports to ONNX that ONNX Runtime runs like autoprune's masked model, and so does an
 //! unstructured one.
 
-use crate::common::{python, repo};
+use crate::common::{export_fixtures, python, read_f32};
 use autoprune::data::Split;
 use autoprune::graph::{ModelGraph, Op};
 use autoprune::model::GraphNet;
@@ -39,29 +39,10 @@ const SIDE: i64 = 64;
 fn fixtures() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("autoprune-tv-{}", std::process::id()));
-        let out = Command::new(python())
-            .arg(repo().join("tests/fixtures/export_torchvision.py"))
-            .arg(&dir)
-            .args([SIDE.to_string(), CLASSES.to_string()])
-            .args(MODELS)
-            .output()
-            .expect("python runs");
-        assert!(
-            out.status.success(),
-            "export failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
+        let mut args = vec![SIDE.to_string(), CLASSES.to_string()];
+        args.extend(MODELS.iter().map(|m| m.to_string()));
+        export_fixtures("export_torchvision.py", "tv", &args)
     })
-}
-
-fn read_f32(path: &Path) -> Vec<f32> {
-    std::fs::read(path)
-        .unwrap()
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect()
 }
 
 fn input(model: &str) -> Tensor {
