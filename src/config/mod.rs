@@ -7,6 +7,7 @@
 mod checked;
 mod env;
 mod latency;
+mod model;
 mod pruningnet;
 mod search;
 mod tasks;

@@ -6,9 +6,11 @@
 
 mod cifar;
 mod idx;
+mod text;
 
 pub use cifar::read_cifar_batch;
 pub use idx::{decode_maybe_gz, parse_idx, read_idx, IdxArray};
+pub use text::VOCAB;
 
 use crate::error::{Error, Result};
 use rand::rngs::StdRng;
@@ -26,23 +28,34 @@ pub enum DatasetKind {
     Mnist,
     Cifar10,
     Synthetic,
+    /// A byte-level text corpus (`train.txt`, `val.txt`, `test.txt`), for language models.
+    Text,
 }
 
 impl DatasetKind {
-    /// Shape of one image, `[C, H, W]`.
-    pub fn input_shape(self) -> Vec<usize> {
+    /// Shape of one sample: an image's `[C, H, W]`, or the `[context]` bytes of a text
+    /// window.
+    pub fn input_shape(self, context: usize) -> Vec<usize> {
         match self {
             DatasetKind::FashionMnist | DatasetKind::Mnist => vec![1, 28, 28],
             DatasetKind::Cifar10 => vec![3, 32, 32],
             DatasetKind::Synthetic => SYNTHETIC_SHAPE.to_vec(),
+            DatasetKind::Text => vec![context],
         }
     }
 
+    /// Classes, or a language model's vocabulary (bytes).
     pub fn classes(self) -> usize {
         match self {
             DatasetKind::Synthetic => SYNTHETIC_CLASSES,
+            DatasetKind::Text => VOCAB,
             _ => 10,
         }
+    }
+
+    /// Whether samples are token sequences (a language model's) rather than images.
+    pub fn is_text(self) -> bool {
+        self == DatasetKind::Text
     }
 
     pub fn name(self) -> &'static str {
@@ -51,6 +64,7 @@ impl DatasetKind {
             DatasetKind::Mnist => "mnist",
             DatasetKind::Cifar10 => "cifar10",
             DatasetKind::Synthetic => "synthetic",
+            DatasetKind::Text => "text",
         }
     }
 }
@@ -184,9 +198,12 @@ impl RawImages {
 pub struct DataOptions {
     pub kind: DatasetKind,
     pub dir: PathBuf,
-    /// Samples carved from train for validation (class-balanced, chosen by `seed`).
+    /// Samples carved from train for validation (class-balanced, chosen by `seed`); for
+    /// text, the most validation windows kept.
     pub val_size: usize,
     pub seed: u64,
+    /// Bytes per window of a text corpus (0 for images).
+    pub context: usize,
 }
 
 /// How [`load`] splits and normalises the training images: the indices (into the training
@@ -207,6 +224,12 @@ pub fn split_plan(options: &DataOptions) -> Result<SplitPlan> {
         DatasetKind::FashionMnist | DatasetKind::Mnist => read_idx_pair(&options.dir, "train")?,
         DatasetKind::Cifar10 => read_cifar_dir(&options.dir)?.0,
         DatasetKind::Synthetic => synthetic(SYNTHETIC_TRAIN, 7),
+        DatasetKind::Text => {
+            return Err(Error::data(
+                &options.dir,
+                "a text corpus is split by file (train.txt, val.txt, test.txt) and not normalised: there is no split plan",
+            ))
+        }
     };
     check_val_size(options, train.len())?;
     let (mean, std) = channel_stats(&train);
@@ -235,6 +258,9 @@ fn check_val_size(options: &DataOptions, train: usize) -> Result<()> {
 
 /// Loads a data set and puts it on `device`.
 pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
+    if options.kind.is_text() {
+        return text::load(options, device);
+    }
     let (train, test, classes) = match options.kind {
         DatasetKind::FashionMnist | DatasetKind::Mnist => {
             let train = read_idx_pair(&options.dir, "train")?;
@@ -247,8 +273,9 @@ pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
             synthetic(500, 8),
             SYNTHETIC_CLASSES,
         ),
+        DatasetKind::Text => unreachable!("text corpora load above"),
     };
-    if train.shape.to_vec() != options.kind.input_shape() || test.shape != train.shape {
+    if train.shape.to_vec() != options.kind.input_shape(0) || test.shape != train.shape {
         return Err(Error::data(
             &options.dir,
             format!(
@@ -256,7 +283,7 @@ pub fn load(options: &DataOptions, device: Device) -> Result<Dataset> {
                 train.shape,
                 test.shape,
                 options.kind.name(),
-                options.kind.input_shape()
+                options.kind.input_shape(0)
             ),
         ));
     }

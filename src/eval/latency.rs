@@ -72,12 +72,20 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
 }
 
-/// A fixed random input batch for timing a model with this input shape.
+/// A fixed random input batch for timing a model with this input shape: images, or the
+/// token ids a language model's embedding reads.
 pub fn timing_input(graph: &ModelGraph, batch: usize, device: Device) -> Tensor {
     let mut shape = vec![batch as i64];
     shape.extend(graph.input_shape().iter().map(|&d| d as i64));
     let _guard = tch::no_grad_guard();
-    Tensor::randn(shape.as_slice(), (Kind::Float, device))
+    let vocab = graph.order().iter().find_map(|&i| match graph.node(i).op {
+        crate::graph::Op::Embedding { vocab, .. } => Some(vocab as i64),
+        _ => None,
+    });
+    match vocab {
+        Some(vocab) => Tensor::randint(vocab, shape.as_slice(), (Kind::Int64, device)),
+        None => Tensor::randn(shape.as_slice(), (Kind::Float, device)),
+    }
 }
 
 /// The device as a table key names it: `cpu (<processor>)`, or `cuda:N`.

@@ -57,6 +57,10 @@ pub struct Score {
     pub layers: Vec<LayerKeep>,
     /// The split `accuracy` and `loss` were measured on.
     pub split: SplitName,
+    /// A language model's perplexity on `split` (`exp(loss)`, per byte for a byte-level
+    /// model); absent for classifiers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub perplexity: Option<f64>,
     /// Wall time of this evaluation (left out of files when 0, as in policy files).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub seconds: f64,
@@ -82,11 +86,15 @@ fn is_zero(value: &f64) -> bool {
     *value == 0.0
 }
 
-/// The reward for an accuracy at a cost.
-pub fn reward(kind: RewardKind, accuracy: f64, params: usize, flops: usize) -> f64 {
+/// The reward for an accuracy (or a language model's loss per token) at a cost. Larger is
+/// better: `perplexity` gives `exp(-loss) = 1 / perplexity`, the geometric mean of the
+/// probability the model gives each next token (1 for a perfect model, 1/256 for a uniform
+/// guess over bytes).
+pub fn reward(kind: RewardKind, accuracy: f64, loss: f64, params: usize, flops: usize) -> f64 {
     let error = 1.0 - accuracy;
     match kind {
         RewardKind::Accuracy => accuracy,
+        RewardKind::Perplexity => (-loss).exp(),
         RewardKind::ErrLogFlops => -error * (flops.max(1) as f64).ln(),
         RewardKind::ErrLogParams => -error * (params.max(1) as f64).ln(),
     }
@@ -306,6 +314,11 @@ impl Evaluator {
         &self.unit_scores
     }
 
+    /// Whether the model is a language model (its logits are `[vocab, tokens]`).
+    pub fn is_language_model(&self) -> bool {
+        self.costs.graph().output_shape().len() == 2
+    }
+
     pub fn config(&self) -> &EvalConfig {
         &self.config
     }
@@ -381,6 +394,7 @@ impl Evaluator {
             rewards.push(reward(
                 self.config.reward,
                 evaluation.accuracy,
+                evaluation.loss,
                 counts.params,
                 counts.flops,
             ));
@@ -425,9 +439,11 @@ impl Evaluator {
             reward: reward(
                 self.config.reward,
                 evaluation.accuracy,
+                evaluation.loss,
                 counts.params,
                 counts.flops,
             ),
+            perplexity: self.is_language_model().then(|| evaluation.loss.exp()),
             layers,
             split,
             seconds: started.elapsed().as_secs_f64(),
@@ -514,10 +530,7 @@ impl Evaluator {
         let mut step = 0;
         while step < self.config.finetune_steps {
             for (images, labels) in self.train.batches(self.config.batch_size, Some(rng)) {
-                let loss = self
-                    .net
-                    .forward_t(&images, true)
-                    .cross_entropy_for_logits(&labels);
+                let loss = crate::model::cross_entropy(&self.net.forward_t(&images, true), &labels);
                 optimizer.backward_step(&loss);
                 {
                     let _guard = tch::no_grad_guard();

@@ -211,10 +211,10 @@ impl PruningNet {
                 (name, t)
             })
             .collect();
-        let loss = self
-            .net
-            .forward_overriding(images, true, &overrides)
-            .cross_entropy_for_logits(labels);
+        let loss = crate::model::cross_entropy(
+            &self.net.forward_overriding(images, true, &overrides),
+            labels,
+        );
         // Checked before the step, so a diverged batch never reaches the weights.
         let value = f64::try_from(&loss)?;
         if !value.is_finite() {

@@ -26,6 +26,18 @@ pub struct GroupJson {
     pub producers: Vec<String>,
     pub members: Vec<String>,
     pub consumers: Vec<String>,
+    /// Channels pruned together (an attention head's width); left out when 1, so the
+    /// fingerprints of models without attention did not change.
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub block: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 /// A conv or linear layer left unpruned in the JSON export: why, and at which node.
@@ -147,6 +159,7 @@ impl ModelGraph {
                     .map(|&i| name(i))
                     .collect(),
                 consumers: g.consumers.iter().map(|c| name(c.node)).collect(),
+                block: g.block,
             })
             .collect();
         GraphJson {

@@ -37,6 +37,16 @@ pub struct PrunableGroup {
     pub sliced: Vec<ChannelUse>,
     /// Layers whose input channels include this group.
     pub consumers: Vec<ChannelUse>,
+    /// Channels that are pruned together as one unit: an attention head's `head_dim` for
+    /// the queries, keys and values of an attention block, 1 otherwise.
+    pub block: usize,
+}
+
+impl PrunableGroup {
+    /// Units a keep ratio counts over: channels, or heads.
+    pub fn units(&self) -> usize {
+        self.channels / self.block.max(1)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -71,6 +81,8 @@ struct Spaces {
     parent: Vec<usize>,
     fixed: Vec<Option<Pin>>,
     channels: Vec<usize>,
+    /// Channels pruned together (an attention head), by space; meaningful at roots.
+    block: Vec<usize>,
 }
 
 impl Spaces {
@@ -78,6 +90,7 @@ impl Spaces {
         self.parent.push(self.parent.len());
         self.fixed.push(fixed);
         self.channels.push(channels);
+        self.block.push(1);
         self.parent.len() - 1
     }
 
@@ -95,12 +108,33 @@ impl Spaces {
             let (keep, drop) = (a.min(b), a.max(b));
             self.parent[drop] = keep;
             self.fixed[keep] = self.fixed[keep].or(self.fixed[drop]);
+            self.block[keep] = lcm(self.block[keep], self.block[drop]);
         }
+    }
+
+    /// Channels of `space` move in blocks of `block` (and of any block set before).
+    fn set_block(&mut self, space: usize, block: usize) {
+        let root = self.root(space);
+        self.block[root] = lcm(self.block[root], block);
     }
 
     fn fix(&mut self, space: usize, reason: &'static str, at: NodeIndex) {
         let root = self.root(space);
         self.fixed[root].get_or_insert(Pin { reason, at });
+    }
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    if a == 0 || b == 0 {
+        a.max(b)
+    } else {
+        a / gcd(a, b) * b
     }
 }
 
@@ -140,6 +174,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
         parent: Vec::new(),
         fixed: Vec::new(),
         channels: Vec::new(),
+        block: Vec::new(),
     };
     let mut segments: Vec<Vec<Segment>> = vec![Vec::new(); graph.node_count()];
     // (space, node) pairs, resolved to roots once all unions are done.
@@ -357,6 +392,62 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
                     })
                     .collect()
             }
+            Op::Embedding { width, .. } => {
+                // The residual stream of a transformer: every block adds into it, and
+                // LayerNorms normalise over it.
+                vec![Segment {
+                    space: spaces.create(
+                        *width,
+                        Some(Pin {
+                            reason: "the residual stream of a transformer",
+                            at: index,
+                        }),
+                    ),
+                    channels: *width,
+                    repeat: 1,
+                    nonzero: false,
+                }]
+            }
+            // Positions move; channels stay (the class token and position embedding are
+            // per channel, like the residual stream they belong to, which is pinned).
+            Op::PosEmbedding { .. }
+            | Op::ToTokens
+            | Op::ClassToken { .. }
+            | Op::TakeToken { .. } => input_segments,
+            Op::Attention { head_dim, .. } => {
+                // Queries, keys and values of one head go together: their spaces are one,
+                // pruned a head at a time. The output carries the values' channels.
+                let all: Vec<Vec<Segment>> =
+                    inputs.iter().map(|i| segments[i.index()].clone()).collect();
+                let single = all.iter().all(|segs| {
+                    matches!(segs.as_slice(), [s] if s.repeat == 1 && s.channels == all[0][0].channels)
+                });
+                if single {
+                    for segs in &all[1..] {
+                        spaces.union(segs[0].space, all[0][0].space);
+                    }
+                    spaces.set_block(all[0][0].space, *head_dim);
+                    members.push((all[0][0].space, index));
+                } else {
+                    all.iter().flatten().for_each(|s| {
+                        spaces.fix(s.space, "attention over channels laid out otherwise", index)
+                    });
+                }
+                let nonzero = all.iter().flatten().any(|s| s.nonzero);
+                all[2].iter().map(|s| Segment { nonzero, ..*s }).collect()
+            }
+            Op::LmHead { vocab, .. } => vec![Segment {
+                space: spaces.create(
+                    *vocab,
+                    Some(Pin {
+                        reason: "the vocabulary of a language model",
+                        at: index,
+                    }),
+                ),
+                channels: *vocab,
+                repeat: 1,
+                nonzero: false,
+            }],
             Op::Concat => inputs
                 .iter()
                 .flat_map(|i| segments[i.index()].clone())
@@ -375,6 +466,13 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
     let mut pinned = Vec::new();
     for (space, producer) in producers {
         let root = spaces.root(space);
+        if !spaces.channels[root].is_multiple_of(spaces.block[root]) {
+            spaces.fix(
+                root,
+                "channels that are not a whole number of heads",
+                producer,
+            );
+        }
         if let Some(pin) = spaces.fixed[root] {
             pinned.push(Pinned {
                 node: producer,
@@ -394,6 +492,7 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
                     members: Vec::new(),
                     sliced: Vec::new(),
                     consumers: Vec::new(),
+                    block: spaces.block[root],
                 },
             )),
         }

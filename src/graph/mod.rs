@@ -10,6 +10,7 @@ mod features;
 mod groups;
 mod hw;
 mod ops;
+mod shape;
 mod table;
 
 pub use export::{GraphJson, GroupJson, NodeJson, PinnedJson};
@@ -176,6 +177,7 @@ impl GraphBuilder {
         let graph = infer_shapes(self.graph)?;
         let order = topological_order(&graph)?;
         check_names(&graph)?;
+        check_ties(&graph)?;
         let mut model = ModelGraph {
             graph,
             order,
@@ -198,6 +200,37 @@ fn check_names(graph: &DiGraph<Node, Edge>) -> Result<()> {
         }
         if !seen.insert(node.name.as_str()) {
             return Err(Error::graph(&node.name, "two nodes share this name"));
+        }
+    }
+    Ok(())
+}
+
+/// An LM head's `embedding` must name an Embedding of the same vocabulary and width.
+fn check_ties(graph: &DiGraph<Node, Edge>) -> Result<()> {
+    for node in graph.node_weights() {
+        let Op::LmHead {
+            vocab,
+            width,
+            embedding,
+        } = &node.op
+        else {
+            continue;
+        };
+        let tied = graph.node_weights().find(|n| &n.name == embedding);
+        match tied.map(|n| &n.op) {
+            Some(Op::Embedding { vocab: v, width: w }) if v == vocab && w == width => {}
+            Some(_) => {
+                return Err(Error::graph(
+                    &node.name,
+                    format!("ties its weight to `{embedding}`, which is not an Embedding of {vocab} ids and width {width}"),
+                ))
+            }
+            None => {
+                return Err(Error::graph(
+                    &node.name,
+                    format!("ties its weight to `{embedding}`, and the graph has no such node"),
+                ))
+            }
         }
     }
     Ok(())

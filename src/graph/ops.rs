@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 pub use super::hw::Hw;
 
 /// Shape of one sample flowing along an edge, without the batch dimension:
-/// `[channels, height, width]` for feature maps, `[features]` for vectors.
+/// `[channels, height, width]` for feature maps, `[features]` for vectors, `[channels,
+/// tokens]` for sequences (a transformer's residual stream, channels first like a feature
+/// map), `[tokens]` for the token ids a language model reads.
 pub type Shape = Vec<usize>;
 
 /// An element-wise activation (no weights, channels one to one).
@@ -126,6 +128,48 @@ pub enum Op {
         start: usize,
         len: usize,
     },
+    /// Token embedding: the ids of a `[tokens]` input to a `[width, tokens]` sequence, one
+    /// learned row of `[vocab, width]` per id.
+    Embedding {
+        vocab: usize,
+        width: usize,
+    },
+    /// A learned position embedding (`[tokens, width]`) added to a `[width, tokens]`
+    /// sequence.
+    PosEmbedding {
+        tokens: usize,
+        width: usize,
+    },
+    /// Multi-head scaled dot-product self-attention. Inputs: queries, keys and values, each
+    /// `[heads · head_dim, tokens]`; head `h` is channels `h · d .. (h + 1) · d` with `d =
+    /// head_dim`, scores scaled by `1 / sqrt(d)`. `causal`: a position attends to itself and
+    /// earlier positions only. No weights (the projections are Linear nodes around it).
+    Attention {
+        heads: usize,
+        head_dim: usize,
+        causal: bool,
+    },
+    /// A feature map's positions as a sequence: `[channels, h, w]` to `[channels, h · w]`
+    /// (a ViT's patch embedding is the conv before it).
+    ToTokens,
+    /// A learned class token put before the first position: `[width, tokens]` to `[width,
+    /// tokens + 1]`.
+    ClassToken {
+        width: usize,
+    },
+    /// One position of a sequence as a vector: `[channels, tokens]` to `[channels]` (a
+    /// ViT's class token, at `index` 0).
+    TakeToken {
+        index: usize,
+    },
+    /// A language model's output layer: logits `[vocab, tokens]` from a `[width, tokens]`
+    /// sequence, with the weight of the Embedding node named `embedding` (tied, as GPT-2
+    /// does), no bias and no weights of its own.
+    LmHead {
+        vocab: usize,
+        width: usize,
+        embedding: String,
+    },
     Output,
 }
 
@@ -161,6 +205,13 @@ impl Op {
             Op::LayerNorm { .. } => "layer_norm",
             Op::ChannelShuffle { .. } => "channel_shuffle",
             Op::Narrow { .. } => "narrow",
+            Op::Embedding { .. } => "embedding",
+            Op::PosEmbedding { .. } => "pos_embedding",
+            Op::Attention { .. } => "attention",
+            Op::LmHead { .. } => "lm_head",
+            Op::ToTokens => "to_tokens",
+            Op::ClassToken { .. } => "class_token",
+            Op::TakeToken { .. } => "take_token",
             _ => OP_TYPES[self.type_code()],
         }
     }
@@ -171,16 +222,20 @@ impl Op {
             Op::Input { .. } => 0,
             Op::Conv2d { .. } if self.is_depthwise() => 2,
             Op::Conv2d { .. } => 1,
-            Op::Linear { .. } => 3,
+            Op::Linear { .. } | Op::Embedding { .. } | Op::LmHead { .. } => 3,
             Op::BatchNorm { .. } | Op::LayerNorm { .. } => 4,
             Op::Relu | Op::Act { .. } | Op::Softmax => 5,
             Op::Relu6 => 6,
             Op::MaxPool { .. } => 7,
             Op::AvgPool { .. } => 8,
-            Op::GlobalAvgPool => 9,
-            Op::Flatten | Op::Pad { .. } => 10,
-            Op::Add | Op::Mul => 11,
-            Op::Concat | Op::ChannelShuffle { .. } | Op::Narrow { .. } => 12,
+            Op::GlobalAvgPool | Op::TakeToken { .. } => 9,
+            Op::Flatten | Op::Pad { .. } | Op::ToTokens => 10,
+            Op::Add | Op::Mul | Op::PosEmbedding { .. } => 11,
+            Op::Concat
+            | Op::ChannelShuffle { .. }
+            | Op::Narrow { .. }
+            | Op::Attention { .. }
+            | Op::ClassToken { .. } => 12,
             Op::Output => 13,
         }
     }
@@ -205,224 +260,8 @@ impl Op {
         match self {
             Op::Input { .. } => Some(0),
             Op::Add | Op::Mul | Op::Concat => None,
+            Op::Attention { .. } => Some(3),
             _ => Some(1),
-        }
-    }
-
-    /// Output shape for the given input shapes, or a message saying why they do not fit.
-    pub fn infer_shape(&self, inputs: &[&Shape]) -> Result<Shape, String> {
-        if let Some(n) = self.arity() {
-            if inputs.len() != n {
-                return Err(format!("takes {n} input(s), has {}", inputs.len()));
-            }
-        } else if inputs.is_empty() {
-            return Err("takes at least one input, has none".into());
-        }
-        let spatial = |shape: &Shape| -> Result<(usize, usize, usize), String> {
-            match shape.as_slice() {
-                [c, h, w] => Ok((*c, *h, *w)),
-                other => Err(format!("expects a [C, H, W] feature map, got {other:?}")),
-            }
-        };
-        let zero_size = match self {
-            Op::Input { shape } => shape.is_empty() || shape.contains(&0),
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                dilation,
-                ..
-            } => {
-                *in_channels == 0
-                    || *out_channels == 0
-                    || kernel.area() == 0
-                    || dilation.area() == 0
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                ..
-            } => *in_features == 0 || *out_features == 0,
-            Op::BatchNorm { features } | Op::LayerNorm { features, .. } => *features == 0,
-            Op::ChannelShuffle { groups } => *groups == 0,
-            Op::Narrow { len, .. } => *len == 0,
-            Op::MaxPool { kernel, .. } | Op::AvgPool { kernel, .. } => kernel.area() == 0,
-            _ => false,
-        };
-        if zero_size {
-            return Err("sizes (shape, channels, features, kernel) must be at least 1".into());
-        }
-        match self {
-            Op::Input { shape } => Ok(shape.clone()),
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel,
-                stride,
-                padding,
-                dilation,
-                groups,
-                ..
-            } => {
-                let (c, h, w) = spatial(inputs[0])?;
-                if c != *in_channels {
-                    return Err(format!(
-                        "declares {in_channels} input channels, receives {c}"
-                    ));
-                }
-                if *groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
-                    return Err(format!(
-                        "groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
-                    ));
-                }
-                let (oh, ow) = window((h, w), *kernel, *stride, *padding, *dilation, false)?;
-                Ok(vec![*out_channels, oh, ow])
-            }
-            Op::Linear {
-                in_features,
-                out_features,
-                ..
-            } => match inputs[0].as_slice() {
-                [f] if f == in_features => Ok(vec![*out_features]),
-                other => Err(format!(
-                    "declares {in_features} input features, receives shape {other:?}"
-                )),
-            },
-            Op::BatchNorm { features } => {
-                if inputs[0].first() != Some(features) {
-                    return Err(format!(
-                        "declares {features} features, receives shape {:?}",
-                        inputs[0]
-                    ));
-                }
-                Ok(inputs[0].clone())
-            }
-            Op::Relu | Op::Relu6 | Op::Act { .. } | Op::Output => Ok(inputs[0].clone()),
-            Op::LayerNorm { features, eps } => {
-                if inputs[0].first() != Some(features) {
-                    return Err(format!(
-                        "declares {features} features, receives shape {:?}",
-                        inputs[0]
-                    ));
-                }
-                if !(eps.is_finite() && *eps >= 0.0) {
-                    return Err(format!("epsilon {eps} must be finite and at least 0"));
-                }
-                Ok(inputs[0].clone())
-            }
-            Op::ChannelShuffle { groups } => {
-                let (c, _, _) = spatial(inputs[0])?;
-                if c % groups != 0 {
-                    return Err(format!("{groups} groups do not divide {c} channels"));
-                }
-                Ok(inputs[0].clone())
-            }
-            Op::Narrow { start, len } => {
-                let c = inputs[0].first().copied().unwrap_or(0);
-                if start + len > c {
-                    return Err(format!("takes channels {start}..{} of {c}", start + len));
-                }
-                let mut out = inputs[0].clone();
-                out[0] = *len;
-                Ok(out)
-            }
-            Op::Softmax => {
-                if inputs[0].len() != 1 {
-                    return Err(format!(
-                        "takes the [features] vector of the logits, receives shape {:?}",
-                        inputs[0]
-                    ));
-                }
-                Ok(inputs[0].clone())
-            }
-            Op::MaxPool {
-                kernel,
-                stride,
-                padding,
-                ceil,
-            } => {
-                let (c, h, w) = spatial(inputs[0])?;
-                let (oh, ow) = window((h, w), *kernel, *stride, *padding, Hw::one(), *ceil)?;
-                Ok(vec![c, oh, ow])
-            }
-            Op::AvgPool {
-                kernel,
-                stride,
-                padding,
-            } => {
-                let (c, h, w) = spatial(inputs[0])?;
-                let (oh, ow) = window((h, w), *kernel, *stride, *padding, Hw::one(), false)?;
-                Ok(vec![c, oh, ow])
-            }
-            Op::GlobalAvgPool => {
-                let (c, _, _) = spatial(inputs[0])?;
-                Ok(vec![c, 1, 1])
-            }
-            Op::Flatten => Ok(vec![inputs[0].iter().product()]),
-            Op::Pad {
-                top,
-                left,
-                bottom,
-                right,
-            } => {
-                let (c, h, w) = spatial(inputs[0])?;
-                let too_large = [top, left, bottom, right].iter().any(|&&p| p > 1 << 12);
-                if too_large {
-                    return Err("padding larger than 4096 is not supported".into());
-                }
-                Ok(vec![c, h + top + bottom, w + left + right])
-            }
-            Op::Add => {
-                if inputs.iter().any(|s| *s != inputs[0]) {
-                    let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
-                    return Err(format!(
-                        "adds tensors of different shapes: {}",
-                        shapes.join(" + ")
-                    ));
-                }
-                Ok(inputs[0].clone())
-            }
-            Op::Mul => {
-                // Same rank and channels; H and W equal or 1 (broadcast).
-                let mut out = inputs[0].clone();
-                let fits = inputs.iter().all(|s| {
-                    s.len() == out.len()
-                        && s.first() == out.first()
-                        && s.iter()
-                            .zip(&out)
-                            .skip(1)
-                            .all(|(a, b)| a == b || *a == 1 || *b == 1)
-                });
-                if !fits {
-                    let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
-                    return Err(format!(
-                        "multiplies tensors that do not broadcast (same channels, H and W equal or 1): {}",
-                        shapes.join(" · ")
-                    ));
-                }
-                for s in &inputs[1..] {
-                    for (o, &d) in out.iter_mut().zip(s.iter()) {
-                        *o = (*o).max(d);
-                    }
-                }
-                Ok(out)
-            }
-            Op::Concat => {
-                if inputs.iter().any(|s| s.is_empty()) {
-                    return Err("concatenates a tensor with no channel dimension".into());
-                }
-                let rest = &inputs[0][1..];
-                if inputs.iter().any(|s| &s[1..] != rest) {
-                    let shapes: Vec<_> = inputs.iter().map(|s| format!("{s:?}")).collect();
-                    return Err(format!(
-                        "concatenates along channels tensors whose other dimensions differ: {}",
-                        shapes.join(", ")
-                    ));
-                }
-                let mut out = inputs[0].clone();
-                out[0] = inputs.iter().map(|s| s[0]).sum();
-                Ok(out)
-            }
         }
     }
 
@@ -468,15 +307,22 @@ impl Op {
                 out_features, bias, ..
             } => self.weight_count() + usize::from(*bias) * out_features,
             Op::BatchNorm { features } | Op::LayerNorm { features, .. } => 2 * features,
+            Op::Embedding { vocab, width } => vocab * width,
+            Op::PosEmbedding { tokens, width } => tokens * width,
+            Op::ClassToken { width } => *width,
             _ => 0,
         }
     }
 
-    /// Multiply-accumulates for one sample, given the op's output shape. Only convolutions and
-    /// linear layers are counted, as in the published counts (BatchNorm folds into the conv;
-    /// activations, pools, adds and squeeze-and-excitation's products are not
-    /// multiply-accumulates).
+    /// Multiply-accumulates for one sample, given the op's output shape. Convolutions,
+    /// linear layers, attention and the LM head are counted, as in the published counts
+    /// (BatchNorm folds into the conv; activations, pools, adds, normalisations, embedding
+    /// lookups and squeeze-and-excitation's products are not multiply-accumulates). A
+    /// sample of a language model is one sequence of `tokens` positions: a linear layer
+    /// counts `in · out` per position, attention `2 · tokens² · channels` (scores and the
+    /// weighted sum of values, every pair of positions counted, causal or not).
     pub fn flops(&self, out_shape: &Shape) -> usize {
+        let positions: usize = out_shape.iter().skip(1).product();
         match self {
             Op::Conv2d {
                 in_channels,
@@ -484,46 +330,17 @@ impl Op {
                 kernel,
                 groups,
                 ..
-            } => {
-                let spatial: usize = out_shape[1..].iter().product();
-                out_channels * (in_channels / groups) * kernel.area() * spatial
-            }
+            } => out_channels * (in_channels / groups) * kernel.area() * positions,
             Op::Linear {
                 in_features,
                 out_features,
                 ..
-            } => in_features * out_features,
+            } => in_features * out_features * positions,
+            Op::Attention {
+                heads, head_dim, ..
+            } => 2 * positions * positions * heads * head_dim,
+            Op::LmHead { vocab, width, .. } => vocab * width * positions,
             _ => 0,
         }
     }
-}
-
-/// Output sizes of a sliding window over `(h, w)`, as PyTorch computes them (with
-/// `ceil_mode`, a last window must start inside the input or its left padding).
-fn window(
-    (h, w): (usize, usize),
-    kernel: Hw,
-    stride: Hw,
-    padding: Hw,
-    dilation: Hw,
-    ceil: bool,
-) -> Result<(usize, usize), String> {
-    if stride.h == 0 || stride.w == 0 {
-        return Err("stride must be at least 1".into());
-    }
-    let axis = |size: usize, k: usize, s: usize, p: usize, d: usize| -> Result<usize, String> {
-        let span = d * (k - 1) + 1;
-        let room = (size + 2 * p)
-            .checked_sub(span)
-            .ok_or_else(|| format!("kernel {span} is larger than the padded input {size}"))?;
-        let mut out = if ceil { room.div_ceil(s) } else { room / s } + 1;
-        if ceil && (out - 1) * s >= size + p {
-            out -= 1;
-        }
-        Ok(out)
-    };
-    Ok((
-        axis(h, kernel.h, stride.h, padding.h, dilation.h)?,
-        axis(w, kernel.w, stride.w, padding.w, dilation.w)?,
-    ))
 }

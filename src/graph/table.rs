@@ -40,9 +40,13 @@ impl ModelGraph {
                 .iter()
                 .map(|&p| self.node(p).name.as_str())
                 .collect();
+            let size = if g.block > 1 {
+                format!("{} heads of {} channels", g.units(), g.block)
+            } else {
+                format!("{} channels", g.channels)
+            };
             out.push_str(&format!(
-                "  group {i}: {} channels, produced by {}\n",
-                g.channels,
+                "  group {i}: {size}, produced by {}\n",
                 producers.join(", ")
             ));
         }

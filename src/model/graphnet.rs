@@ -57,6 +57,10 @@ fn bias_init(fan_in: usize) -> Init {
     }
 }
 
+fn normal(stdev: f64) -> Init {
+    Init::Randn { mean: 0.0, stdev }
+}
+
 /// Kaiming-normal on fan-out for convs (as torchvision's ResNets), fan-in for linear layers.
 fn kaiming(fan_out: bool) -> Init {
     Init::Kaiming {
@@ -95,11 +99,37 @@ impl GraphNet {
                         .collect();
                     let fan_in = shape[1..].iter().product::<i64>() as usize;
                     let conv = matches!(node.op, Op::Conv2d { .. });
+                    // A linear layer over a sequence is a transformer's: GPT-2's
+                    // initialisation, N(0, 0.02) and zero biases.
+                    let sequence = graph
+                        .inputs(index)
+                        .first()
+                        .is_some_and(|&i| graph.node(i).out_shape.len() == 2);
+                    let (w_init, b_init) = if sequence {
+                        (normal(0.02), Init::Const(0.0))
+                    } else {
+                        (kaiming(conv), bias_init(fan_in))
+                    };
                     NodeParams::Weighted {
-                        weight: path.var("weight", &shape, kaiming(conv)),
-                        bias: bias.then(|| path.var("bias", &[shape[0]], bias_init(fan_in))),
+                        weight: path.var("weight", &shape, w_init),
+                        bias: bias.then(|| path.var("bias", &[shape[0]], b_init)),
                     }
                 }
+                Op::Embedding { vocab: rows, width }
+                | Op::PosEmbedding {
+                    tokens: rows,
+                    width,
+                } => {
+                    // GPT-2's initialisation.
+                    NodeParams::Weighted {
+                        weight: path.var("weight", &[*rows as i64, *width as i64], normal(0.02)),
+                        bias: None,
+                    }
+                }
+                Op::ClassToken { width } => NodeParams::Weighted {
+                    weight: path.var("weight", &[*width as i64], normal(0.02)),
+                    bias: None,
+                },
                 Op::LayerNorm { features, .. } => {
                     let n = *features as i64;
                     NodeParams::Weighted {
@@ -357,8 +387,45 @@ impl GraphNet {
                 args[0].constant_pad_nd([*left as i64, *right as i64, *top as i64, *bottom as i64])
             }
             (Op::Softmax, _) => args[0].softmax(-1, args[0].kind()),
+            (Op::LayerNorm { eps, features }, NodeParams::Weighted { weight, bias })
+                if args[0].dim() == 3 =>
+            {
+                // A sequence, `[N, tokens, channels]`: over its last dimension.
+                args[0].layer_norm([*features as i64], Some(weight), bias.as_ref(), *eps, false)
+            }
             (Op::LayerNorm { eps, .. }, NodeParams::Weighted { weight, bias }) => {
                 layer_norm(args[0], weight, bias.as_ref(), *eps)
+            }
+            (Op::Embedding { .. }, NodeParams::Weighted { weight, .. }) => {
+                Tensor::embedding(weight, &args[0].to_kind(Kind::Int64), -1, false, false)
+            }
+            (Op::PosEmbedding { .. }, NodeParams::Weighted { weight, .. }) => {
+                args[0] + weight.narrow(0, 0, args[0].size()[1])
+            }
+            (
+                Op::Attention {
+                    heads,
+                    head_dim,
+                    causal,
+                },
+                _,
+            ) => attention(args, *heads as i64, *head_dim as i64, *causal),
+            // `[N, C, H, W]` to the sequence `[N, H · W, C]`.
+            (Op::ToTokens, _) => args[0].flatten(2, -1).transpose(1, 2),
+            (Op::ClassToken { .. }, NodeParams::Weighted { weight, .. }) => {
+                let size = args[0].size();
+                let token = weight.view([1, 1, -1]).expand([size[0], 1, size[2]], false);
+                Tensor::cat(&[&token, args[0]], 1)
+            }
+            (Op::TakeToken { index }, _) => args[0].select(1, *index as i64),
+            (Op::LmHead { embedding, .. }, _) => {
+                let tied = self.graph.find(embedding).map(|i| &self.params[i.index()]);
+                match tied {
+                    Some(NodeParams::Weighted { weight, .. }) => {
+                        args[0].linear::<&Tensor>(weight, None)
+                    }
+                    _ => unreachable!("the graph checks that {embedding} is an Embedding"),
+                }
             }
             (Op::ChannelShuffle { groups }, _) => {
                 let size = args[0].size();
@@ -389,6 +456,14 @@ impl GraphNet {
         batch_size: usize,
         rng: &mut rand::rngs::StdRng,
     ) {
+        if !self
+            .params
+            .iter()
+            .any(|p| matches!(p, NodeParams::BatchNorm { .. }))
+        {
+            // Nothing to recalibrate (a transformer): no forward passes either.
+            return;
+        }
         let _guard = tch::no_grad_guard();
         for params in &self.params {
             if let NodeParams::BatchNorm {
@@ -410,18 +485,22 @@ impl GraphNet {
         }
     }
 
-    /// Mean cross-entropy loss and top-1 accuracy over a split, in eval mode.
+    /// Mean cross-entropy loss and top-1 accuracy over a split, in eval mode (per token for a
+    /// language model: the loss in nats per token, the accuracy of predicting the next one).
     pub fn evaluate(&self, split: &crate::data::Split, batch_size: usize) -> Result<Evaluation> {
         let _guard = tch::no_grad_guard();
         let mut loss_sum = 0f64;
         let mut correct = 0i64;
+        let mut targets = 0i64;
         for (images, labels) in split.batches(batch_size, None) {
             let logits = self.forward_t(&images, false);
-            let loss = logits.cross_entropy_for_logits(&labels);
-            loss_sum += f64::try_from(&loss)? * labels.size()[0] as f64;
+            let loss = cross_entropy(&logits, &labels);
+            loss_sum += f64::try_from(&loss)? * labels.numel() as f64;
             correct += i64::try_from(logits.argmax(-1, false).eq_tensor(&labels).sum(Kind::Int64))?;
+            targets += labels.numel() as i64;
         }
-        let n = split.len().max(1) as f64;
+        // Per image, or per token of a language model.
+        let n = targets.max(1) as f64;
         let loss = loss_sum / n;
         if !loss.is_finite() {
             return Err(Error::NonFinite {
@@ -474,6 +553,38 @@ fn activate(x: &Tensor, act: crate::graph::Activation) -> Tensor {
         Activation::Silu => x.silu(),
         Activation::Gelu => x.gelu("none"),
         Activation::GeluTanh => x.gelu("tanh"),
+    }
+}
+
+/// Multi-head self-attention over `[N, tokens, heads · head_dim]` queries, keys and values
+/// (libtorch's scaled dot-product attention, scale `1 / sqrt(head_dim)`).
+fn attention(args: &[&Tensor], heads: i64, head_dim: i64, causal: bool) -> Tensor {
+    let size = args[0].size();
+    let (n, t) = (size[0], size[1]);
+    let split = |x: &Tensor| x.reshape([n, t, heads, head_dim]).transpose(1, 2);
+    Tensor::scaled_dot_product_attention(
+        &split(args[0]),
+        &split(args[1]),
+        &split(args[2]),
+        None::<Tensor>,
+        0.0,
+        causal,
+        None,
+        false,
+    )
+    .transpose(1, 2)
+    .reshape([n, t, heads * head_dim])
+}
+
+/// Mean cross-entropy of `logits` against `labels`: `[N, classes]` against `[N]`, or, for a
+/// language model, `[N, tokens, vocab]` against `[N, tokens]` (the mean over every token).
+pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
+    if logits.dim() == 3 {
+        logits
+            .flatten(0, 1)
+            .cross_entropy_for_logits(&labels.flatten(0, 1))
+    } else {
+        logits.cross_entropy_for_logits(labels)
     }
 }
 

@@ -7,7 +7,8 @@
 pub mod checkpoint;
 mod graphnet;
 mod train;
+mod transformer;
 pub mod zoo;
 
-pub use graphnet::{Evaluation, GraphNet};
+pub use graphnet::{cross_entropy, Evaluation, GraphNet};
 pub use train::{load_or_train, train, EpochReport, Optimizer, Schedule, TrainConfig};

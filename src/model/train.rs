@@ -113,9 +113,7 @@ pub fn train(
         let (mut loss_sum, mut seen) = (0f64, 0usize);
         for (images, labels) in data.train.batches(config.batch_size, Some(&mut rng)) {
             optimizer.set_lr(config.lr_at(step, total_steps));
-            let loss = net
-                .forward_t(&images, true)
-                .cross_entropy_for_logits(&labels);
+            let loss = super::cross_entropy(&net.forward_t(&images, true), &labels);
             optimizer.backward_step(&loss);
             let value = f64::try_from(&loss.detach().to_kind(Kind::Double))?;
             if !value.is_finite() {
@@ -139,12 +137,18 @@ pub fn train(
             val,
             seconds: started.elapsed().as_secs_f64(),
         };
+        let val = if data.kind.is_text() {
+            format!(
+                "val loss {:.4} (perplexity {:.3})",
+                report.val.loss,
+                report.val.loss.exp()
+            )
+        } else {
+            format!("val accuracy {:.2}%", 100.0 * report.val.accuracy)
+        };
         progress.println(&format!(
-            "epoch {epoch}/{}: train loss {:.4}, val accuracy {:.2}%, {:.1}s",
-            config.epochs,
-            report.train_loss,
-            100.0 * report.val.accuracy,
-            report.seconds
+            "epoch {epoch}/{}: train loss {:.4}, {val}, {:.1}s",
+            config.epochs, report.train_loss, report.seconds
         ));
         reports.push(report);
     }

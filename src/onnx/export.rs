@@ -287,6 +287,21 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
                 name,
                 vec![int("axis", 1)],
             )),
+            Op::Embedding { .. }
+            | Op::PosEmbedding { .. }
+            | Op::Attention { .. }
+            | Op::LmHead { .. }
+            | Op::ToTokens
+            | Op::ClassToken { .. }
+            | Op::TakeToken { .. } => {
+                return Err(Error::graph(
+                    name,
+                    format!(
+                        "is a transformer op ({}), which ONNX export does not write yet; save the pruned weights with `apply --save FILE.safetensors` instead",
+                        node.op.type_name()
+                    ),
+                ))
+            }
         }
     }
     let (Some(input), Some(output)) = (input, output) else {

@@ -177,9 +177,7 @@ fn gradient_scores(
             }
         }
         // Eval mode: the scores describe the model as deployed, and BatchNorm statistics stay put.
-        let loss = net
-            .forward_t(&images, false)
-            .cross_entropy_for_logits(&labels);
+        let loss = crate::model::cross_entropy(&net.forward_t(&images, false), &labels);
         let value = f64::try_from(&loss)?;
         if !value.is_finite() {
             return Err(Error::NonFinite {
@@ -265,7 +263,10 @@ impl Masker {
                     nm_ranks(&importance.element[node], &costs.graph().node(*node).op, m)
                 }
                 (UnitKind::Layer(node), _) => descending(&importance.element[node].flatten(0, -1)),
-                (UnitKind::Group(g), _) => descending(&importance.channel[*g]),
+                (UnitKind::Group(g), _) => {
+                    let block = costs.graph().prunable_groups()[*g].block;
+                    block_ranking(&importance.channel[*g], block)
+                }
             })
             .collect();
         Self {
@@ -347,6 +348,8 @@ impl Masker {
                         let mut shape = vec![group.channels as i64];
                         shape.extend(std::iter::repeat_n(1, (rank - 1) as usize));
                         match &node.op {
+                            // Attention has no weights: its heads go with the projections'.
+                            Op::Attention { .. } => {}
                             Op::BatchNorm { .. } => {
                                 for t in ["weight", "bias"] {
                                     out.push(Mask {
@@ -395,6 +398,22 @@ fn weight_shape(op: &Op) -> Vec<i64> {
 /// Indices by decreasing score; ties keep the lower index first, so masks are deterministic.
 fn descending(scores: &Tensor) -> Tensor {
     scores.to_kind(Kind::Float).sort_stable(true, 0, true).1
+}
+
+/// Channels by decreasing importance, whole blocks at a time: blocks of `block` channels (an
+/// attention head) ranked by their summed score, each block's channels in order.
+fn block_ranking(scores: &Tensor, block: usize) -> Tensor {
+    if block <= 1 {
+        return descending(scores);
+    }
+    let block = block as i64;
+    let blocks = scores
+        .to_kind(Kind::Float)
+        .view([-1, block])
+        .sum_dim_intlist(1, false, Kind::Float);
+    let order = descending(&blocks);
+    let within = Tensor::arange(block, (Kind::Int64, scores.device()));
+    (order.unsqueeze(1) * block + within.unsqueeze(0)).flatten(0, -1)
 }
 
 /// Each weight's rank (0 = most important) inside its group of `m` consecutive weights along

@@ -178,7 +178,7 @@ impl CostModel {
         self.sizes_of(&self.resized_ops(keeps))
     }
 
-    /// The conv, linear and BatchNorm ops `keeps` resizes (none unless pruning is by channel).
+    /// The conv, linear, BatchNorm and attention ops `keeps` resizes (none unless pruning is by channel).
     fn resized_ops(&self, keeps: &[f64]) -> Vec<Option<Op>> {
         match self.granularity {
             Granularity::Channel => self.channel_ops(keeps),
@@ -275,6 +275,11 @@ impl CostModel {
                 let (rows, len) = nm_layout(&self.graph.node(*i).op).unwrap_or((0, 0));
                 let n = nm_count(keep, m);
                 rows * ((len / m) * n + n.min(len % m))
+            }
+            (_, UnitKind::Group(g)) => {
+                // Whole blocks (attention heads), at least one.
+                let block = self.graph.prunable_groups()[*g].block.max(1);
+                kept_count(keep, u.size / block) * block
             }
             _ => kept_count(keep, u.size),
         }
@@ -386,6 +391,16 @@ impl CostModel {
                     out.unwrap_or(*out_features),
                 )),
                 (Op::BatchNorm { .. }, Some(c)) => Some(Op::BatchNorm { features: c }),
+                (
+                    Op::Attention {
+                        head_dim, causal, ..
+                    },
+                    Some(c),
+                ) => Some(Op::Attention {
+                    heads: c / head_dim,
+                    head_dim: *head_dim,
+                    causal: *causal,
+                }),
                 _ => None,
             };
         }

@@ -123,6 +123,7 @@ impl<'a> Episodes<'a> {
                 reward: w.reward,
                 accuracy: w.accuracy,
                 loss: w.loss,
+                perplexity: scored.score.perplexity.map(|_| w.loss.exp()),
                 ..scored.score.clone()
             },
             (None, false) => scored.score.clone(),
@@ -323,10 +324,12 @@ pub(super) fn score_from_record(
     record: &EpisodeRecord,
     units: &[String],
     split: SplitName,
+    language_model: bool,
 ) -> Score {
     Score {
         accuracy: record.accuracy,
         loss: record.loss,
+        perplexity: language_model.then(|| record.loss.exp()),
         params_kept: record.params_kept,
         flops_kept: record.flops_kept,
         params: record.params,

@@ -114,7 +114,8 @@ fn record_problem(
     subset: bool,
 ) -> Option<String> {
     let fraction = |x: f64| (0.0..=1.0).contains(&x);
-    let reward = |accuracy| crate::eval::reward(kind, accuracy, record.params, record.flops);
+    let reward =
+        |accuracy, loss| crate::eval::reward(kind, accuracy, loss, record.params, record.flops);
     let best = match best_candidate(record, subset) {
         Some(c) => best_before.max(c),
         None if best_before.is_finite() => best_before,
@@ -131,15 +132,15 @@ fn record_problem(
         Some("every keep ratio must be in [0, 1]".into())
     } else if !(record.loss >= 0.0 && record.loss.is_finite()) {
         Some("loss must be a finite, non-negative number".into())
-    } else if record.reward != reward(record.accuracy) {
+    } else if record.reward != reward(record.accuracy, record.loss) {
         Some(format!(
-            "reward {} is not what its accuracy, params and FLOPs give ({})",
+            "reward {} is not what its accuracy, loss, params and FLOPs give ({})",
             crate::check::number(record.reward),
-            crate::check::number(reward(record.accuracy))
+            crate::check::number(reward(record.accuracy, record.loss))
         ))
     } else if let Some(whole) = record.whole_split.filter(|w| {
         !fraction(w.accuracy)
-            || w.reward != reward(w.accuracy)
+            || w.reward != reward(w.accuracy, w.loss)
             || !(w.loss >= 0.0 && w.loss.is_finite())
     }) {
         Some(format!(

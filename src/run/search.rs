@@ -320,8 +320,12 @@ impl Loop<'_> {
             (Some(result), _) => (result.score, result.whole),
             (None, Some(record)) => {
                 check_replayed(record, &policy, heuristic, &self.state.folder.dir, index)?;
-                let score =
-                    score_from_record(record, &self.state.units, self.state.spec.data.eval_split);
+                let score = score_from_record(
+                    record,
+                    &self.state.units,
+                    self.state.spec.data.eval_split,
+                    self.state.spec.data.dataset.is_text(),
+                );
                 (score, record.whole_split)
             }
             (None, None) => {

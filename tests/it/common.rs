@@ -185,6 +185,7 @@ pub fn synthetic_data() -> autoprune::data::Dataset {
         dir: Default::default(),
         val_size: 400,
         seed: 0,
+        context: 0,
     };
     autoprune::data::load(&options, tch::Device::Cpu).unwrap()
 }

@@ -121,6 +121,7 @@ fn cifar_folder_loads_into_splits() {
         dir: dir.path().to_path_buf(),
         val_size: 10,
         seed: 1,
+        context: 0,
     };
     let set = data::load(&options, Device::Cpu).unwrap();
     assert_eq!(
@@ -141,6 +142,7 @@ fn mnist_folder_loads_normalised_with_a_balanced_val_split() {
         dir: dir.path().to_path_buf(),
         val_size: 40,
         seed: 3,
+        context: 0,
     };
     let set = data::load(&options, Device::Cpu).unwrap();
     assert_eq!(
@@ -171,6 +173,7 @@ fn missing_data_names_the_file_and_the_fix() {
         dir: dir.path().join("nowhere"),
         val_size: 10,
         seed: 0,
+        context: 0,
     };
     let err = data::load(&options, Device::Cpu).unwrap_err().to_string();
     assert!(

@@ -22,4 +22,5 @@ mod reliability;
 mod search;
 mod torchvision;
 mod transfer;
+mod transformer;
 mod wall;

@@ -159,6 +159,7 @@ fn fashion_mnist() -> Dataset {
         dir: repo().join("data/fashion-mnist"),
         val_size: 1000,
         seed: 0,
+        context: 0,
     };
     data::load(&options, Device::Cpu).unwrap()
 }
