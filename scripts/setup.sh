@@ -34,6 +34,12 @@ if ! .venv/bin/python -c "import torchvision" 2>/dev/null; then
     echo "setup: installing torchvision into .venv/" >&2
     .venv/bin/pip install --quiet --disable-pip-version-check "torchvision==0.26.0"
 fi
+# transformers: tiny random GPT-2 checkpoints built at test time (nothing is downloaded).
+# 4.57 is the last series whose GPT-2 honours `pruned_heads`, which pruned exports rely on.
+if ! .venv/bin/python -c "import transformers, sys; sys.exit(transformers.__version__ != '4.57.6')" 2>/dev/null; then
+    echo "setup: installing transformers into .venv/" >&2
+    .venv/bin/pip install --quiet --disable-pip-version-check "transformers==4.57.6"
+fi
 torch_dir=$(.venv/bin/python -W ignore -c "import os, torch; print(os.path.dirname(torch.__file__))" 2>/dev/null)
 ln -sfn "$torch_dir" .venv/libtorch
 

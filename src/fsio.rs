@@ -114,6 +114,19 @@ pub fn prepare_output(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// [`prepare_output`] for an output folder (a model directory): created if new, and a file
+/// can be written in it.
+pub fn prepare_output_dir(dir: &Path) -> Result<()> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::data(
+            dir,
+            "is a file; a model directory is written to a folder, so choose a new path",
+        ));
+    }
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    prepare_output(&dir.join("config.json"))
+}
+
 /// Creates `path`'s folder.
 fn create_folder(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

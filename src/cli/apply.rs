@@ -26,8 +26,10 @@ pub struct ApplyArgs {
     /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
     #[arg(long)]
     finetune_steps: Option<usize>,
-    /// Write the pruned model here: an ONNX file when FILE ends in .onnx, else
-    /// safetensors plus FILE.graph.json; channel-pruned models are physically slimmed.
+    /// Write the pruned model here: an ONNX file when FILE ends in .onnx; for a GPT, a
+    /// Hugging Face GPT-2 directory when FILE has no extension (heads removed, other pruning
+    /// as zeros); else safetensors plus FILE.graph.json. Channel-pruned models are physically
+    /// slimmed.
     #[arg(long)]
     save: Option<PathBuf>,
     /// Start from a PruningNet's weights for the policy (the pruningnet.safetensors of a
@@ -64,8 +66,10 @@ pub fn run(args: ApplyArgs) -> Result<()> {
     let costs = CostModel::new(&spec.build_graph()?, spec.prune.granularity);
     let keeps = policy.keeps_for(&costs, policy_path)?;
     let save = args.save.as_deref();
-    if let Some(path) = save {
-        autoprune::fsio::prepare_output(path)?;
+    match save {
+        Some(dir) if dir.extension().is_none() => autoprune::fsio::prepare_output_dir(dir)?,
+        Some(path) => autoprune::fsio::prepare_output(path)?,
+        None => {}
     }
     if args.pruningnet.is_some() {
         autoprune::run::check_pruningnet_env(&spec)?;
@@ -81,7 +85,11 @@ pub fn run(args: ApplyArgs) -> Result<()> {
     let score = evaluator.evaluate(&keeps)?;
     let test = evaluator.rescore_on(&keeps, SplitName::Test)?;
     if let Some(path) = save {
-        evaluator.save_pruned(&keeps, path)?;
+        let source = match spec.model.hf_path() {
+            Some(_) => Some(spec.hf_gpt2()?),
+            None => None,
+        };
+        evaluator.save_pruned(&keeps, path, source.as_ref())?;
     }
     if args.json.json {
         let extra = json!({"env": spec.name, "policy": policy_path, "agent": policy.agent, "finetune_steps": spec.reward.finetune_steps, "saved": save, "pruningnet": args.pruningnet});
@@ -95,6 +103,11 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         if let Some(path) = save {
             if path.extension().is_some_and(|e| e == "onnx") {
                 println!("pruned model written to {} (ONNX)", path.display());
+            } else if path.extension().is_none() {
+                println!(
+                    "pruned model written to {} (a Hugging Face GPT-2 directory)",
+                    path.display()
+                );
             } else {
                 println!(
                     "pruned model written to {} (graph in {})",

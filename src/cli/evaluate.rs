@@ -33,6 +33,7 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
     let (net, data) = (&model.net, &model.data);
     let on_eval = net.evaluate(data.split(spec.data.eval_split), 1000)?;
     let test = net.evaluate(&data.test, 1000)?;
+    let text = spec.data.dataset.is_text();
     if args.out.json {
         let out = json!({
             "env": spec.name,
@@ -44,10 +45,22 @@ pub fn run(args: EvaluateArgs) -> Result<()> {
             "loss": on_eval.loss,
             "test_accuracy": test.accuracy,
             "test_loss": test.loss,
+            "perplexity": text.then(|| on_eval.loss.exp()),
+            "test_perplexity": text.then(|| test.loss.exp()),
             "checkpoint": spec.weights_path(),
             "seconds": started.elapsed().as_secs_f64(),
         });
         println!("{out}");
+    } else if text {
+        println!(
+            "{}: {:?} perplexity {:.4}, test perplexity {:.4} per byte ({} params, {} MACs per sequence)",
+            spec.name,
+            spec.data.eval_split,
+            on_eval.loss.exp(),
+            test.loss.exp(),
+            net.graph().total_params(),
+            net.graph().total_flops()
+        );
     } else {
         println!(
             "{}: {:?} accuracy {:.2}%, test accuracy {:.2}% ({} params, {} MACs per sample)",

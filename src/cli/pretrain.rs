@@ -33,8 +33,8 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     let env = &args.env;
     let spec = EnvSpec::load(env)?;
     anyhow::ensure!(
-        spec.model.onnx_path().is_none(),
-        "{}: key `model.arch`: an onnx model brings its own weights; there is nothing to pretrain (run `autoprune evaluate --env {}` to score it)",
+        !spec.model.brings_weights(),
+        "{}: key `model.arch`: an onnx or hf-gpt2 model brings its own weights; there is nothing to pretrain (run `autoprune evaluate --env {}` to score it)",
         env.display(),
         env.display()
     );

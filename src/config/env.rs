@@ -372,7 +372,7 @@ impl EnvSpec {
             | ModelSpec::Mobilenetv2 { checkpoint: c, .. }
             | ModelSpec::Gpt { checkpoint: c, .. }
             | ModelSpec::Vit { checkpoint: c, .. } => *c = Some(checkpoint),
-            ModelSpec::Onnx { path } => *path = absolute(path)?,
+            ModelSpec::Onnx { path } | ModelSpec::HfGpt2 { path } => *path = absolute(path)?,
         }
         if let Some(dir) = &self.data.dir {
             spec.data.dir = Some(absolute(dir)?);
@@ -401,9 +401,10 @@ impl EnvSpec {
     /// The file holding the pretrained weights: the ONNX file for `arch = "onnx"`, else the
     /// checkpoint.
     pub fn weights_path(&self) -> PathBuf {
-        match self.model.onnx_path() {
-            Some(path) => path.to_path_buf(),
-            None => self.checkpoint_path(),
+        match (self.model.onnx_path(), self.model.hf_path()) {
+            (Some(path), _) => path.to_path_buf(),
+            (_, Some(dir)) => dir.join("model.safetensors"),
+            _ => self.checkpoint_path(),
         }
     }
 
@@ -413,6 +414,9 @@ impl EnvSpec {
     pub fn weights_files(&self) -> Vec<PathBuf> {
         let main = self.weights_path();
         let mut files = vec![main.clone()];
+        if let Some(dir) = self.model.hf_path() {
+            files.push(dir.join("config.json"));
+        }
         if self.model.arch() == Arch::Onnx {
             let mut data = main.into_os_string();
             data.push(".data");
@@ -428,7 +432,7 @@ impl EnvSpec {
     /// those with nothing else.
     fn validate_text(&self) -> Result<()> {
         let text = self.data.dataset.is_text();
-        let gpt = matches!(self.model, ModelSpec::Gpt { .. });
+        let gpt = self.model.is_language_model();
         match self.data.context {
             None if text => {
                 return Err(self.invalid(
@@ -530,7 +534,21 @@ impl EnvSpec {
                 },
             ),
             ModelSpec::Onnx { .. } => Ok(self.import_onnx()?.graph),
+            ModelSpec::HfGpt2 { .. } => self.hf_gpt2()?.graph(),
         }
+    }
+
+    /// The Hugging Face GPT-2 directory of an `arch = "hf-gpt2"` env, read for the data's
+    /// context and vocabulary.
+    pub fn hf_gpt2(&self) -> Result<crate::model::hf::HfGpt2> {
+        let Some(dir) = self.model.hf_path() else {
+            return Err(self.invalid("model.arch", "not an hf-gpt2 model"));
+        };
+        crate::model::hf::read(
+            dir,
+            self.data.context.unwrap_or(0),
+            self.data.dataset.classes(),
+        )
     }
 
     /// The ONNX model of an `arch = "onnx"` env, checked against the data set's input shape

@@ -16,6 +16,9 @@ pub enum Arch {
     Mobilenetv2,
     Gpt,
     Vit,
+    /// A Hugging Face GPT-2 directory (`model.path`).
+    #[serde(rename = "hf-gpt2")]
+    HfGpt2,
     /// A model imported from an ONNX file (`model.path`), its weights included.
     Onnx,
 }
@@ -85,6 +88,10 @@ pub enum ModelSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<PathBuf>,
     },
+    /// A Hugging Face `GPT2LMHeadModel` directory (`config.json` and `model.safetensors`):
+    /// its weights are the pretrained ones, so it has no checkpoint.
+    #[serde(rename = "hf-gpt2")]
+    HfGpt2 { path: PathBuf },
     /// The model file (weights inline or in `<file>.data` beside it): its initializers are
     /// the pretrained weights, so it has no checkpoint.
     Onnx { path: PathBuf },
@@ -112,6 +119,7 @@ impl ModelSpec {
             ModelSpec::Mobilenetv2 { .. } => Arch::Mobilenetv2,
             ModelSpec::Gpt { .. } => Arch::Gpt,
             ModelSpec::Vit { .. } => Arch::Vit,
+            ModelSpec::HfGpt2 { .. } => Arch::HfGpt2,
             ModelSpec::Onnx { .. } => Arch::Onnx,
         }
     }
@@ -124,6 +132,25 @@ impl ModelSpec {
         }
     }
 
+    /// The Hugging Face GPT-2 directory of an `hf-gpt2` model.
+    pub fn hf_path(&self) -> Option<&Path> {
+        match self {
+            ModelSpec::HfGpt2 { path } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// Whether the model brings its own weights (onnx, hf-gpt2) rather than a checkpoint
+    /// that `pretrain` writes.
+    pub fn brings_weights(&self) -> bool {
+        matches!(self, ModelSpec::Onnx { .. } | ModelSpec::HfGpt2 { .. })
+    }
+
+    /// Whether the model is a language model (reads text).
+    pub fn is_language_model(&self) -> bool {
+        matches!(self, ModelSpec::Gpt { .. } | ModelSpec::HfGpt2 { .. })
+    }
+
     /// The checkpoint a zoo model names (`None`: the default, or an onnx model).
     pub(super) fn checkpoint(&self) -> Option<&PathBuf> {
         match self {
@@ -134,7 +161,7 @@ impl ModelSpec {
             | ModelSpec::Mobilenetv2 { checkpoint, .. }
             | ModelSpec::Gpt { checkpoint, .. }
             | ModelSpec::Vit { checkpoint, .. } => checkpoint.as_ref(),
-            ModelSpec::Onnx { .. } => None,
+            ModelSpec::Onnx { .. } | ModelSpec::HfGpt2 { .. } => None,
         }
     }
 }

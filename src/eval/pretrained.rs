@@ -28,6 +28,11 @@ pub fn pretrained(
         let net = crate::onnx::load_net(imported, device, path)?;
         return Ok(Pretrained { net, data });
     }
+    if let Some(dir) = spec.model.hf_path() {
+        let data = data::load(&spec.data_options(), device)?;
+        let net = spec.hf_gpt2()?.load(dir, device)?;
+        return Ok(Pretrained { net, data });
+    }
     let graph = spec.build_graph()?;
     let data = data::load(&spec.data_options(), device)?;
     let net = load_or_train(

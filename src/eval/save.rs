@@ -13,10 +13,21 @@ pub fn graph_sidecar(path: &Path) -> PathBuf {
 
 impl Evaluator {
     /// Writes the model pruned by `keeps` to `path`: an ONNX file when `path` ends in `.onnx`,
-    /// else safetensors plus [`graph_sidecar`]. Channel-pruned models are slimmed.
-    pub fn save_pruned(&mut self, keeps: &[f64], path: &Path) -> Result<()> {
+    /// a Hugging Face GPT-2 directory when it has no extension (a GPT only; `source` is the
+    /// directory the model came from, if any), else safetensors plus [`graph_sidecar`].
+    /// Channel-pruned models are slimmed (a GPT-2 directory loses heads only).
+    pub fn save_pruned(
+        &mut self,
+        keeps: &[f64],
+        path: &Path,
+        source: Option<&crate::model::hf::HfGpt2>,
+    ) -> Result<()> {
         let channel = self.config().granularity == Granularity::Channel;
         let masked = self.apply(keeps)?.duplicate();
+        if path.extension().is_none() {
+            let kept = self.kept_heads(keeps)?;
+            return crate::model::hf::save(&masked, &kept, source, path);
+        }
         let pruned = if channel {
             slim(&masked, self.masker(), keeps)?
         } else {
@@ -30,5 +41,48 @@ impl Evaluator {
         })?;
         crate::fsio::write_atomic(&graph_sidecar(path), graph_json.as_bytes())?;
         pruned.save(path)
+    }
+
+    /// Per layer `h.N` of a GPT, the heads (indices among the layer's) that `keeps` keeps: all
+    /// of them unless heads are pruned by channel.
+    fn kept_heads(&self, keeps: &[f64]) -> Result<Vec<Vec<usize>>> {
+        let costs = self.masker().costs();
+        let graph = costs.graph();
+        let mut kept = Vec::new();
+        while let Some(node) = graph.find(&format!("h.{}.attn.attention", kept.len())) {
+            let crate::graph::Op::Attention {
+                heads, head_dim, ..
+            } = graph.node(node).op
+            else {
+                break;
+            };
+            let unit = costs.units().iter().position(|u| {
+                matches!(u.kind, crate::prune::UnitKind::Group(g)
+                    if graph.prunable_groups()[g].members.contains(&node))
+            });
+            let heads: Vec<usize> = match unit {
+                Some(u) => {
+                    let channels: Vec<i64> = Vec::try_from(
+                        &self
+                            .masker()
+                            .kept_channels(u, keeps[u])
+                            .to_device(tch::Device::Cpu),
+                    )?;
+                    let mut ids: Vec<usize> =
+                        channels.iter().map(|&c| c as usize / head_dim).collect();
+                    ids.dedup();
+                    ids
+                }
+                None => (0..heads).collect(),
+            };
+            kept.push(heads);
+        }
+        if kept.is_empty() {
+            return Err(crate::Error::graph(
+                "model",
+                "only a GPT (the zoo's gpt or an hf-gpt2 model) saves as a GPT-2 directory; give --save a file name ending in .safetensors or .onnx",
+            ));
+        }
+        Ok(kept)
     }
 }

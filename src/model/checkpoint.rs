@@ -31,11 +31,19 @@ pub fn save_var_store_with(
     path: &Path,
     metadata: &BTreeMap<String, String>,
 ) -> Result<()> {
-    let named = sorted_variables(vs);
+    save_tensors_with(&sorted_variables(vs), path, metadata)
+}
+
+/// Named tensors (contiguous, on the CPU) to a safetensors file with `metadata`, atomically.
+pub fn save_tensors_with(
+    named: &[(String, Tensor)],
+    path: &Path,
+    metadata: &BTreeMap<String, String>,
+) -> Result<()> {
     let mut header = serde_json::Map::new();
     header.insert("__metadata__".into(), serde_json::json!(metadata));
     let mut data: Vec<u8> = Vec::new();
-    for (name, tensor) in &named {
+    for (name, tensor) in named {
         let dtype = match tensor.kind() {
             Kind::Float => "F32",
             Kind::Double => "F64",

@@ -6,6 +6,7 @@
 
 pub mod checkpoint;
 mod graphnet;
+pub mod hf;
 mod train;
 mod transformer;
 pub mod zoo;

@@ -29,43 +29,70 @@ pub struct GptShape {
 /// `c_proj`) added into the residual stream; a final LayerNorm; the LM head tied to the
 /// token embedding. Input: `[context]` token ids; output: `[vocab, context]` logits.
 pub fn gpt(shape: &GptShape) -> Result<ModelGraph> {
-    let GptShape {
-        vocab,
-        context,
-        layers,
-        heads,
-        width,
-        mlp_ratio,
-    } = *shape;
+    gpt_layout(&GptLayout {
+        vocab: shape.vocab,
+        context: shape.context,
+        positions: shape.context,
+        width: shape.width,
+        heads: vec![shape.heads; shape.layers],
+        head_dim: shape.width / shape.heads.max(1),
+        hidden: shape.width * shape.mlp_ratio,
+        act: Activation::GeluTanh,
+        eps: LN_EPS,
+    })
+}
+
+/// A GPT in full detail: what a Hugging Face GPT-2 directory describes (heads may differ
+/// per layer once some were pruned).
+#[derive(Debug, Clone, PartialEq)]
+pub struct GptLayout {
+    pub vocab: usize,
+    /// Positions the model reads (the input's length).
+    pub context: usize,
+    /// Rows of the position embedding (at least `context`).
+    pub positions: usize,
+    pub width: usize,
+    /// Heads of each layer.
+    pub heads: Vec<usize>,
+    pub head_dim: usize,
+    /// MLP hidden neurons.
+    pub hidden: usize,
+    pub act: Activation,
+    /// LayerNorm epsilon.
+    pub eps: f64,
+}
+
+/// The graph of a [`GptLayout`] (node names as [`gpt`]'s).
+pub fn gpt_layout(layout: &GptLayout) -> Result<ModelGraph> {
     let mut b = GraphBuilder::new();
     let input = b.add(
         "input",
         Op::Input {
-            shape: vec![context],
+            shape: vec![layout.context],
         },
         &[],
     );
+    let (vocab, width) = (layout.vocab, layout.width);
     let tokens = b.add("wte", Op::Embedding { vocab, width }, &[input]);
-    let x = b.add(
-        "wpe",
-        Op::PosEmbedding {
-            tokens: context,
-            width,
-        },
-        &[tokens],
-    );
+    let position = Op::PosEmbedding {
+        tokens: layout.positions,
+        width,
+    };
+    let x = b.add("wpe", position, &[tokens]);
     let x = blocks(
         &mut b,
         x,
         &Blocks {
-            layers,
-            heads,
+            heads: layout.heads.clone(),
+            head_dim: layout.head_dim,
             width,
-            mlp_ratio,
+            hidden: layout.hidden,
+            act: layout.act,
+            eps: layout.eps,
             causal: true,
         },
     );
-    let x = norm(&mut b, "ln_f", x, width);
+    let x = norm(&mut b, "ln_f", x, width, layout.eps);
     let head = Op::LmHead {
         vocab,
         width,
@@ -78,10 +105,13 @@ pub fn gpt(shape: &GptShape) -> Result<ModelGraph> {
 
 /// The repeated part of a transformer.
 struct Blocks {
-    layers: usize,
-    heads: usize,
+    /// Heads of each layer (one entry per layer).
+    heads: Vec<usize>,
+    head_dim: usize,
     width: usize,
-    mlp_ratio: usize,
+    hidden: usize,
+    act: Activation,
+    eps: f64,
     causal: bool,
 }
 
@@ -94,46 +124,43 @@ fn linear(b: &mut GraphBuilder, name: String, x: NodeIndex, i: usize, o: usize) 
     b.add(name, op, &[x])
 }
 
-fn norm(b: &mut GraphBuilder, name: impl Into<String>, x: NodeIndex, width: usize) -> NodeIndex {
+fn norm(
+    b: &mut GraphBuilder,
+    name: impl Into<String>,
+    x: NodeIndex,
+    width: usize,
+    eps: f64,
+) -> NodeIndex {
     let op = Op::LayerNorm {
         features: width,
-        eps: LN_EPS,
+        eps,
     };
     b.add(name, op, &[x])
 }
 
 /// Pre-LayerNorm blocks `h.0 ..`: multi-head attention (`q`, `k`, `v`, attention, `c_proj`)
-/// and a GELU MLP (`c_fc`, `c_proj`), each added into the residual stream `x`.
+/// and an MLP (`c_fc`, activation, `c_proj`), each added into the residual stream `x`.
 fn blocks(b: &mut GraphBuilder, mut x: NodeIndex, shape: &Blocks) -> NodeIndex {
-    let Blocks {
-        layers,
-        heads,
-        width,
-        mlp_ratio,
-        causal,
-    } = *shape;
-    for l in 0..layers {
+    let (width, d, eps) = (shape.width, shape.head_dim, shape.eps);
+    for (l, &heads) in shape.heads.iter().enumerate() {
         let p = format!("h.{l}");
-        let h = norm(b, format!("{p}.ln_1"), x, width);
-        let q = linear(b, format!("{p}.attn.q"), h, width, width);
-        let k = linear(b, format!("{p}.attn.k"), h, width, width);
-        let v = linear(b, format!("{p}.attn.v"), h, width, width);
+        let h = norm(b, format!("{p}.ln_1"), x, width, eps);
+        let inner = heads * d;
+        let q = linear(b, format!("{p}.attn.q"), h, width, inner);
+        let k = linear(b, format!("{p}.attn.k"), h, width, inner);
+        let v = linear(b, format!("{p}.attn.v"), h, width, inner);
         let attention = Op::Attention {
             heads,
-            head_dim: width / heads,
-            causal,
+            head_dim: d,
+            causal: shape.causal,
         };
         let a = b.add(format!("{p}.attn.attention"), attention, &[q, k, v]);
-        let a = linear(b, format!("{p}.attn.c_proj"), a, width, width);
+        let a = linear(b, format!("{p}.attn.c_proj"), a, inner, width);
         x = b.add(format!("{p}.add_1"), Op::Add, &[x, a]);
-        let h = norm(b, format!("{p}.ln_2"), x, width);
-        let hidden = width * mlp_ratio;
-        let h = linear(b, format!("{p}.mlp.c_fc"), h, width, hidden);
-        let act = Op::Act {
-            act: Activation::GeluTanh,
-        };
-        let h = b.add(format!("{p}.mlp.gelu"), act, &[h]);
-        let h = linear(b, format!("{p}.mlp.c_proj"), h, hidden, width);
+        let h = norm(b, format!("{p}.ln_2"), x, width, eps);
+        let h = linear(b, format!("{p}.mlp.c_fc"), h, width, shape.hidden);
+        let h = b.add(format!("{p}.mlp.gelu"), Op::Act { act: shape.act }, &[h]);
+        let h = linear(b, format!("{p}.mlp.c_proj"), h, shape.hidden, width);
         x = b.add(format!("{p}.add_2"), Op::Add, &[x, h]);
     }
     x
@@ -196,18 +223,17 @@ pub fn vit(input: &Shape, classes: usize, shape: &VitShape) -> Result<ModelGraph
     let x = b.add("cls_token", Op::ClassToken { width }, &[x]);
     let tokens = (h / patch) * (w / patch) + 1;
     let x = b.add("pos_embed", Op::PosEmbedding { tokens, width }, &[x]);
-    let x = blocks(
-        &mut b,
-        x,
-        &Blocks {
-            layers,
-            heads,
-            width,
-            mlp_ratio,
-            causal: false,
-        },
-    );
-    let x = norm(&mut b, "norm", x, width);
+    let vit_blocks = Blocks {
+        heads: vec![heads; layers],
+        head_dim: width / heads.max(1),
+        width,
+        hidden: width * mlp_ratio,
+        act: Activation::GeluTanh,
+        eps: LN_EPS,
+        causal: false,
+    };
+    let x = blocks(&mut b, x, &vit_blocks);
+    let x = norm(&mut b, "norm", x, width, LN_EPS);
     let x = b.add("cls", Op::TakeToken { index: 0 }, &[x]);
     let logits = linear(&mut b, "head".into(), x, width, classes);
     b.add("output", Op::Output, &[logits]);

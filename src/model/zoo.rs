@@ -6,7 +6,7 @@ use crate::graph::{GraphBuilder, ModelGraph, Op, Shape};
 use petgraph::graph::NodeIndex;
 use serde::{Deserialize, Serialize};
 
-pub use super::transformer::{gpt, vit, GptShape, VitShape};
+pub use super::transformer::{gpt, gpt_layout, vit, GptLayout, GptShape, VitShape};
 
 /// One entry of a VGG configuration: a 3×3 conv with that many channels, or a 2×2 max-pool.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

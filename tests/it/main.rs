@@ -10,6 +10,7 @@ mod fuzz;
 mod gnn;
 mod graph;
 mod heuristics;
+mod hf_gpt2;
 mod hostile;
 mod latency;
 mod meta;

@@ -383,3 +383,63 @@ fn a_gpt_env_prunes_searches_and_saves_from_the_command_line() {
     let flops = graph["total_flops"].as_u64().unwrap();
     assert_eq!(flops, applied["flops"].as_u64().unwrap());
 }
+
+#[test]
+fn every_allocator_agent_and_granularity_handles_a_gpt() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = tiny_gpt_env(dir.path());
+    let env = env.to_str().unwrap();
+    for granularity in ["unstructured", "channel", "2:4"] {
+        for method in ["uniform", "global", "lamp", "erk", "random"] {
+            let out = common::run(&[
+                "baseline",
+                "--env",
+                env,
+                "--method",
+                method,
+                "--granularity",
+                granularity,
+                "--json",
+            ]);
+            let score = common::success_json(&out);
+            let kept = score["flops_kept"].as_f64().unwrap();
+            assert!(kept <= 0.5 + 1e-9, "{granularity} {method}: {score}");
+            assert!(score["perplexity"].as_f64().unwrap() > 1.0);
+        }
+    }
+    for config in ["amc-ddpg", "ppo", "evolution", "random", "gnn"] {
+        let out = common::run(&[
+            "search",
+            "--config",
+            &format!("configs/{config}.toml"),
+            "--env",
+            env,
+            "--episodes",
+            "8",
+            "--logdir",
+            dir.path().join(config).to_str().unwrap(),
+            "--json",
+        ]);
+        let score = common::success_json(&out);
+        assert!(
+            score["flops_kept"].as_f64().unwrap() <= 0.5 + 1e-9,
+            "{config}: {score}"
+        );
+        assert!(
+            score["test_perplexity"].as_f64().unwrap() > 1.0,
+            "{config}: {score}"
+        );
+    }
+    // The shipped graph agent, trained on CNNs, reads a GPT's heads and neurons zero-shot.
+    let out = common::run(&[
+        "transfer",
+        "--agent",
+        "policies/gnn-fmnist.safetensors",
+        "--env",
+        env,
+        "--json",
+    ]);
+    let score = common::success_json(&out);
+    assert_eq!(score["layers"].as_array().unwrap().len(), 4);
+    assert!(score["flops_kept"].as_f64().unwrap() <= 0.5 + 1e-9);
+}
