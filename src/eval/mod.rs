@@ -111,6 +111,8 @@ pub struct EvalConfig {
     /// Masked SGD steps on the training split before scoring (0: none).
     pub finetune_steps: usize,
     pub finetune_lr: f64,
+    /// Fine-tune with Adam instead of SGD (language models, trained with Adam).
+    pub finetune_adam: bool,
     /// Training batches used to re-estimate BatchNorm statistics after channel pruning.
     pub recalibration_batches: usize,
     pub batch_size: usize,
@@ -129,6 +131,10 @@ pub struct EvalConfig {
 impl EvalConfig {
     /// The env's settings, with the defaults for what an env does not say.
     pub fn from_env(spec: &EnvSpec, seed: u64) -> Result<Self> {
+        // A language model fine-tunes as it was trained, at a tenth of its learning rate and
+        // with its batch size (of sequences); classifiers with SGD at 0.01 on 128 images.
+        let lm = spec.model.is_language_model();
+        let adam = lm && spec.train.optimizer == crate::model::Optimizer::Adam;
         Ok(Self {
             granularity: spec.prune.granularity,
             criterion: spec.prune.criterion,
@@ -140,10 +146,11 @@ impl EvalConfig {
             reward: spec.reward.kind,
             eval_split: spec.data.eval_split,
             finetune_steps: spec.reward.finetune_steps,
-            finetune_lr: 0.01,
+            finetune_lr: if lm { spec.train.lr / 10.0 } else { 0.01 },
+            finetune_adam: adam,
             recalibration_batches: spec.reward.recalibration_batches,
-            batch_size: 128,
-            eval_batch_size: 1000,
+            batch_size: if lm { spec.train.batch_size } else { 128 },
+            eval_batch_size: if lm { 64 } else { 1000 },
             eval_samples: None,
             seed,
             latency: spec.latency_settings(),
@@ -518,15 +525,19 @@ impl Evaluator {
         Ok(&self.net)
     }
 
-    /// Masked SGD on the training split: masks are re-applied after every step.
+    /// Masked SGD (or Adam) on the training split: masks are re-applied after every step.
     fn finetune(&mut self, masks: &[(Tensor, Tensor)], rng: &mut StdRng) -> Result<()> {
-        let mut optimizer = nn::Sgd {
-            momentum: 0.9,
-            dampening: 0.0,
-            wd: 5e-4,
-            nesterov: true,
-        }
-        .build(self.net.var_store(), self.config.finetune_lr)?;
+        let mut optimizer = if self.config.finetune_adam {
+            nn::Adam::default().build(self.net.var_store(), self.config.finetune_lr)?
+        } else {
+            nn::Sgd {
+                momentum: 0.9,
+                dampening: 0.0,
+                wd: 5e-4,
+                nesterov: true,
+            }
+            .build(self.net.var_store(), self.config.finetune_lr)?
+        };
         let mut step = 0;
         while step < self.config.finetune_steps {
             for (images, labels) in self.train.batches(self.config.batch_size, Some(rng)) {

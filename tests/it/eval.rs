@@ -50,6 +50,7 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         eval_split: SplitName::Val,
         finetune_steps: 0,
         finetune_lr: 0.01,
+        finetune_adam: false,
         recalibration_batches: 10,
         batch_size: 64,
         eval_batch_size: 256,

@@ -43,6 +43,7 @@ fn eval_config(keep: f64) -> EvalConfig {
         eval_split: SplitName::Val,
         finetune_steps: 0,
         finetune_lr: 0.01,
+        finetune_adam: false,
         recalibration_batches: 4,
         batch_size: 64,
         eval_batch_size: 400,

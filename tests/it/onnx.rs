@@ -185,6 +185,7 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         eval_split: SplitName::Val,
         finetune_steps: 0,
         finetune_lr: 0.01,
+        finetune_adam: false,
         recalibration_batches: 0,
         batch_size: 64,
         eval_batch_size: 256,
