@@ -103,6 +103,7 @@ fn episode_seconds(net: &GraphNet, side: i64) -> Result<f64, Box<dyn std::error:
         eval_split: SplitName::Val,
         finetune_steps: 0,
         finetune_lr: 0.01,
+        finetune_adam: false,
         recalibration_batches: 0,
         batch_size: SAMPLES as usize,
         eval_batch_size: SAMPLES as usize,
