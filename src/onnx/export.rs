@@ -59,6 +59,14 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
             }
             Ok(names)
         };
+        if super::export_seq::is_sequence_node(graph, index) {
+            let added = super::export_seq::export_node(net, index, inputs)?;
+            nodes.extend(added.nodes);
+            initializers.extend(added.initializers);
+            input = added.input.or(input);
+            output = added.output.or(output);
+            continue;
+        }
         match &node.op {
             Op::Input { shape } => {
                 input = Some(value_info(name, shape));
@@ -293,15 +301,7 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
             | Op::LmHead { .. }
             | Op::ToTokens
             | Op::ClassToken { .. }
-            | Op::TakeToken { .. } => {
-                return Err(Error::graph(
-                    name,
-                    format!(
-                        "is a transformer op ({}), which ONNX export does not write yet; save the pruned weights with `apply --save FILE.safetensors` instead",
-                        node.op.type_name()
-                    ),
-                ))
-            }
+            | Op::TakeToken { .. } => unreachable!("sequence ops export in export_seq"),
         }
     }
     let (Some(input), Some(output)) = (input, output) else {
@@ -330,7 +330,7 @@ pub fn to_onnx(net: &GraphNet) -> Result<pb::ModelProto> {
     })
 }
 
-fn int_tensor(name: &str, values: &[i64]) -> TensorProto {
+pub(super) fn int_tensor(name: &str, values: &[i64]) -> TensorProto {
     TensorProto {
         dims: vec![values.len() as i64],
         data_type: DataType::Int64 as i32,
@@ -340,7 +340,7 @@ fn int_tensor(name: &str, values: &[i64]) -> TensorProto {
     }
 }
 
-fn float_tensor(name: &str, dims: Vec<i64>, values: &[f32]) -> TensorProto {
+pub(super) fn float_tensor(name: &str, dims: Vec<i64>, values: &[f32]) -> TensorProto {
     TensorProto {
         dims,
         data_type: DataType::Float as i32,
@@ -351,7 +351,7 @@ fn float_tensor(name: &str, dims: Vec<i64>, values: &[f32]) -> TensorProto {
 }
 
 /// A float tensor value `[batch, shape...]` with a symbolic batch dimension.
-fn value_info(name: &str, shape: &[usize]) -> pb::ValueInfoProto {
+pub(super) fn value_info(name: &str, shape: &[usize]) -> pb::ValueInfoProto {
     use tensor_shape_proto::dimension::Value as Dim;
     let mut dim = vec![tensor_shape_proto::Dimension {
         value: Some(Dim::DimParam("batch".into())),
@@ -374,7 +374,7 @@ fn value_info(name: &str, shape: &[usize]) -> pb::ValueInfoProto {
     }
 }
 
-fn onnx_node(
+pub(super) fn onnx_node(
     op: &str,
     name: &str,
     inputs: Vec<String>,
@@ -391,7 +391,7 @@ fn onnx_node(
     }
 }
 
-fn int(name: &str, i: i64) -> AttributeProto {
+pub(super) fn int(name: &str, i: i64) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -400,7 +400,7 @@ fn int(name: &str, i: i64) -> AttributeProto {
     }
 }
 
-fn float(name: &str, f: f32) -> AttributeProto {
+pub(super) fn float(name: &str, f: f32) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Float as i32,
@@ -418,7 +418,7 @@ fn string(name: &str, value: &str) -> AttributeProto {
     }
 }
 
-fn ints(name: &str, values: &[i64]) -> AttributeProto {
+pub(super) fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,

@@ -4,6 +4,7 @@
 //! Must not know about agents or env files.
 
 mod export;
+mod export_seq;
 mod import;
 
 pub use export::{export, to_onnx, OPSET};

@@ -443,3 +443,107 @@ fn every_allocator_agent_and_granularity_handles_a_gpt() {
     assert_eq!(score["layers"].as_array().unwrap().len(), 4);
     assert!(score["flops_kept"].as_f64().unwrap() <= 0.5 + 1e-9);
 }
+
+/// Runs an ONNX file with ONNX Runtime on `input` (int64 token ids or float images).
+fn onnxruntime(model: &std::path::Path, input: &Tensor) -> Tensor {
+    let dir = model.parent().unwrap();
+    let (data, kind) = if input.kind() == Kind::Int64 {
+        (input.to_kind(Kind::Float), "int64")
+    } else {
+        (input.shallow_clone(), "float32")
+    };
+    let values: Vec<f32> = Vec::try_from(&data.flatten(0, -1)).unwrap();
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(dir.join("input.f32"), bytes).unwrap();
+    let shape: Vec<String> = input.size().iter().map(|d| d.to_string()).collect();
+    let script = "import sys, numpy as np, onnxruntime as ort\n\
+s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n\
+shape = [int(d) for d in sys.argv[4].split(',')]\n\
+x = np.fromfile(sys.argv[2], dtype='<f4').reshape(shape).astype(sys.argv[3])\n\
+y = s.run(None, {s.get_inputs()[0].name: x})[0]\n\
+y.astype('<f4').tofile(sys.argv[2] + '.out')\n\
+print(','.join(str(d) for d in y.shape))\n";
+    let run = std::process::Command::new(common::python())
+        .args(["-c", script])
+        .arg(model)
+        .arg(dir.join("input.f32"))
+        .arg(kind)
+        .arg(shape.join(","))
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "onnxruntime: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let dims: Vec<i64> = String::from_utf8_lossy(&run.stdout)
+        .trim()
+        .split(',')
+        .map(|d| d.parse().unwrap())
+        .collect();
+    Tensor::from_slice(&common::read_f32(&dir.join("input.f32.out"))).view(dims.as_slice())
+}
+
+/// `net` channel-pruned at `keeps` (heads and neurons), slimmed.
+fn slimmed(net: &GraphNet, keeps: &[f64], train: &autoprune::data::Split) -> GraphNet {
+    let costs = CostModel::new(net.graph(), Granularity::Channel);
+    let importance = Importance::compute(net, autoprune::prune::Criterion::L1, train, 0).unwrap();
+    let masker = Masker::new(&costs, &importance);
+    let masked = net.duplicate();
+    let vars = masked.var_store().variables();
+    tch::no_grad(|| {
+        for m in masker.masks(keeps) {
+            let t = &vars[&m.tensor];
+            t.shallow_clone().copy_(&(t * &m.mask));
+        }
+    });
+    autoprune::prune::slim(&masked, &masker, keeps).unwrap()
+}
+
+#[test]
+fn slimmed_gpt_and_vit_export_to_onnx_that_onnxruntime_runs_alike() {
+    let dir = tempfile::tempdir().unwrap();
+    // A GPT with half its heads and a third of its neurons.
+    let net = GraphNet::new(gpt(&SMALL).unwrap(), Device::Cpu);
+    randomise(&net);
+    let train = autoprune::data::Split {
+        images: tokens(8, 16, 2),
+        labels: tokens(8, 16, 3),
+    };
+    let slim = slimmed(&net, &[0.5, 0.3, 0.5, 0.7], &train);
+    let path = dir.path().join("gpt.onnx");
+    autoprune::onnx::export(&slim, &path).unwrap();
+    let ids = tokens(3, 16, 5);
+    let ours = tch::no_grad(|| slim.forward_t(&ids, false));
+    let theirs = onnxruntime(&path, &ids);
+    assert_eq!(theirs.size(), vec![3, 16, 256]);
+    let diff = f64::try_from((&ours - &theirs).abs().max()).unwrap();
+    assert!(diff < 1e-4, "GPT logits differ by {diff}");
+    // A ViT on 28x28 images.
+    let vit_shape = autoprune::model::zoo::VitShape {
+        patch: 7,
+        layers: 2,
+        heads: 2,
+        width: 16,
+        mlp_ratio: 2,
+    };
+    let net = GraphNet::new(
+        autoprune::model::zoo::vit(&vec![1, 28, 28], 10, &vit_shape).unwrap(),
+        Device::Cpu,
+    );
+    randomise(&net);
+    tch::manual_seed(6);
+    let images = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let train = autoprune::data::Split {
+        images: images.shallow_clone(),
+        labels: Tensor::from_slice(&[1i64, 2, 3, 4]),
+    };
+    let slim = slimmed(&net, &[0.5, 0.5, 1.0, 0.25], &train);
+    let path = dir.path().join("vit.onnx");
+    autoprune::onnx::export(&slim, &path).unwrap();
+    let ours = tch::no_grad(|| slim.forward_t(&images, false));
+    let theirs = onnxruntime(&path, &images);
+    assert_eq!(theirs.size(), vec![4, 10]);
+    let diff = f64::try_from((&ours - &theirs).abs().max()).unwrap();
+    assert!(diff < 1e-4, "ViT logits differ by {diff}");
+}
