@@ -212,6 +212,7 @@ fn fixed_cost(ms: u64) -> Evaluate {
                 params: 1000,
                 flops: 1000,
                 reward: 0.5,
+                perplexity: None,
                 layers,
                 split: SplitName::Val,
                 seconds: ms as f64 / 1000.0,

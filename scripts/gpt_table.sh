@@ -23,7 +23,6 @@ root=runs/gpt-table-$(basename "$env" .toml)
 perplexity() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["test_perplexity"])' "$1"; }
 
 if [ -z "${GATHER:-}" ]; then
-    "$bin" pretrain --env "$env" "${threads[@]}" > /dev/null 2>&1 || true
     for seed in $seeds; do
         for method in ddpg evolution gnn uniform lamp; do
             run=$root/$method-s$seed
@@ -37,7 +36,8 @@ if [ -z "${GATHER:-}" ]; then
                         resume=()
                         [ -f "$run/search/episodes.jsonl" ] && resume=(--resume "$run/search")
                         if [ ${#resume[@]} -gt 0 ]; then
-                            "$bin" search "${resume[@]}" "${threads[@]}" --json > "$run/score.json.tmp"
+                            "$bin" search "${resume[@]}" --out "$run/policy.json" "${threads[@]}" \
+                                --json > "$run/score.json.tmp"
                         else
                             "$bin" search --config "configs/gpt-$method.toml" --env "$env" \
                                 --seed "$seed" "${episodes[@]}" --logdir "$run/search" \
