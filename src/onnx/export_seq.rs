@@ -38,30 +38,24 @@ pub(super) struct Added {
     pub output: Option<pb::ValueInfoProto>,
 }
 
-/// A tensor of the model as float32 values, with its dims.
-fn values(net: &GraphNet, name: &str) -> Result<(Vec<i64>, Vec<f32>)> {
+/// A tensor of the model, float32 on the CPU.
+fn cpu_tensor(net: &GraphNet, name: &str) -> Result<tch::Tensor> {
     let vars = net.var_store().variables();
     let t = vars
         .get(name)
         .ok_or_else(|| Error::graph(name, "has no tensor in the model; cannot export it"))?;
-    let t = t
-        .to_device(tch::Device::Cpu)
-        .to_kind(tch::Kind::Float)
-        .contiguous();
+    Ok(t.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float))
+}
+
+/// A tensor of the model as float32 values, with its dims.
+fn values(net: &GraphNet, name: &str) -> Result<(Vec<i64>, Vec<f32>)> {
+    let t = cpu_tensor(net, name)?.contiguous();
     Ok((t.size(), Vec::<f32>::try_from(&t.view([-1]))?))
 }
 
 /// `name`'s weight transposed (`[out, in]` to `[in, out]`), for a MatMul.
 fn transposed(net: &GraphNet, weight: &str, name: &str) -> Result<TensorProto> {
-    let vars = net.var_store().variables();
-    let t = vars
-        .get(weight)
-        .ok_or_else(|| Error::graph(weight, "has no tensor in the model; cannot export it"))?;
-    let t = t
-        .to_device(tch::Device::Cpu)
-        .to_kind(tch::Kind::Float)
-        .t_copy()
-        .contiguous();
+    let t = cpu_tensor(net, weight)?.t_copy().contiguous();
     let values = Vec::<f32>::try_from(&t.view([-1]))?;
     Ok(float_tensor(name, t.size(), &values))
 }
