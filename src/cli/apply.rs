@@ -66,8 +66,9 @@ pub fn run(args: ApplyArgs) -> Result<()> {
     let costs = CostModel::new(&spec.build_graph()?, spec.prune.granularity);
     let keeps = policy.keeps_for(&costs, policy_path)?;
     let save = args.save.as_deref();
+    let gpt2_dir = save.is_some_and(|p| p.extension().is_none()) && spec.model.is_language_model();
     match save {
-        Some(dir) if dir.extension().is_none() => autoprune::fsio::prepare_output_dir(dir)?,
+        Some(dir) if gpt2_dir => autoprune::fsio::prepare_output_dir(dir)?,
         Some(path) => autoprune::fsio::prepare_output(path)?,
         None => {}
     }
@@ -103,7 +104,7 @@ pub fn run(args: ApplyArgs) -> Result<()> {
         if let Some(path) = save {
             if path.extension().is_some_and(|e| e == "onnx") {
                 println!("pruned model written to {} (ONNX)", path.display());
-            } else if path.extension().is_none() {
+            } else if gpt2_dir {
                 println!(
                     "pruned model written to {} (a Hugging Face GPT-2 directory)",
                     path.display()

@@ -13,7 +13,7 @@ pub fn graph_sidecar(path: &Path) -> PathBuf {
 
 impl Evaluator {
     /// Writes the model pruned by `keeps` to `path`: an ONNX file when `path` ends in `.onnx`,
-    /// a Hugging Face GPT-2 directory when it has no extension (a GPT only; `source` is the
+    /// for a GPT a Hugging Face GPT-2 directory when it has no extension (`source` is the
     /// directory the model came from, if any), else safetensors plus [`graph_sidecar`].
     /// Channel-pruned models are slimmed (a GPT-2 directory loses heads only).
     pub fn save_pruned(
@@ -24,7 +24,7 @@ impl Evaluator {
     ) -> Result<()> {
         let channel = self.config().granularity == Granularity::Channel;
         let masked = self.apply(keeps)?.duplicate();
-        if path.extension().is_none() {
+        if path.extension().is_none() && self.is_language_model() {
             let kept = self.kept_heads(keeps)?;
             return crate::model::hf::save(&masked, &kept, source, path);
         }
