@@ -11,7 +11,7 @@ mod common;
 use autoprune::config::EnvSpec;
 use autoprune::device::{device_name, parse_device};
 use autoprune::eval::{EvalConfig, Evaluator};
-use autoprune::prune::{allocate, Method};
+use autoprune::prune::{allocate, Method, Signals};
 use common::{arg, data_and_model, median};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -34,7 +34,7 @@ fn main() {
     let mut recal = Evaluator::new(&net, &data, recal_config).expect("evaluator");
     let keeps = {
         let wall = plain.wall(&env).expect("wall");
-        allocate(Method::Lamp, &wall, plain.costs(), plain.unit_scores(), 0)
+        plain.allocate(Method::Lamp, &wall, 0).expect("lamp")
     };
     // Warm-up.
     net.evaluate(split, plain_config.eval_batch_size)
@@ -57,7 +57,13 @@ fn main() {
     let policies: Vec<Vec<f64>> = (0..8)
         .map(|seed| {
             let wall = plain.wall(&env).expect("wall");
-            allocate(Method::Random, &wall, plain.costs(), &[], seed)
+            allocate(
+                Method::Random,
+                &wall,
+                plain.costs(),
+                Signals::default(),
+                seed,
+            )
         })
         .collect();
     let t = Instant::now();

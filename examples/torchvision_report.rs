@@ -11,7 +11,7 @@ use autoprune::config::RewardKind;
 use autoprune::data::{Dataset, DatasetKind, Split, SplitName};
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::GraphNet;
-use autoprune::prune::{allocate, Budget, Criterion, Granularity, Method, Metric};
+use autoprune::prune::{allocate, Budget, Criterion, Granularity, Method, Metric, Signals};
 use std::path::Path;
 use std::time::Instant;
 use tch::{Device, Kind, Tensor};
@@ -110,6 +110,8 @@ fn episode_seconds(net: &GraphNet, side: i64) -> Result<f64, Box<dyn std::error:
         eval_samples: Some(SAMPLES as usize),
         seed: 0,
         latency: None,
+        calibration: 16,
+        wanda_rows: true,
         name: "torchvision".into(),
         weights: "torchvision.safetensors".into(),
     };
@@ -121,7 +123,7 @@ fn episode_seconds(net: &GraphNet, side: i64) -> Result<f64, Box<dyn std::error:
             Method::Random,
             &wall,
             evaluator.costs(),
-            &[],
+            Signals::default(),
             episode as u64,
         );
         evaluator.evaluate(&keeps)?;

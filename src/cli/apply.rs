@@ -10,6 +10,7 @@ use autoprune::eval::pruningnet::PruningNet;
 use autoprune::eval::{graph_sidecar, pretrained, EvalConfig, Evaluator};
 use autoprune::policy::PolicyFile;
 use autoprune::prune::CostModel;
+use autoprune::prune::Criterion;
 use autoprune::runlog::Progress;
 use clap::Args;
 use serde_json::json;
@@ -23,6 +24,9 @@ pub struct ApplyArgs {
     /// Policy file (policies/*.json).
     #[arg(long)]
     policy: PathBuf,
+    /// Pruning criterion (overrides the env's prune.criterion), e.g. wanda or sparsegpt.
+    #[arg(long, value_enum)]
+    criterion: Option<Criterion>,
     /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
     #[arg(long)]
     finetune_steps: Option<usize>,
@@ -47,6 +51,7 @@ pub struct ApplyArgs {
 pub fn run(args: ApplyArgs) -> Result<()> {
     let overrides = EnvOverrides {
         finetune_steps: args.finetune_steps,
+        criterion: args.criterion,
         ..EnvOverrides::default()
     };
     let spec = EnvSpec::load(&args.env)?.with_overrides(&overrides)?;

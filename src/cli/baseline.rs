@@ -8,7 +8,7 @@ use autoprune::config::{EnvOverrides, EnvSpec};
 use autoprune::data::SplitName;
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{fingerprint, PolicyFile};
-use autoprune::prune::{allocate, Granularity, Method, Metric};
+use autoprune::prune::{Criterion, Granularity, Method, Metric};
 use autoprune::runlog::Progress;
 use clap::Args;
 use serde_json::json;
@@ -30,6 +30,9 @@ pub struct BaselineArgs {
     /// unstructured, channel or N:M (overrides the env's granularity).
     #[arg(long)]
     granularity: Option<Granularity>,
+    /// Pruning criterion (overrides the env's prune.criterion), e.g. wanda or sparsegpt.
+    #[arg(long, value_enum)]
+    criterion: Option<Criterion>,
     /// Masked fine-tuning steps before scoring (overrides the env's reward.finetune_steps).
     #[arg(long)]
     finetune_steps: Option<usize>,
@@ -50,6 +53,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
         metric: args.metric,
         granularity: args.granularity,
         finetune_steps: args.finetune_steps,
+        criterion: args.criterion,
     };
     let spec = EnvSpec::load(&args.env)?.with_overrides(&overrides)?;
     let out = args.out.as_deref();
@@ -64,13 +68,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
     let method = args.method;
     let keeps = {
         let wall = evaluator.wall(&spec.path)?;
-        allocate(
-            method,
-            &wall,
-            evaluator.costs(),
-            evaluator.unit_scores(),
-            seed,
-        )
+        evaluator.allocate(method, &wall, seed)?
     };
     let score = evaluator.evaluate(&keeps)?;
     let test = evaluator.rescore_on(&keeps, SplitName::Test)?;
@@ -79,7 +77,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
         PolicyFile::new(&spec, &model, &score, method.name(), 0, seed).save(path)?;
     }
     if args.json.json {
-        let extra = json!({"env": spec.name, "method": method.name(), "target": spec.prune.target, "granularity": spec.prune.granularity, "finetune_steps": spec.reward.finetune_steps, "policy": out});
+        let extra = json!({"env": spec.name, "method": method.name(), "target": spec.prune.target, "granularity": spec.prune.granularity, "criterion": spec.prune.criterion, "finetune_steps": spec.reward.finetune_steps, "policy": out});
         println!("{}", report(&score, &test, extra)?);
     } else {
         print_score(&format!("{} {}", spec.name, method.name()), &score, &test);

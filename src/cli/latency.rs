@@ -36,11 +36,17 @@ pub struct LatencyArgs {
 }
 
 pub fn run(args: LatencyArgs) -> Result<()> {
+    let mut spec = EnvSpec::load(&args.env)?;
+    // Latency tables are per channel; a post-training criterion prunes single weights.
     let overrides = EnvOverrides {
         granularity: Some(Granularity::Channel),
+        criterion: spec
+            .prune
+            .criterion
+            .is_post_training()
+            .then_some(autoprune::prune::Criterion::L1),
         ..Default::default()
     };
-    let mut spec = EnvSpec::load(&args.env)?;
     let mut latency = spec.latency_settings().unwrap_or_default();
     if let Some(batch) = args.batch {
         latency.batch = batch;

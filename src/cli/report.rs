@@ -6,7 +6,7 @@ use anyhow::Result;
 use autoprune::config::EnvSpec;
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{fingerprint, PolicyFile};
-use autoprune::prune::{allocate, Method};
+use autoprune::prune::Method;
 use autoprune::report::{render, Profile, RunCurve};
 use autoprune::run::{read_records, BEST_FILE, ENV_FILE, EPISODES_FILE};
 use autoprune::runlog::Progress;
@@ -66,11 +66,13 @@ pub fn run(args: ReportArgs) -> Result<()> {
         .collect();
     let references = [Method::Uniform, Method::Lamp]
         .into_iter()
-        .map(|m| Profile {
-            label: m.name().to_string(),
-            keeps: allocate(m, &wall, evaluator.costs(), evaluator.unit_scores(), 0),
+        .map(|m| {
+            Ok(Profile {
+                label: m.name().to_string(),
+                keeps: evaluator.allocate(m, &wall, 0)?,
+            })
         })
-        .collect::<Vec<_>>();
+        .collect::<Result<Vec<_>>>()?;
     let model = fingerprint(evaluator.costs().graph());
     for (dir, curve) in runs.iter().zip(&curves) {
         let best = PolicyFile::load(&dir.join(BEST_FILE))?;

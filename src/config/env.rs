@@ -51,6 +51,26 @@ pub struct PruneSpec {
     pub target: Target,
     #[serde(deserialize_with = "low_and_high")]
     pub keep_bounds: [f64; 2],
+    /// Training samples (windows of a text set) the post-training criteria and the OWL
+    /// allocator read, drawn once per env.
+    #[serde(default = "default_calibration")]
+    pub calibration: usize,
+    /// Wanda's comparison group: each output row (as published) or the whole layer.
+    #[serde(default)]
+    pub wanda_compare: WandaCompare,
+}
+
+/// `prune.wanda_compare`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WandaCompare {
+    #[default]
+    Row,
+    Layer,
+}
+
+fn default_calibration() -> usize {
+    128
 }
 
 /// `keep_bounds`: exactly `[low, high]`; a list of another length is an error, never cut.
@@ -71,6 +91,8 @@ impl Default for PruneSpec {
                 keep: 0.5,
             },
             keep_bounds: [0.01, 1.0],
+            calibration: default_calibration(),
+            wanda_compare: WandaCompare::Row,
         }
     }
 }
@@ -139,6 +161,7 @@ pub struct EnvOverrides {
     pub keep: Option<f64>,
     pub metric: Option<Metric>,
     pub granularity: Option<Granularity>,
+    pub criterion: Option<Criterion>,
     pub finetune_steps: Option<usize>,
 }
 
@@ -153,6 +176,9 @@ impl EnvSpec {
         }
         if let Some(granularity) = overrides.granularity {
             self.prune.granularity = granularity;
+        }
+        if let Some(criterion) = overrides.criterion {
+            self.prune.criterion = criterion;
         }
         if let Some(steps) = overrides.finetune_steps {
             self.reward.finetune_steps = steps;
@@ -259,6 +285,18 @@ impl EnvSpec {
                 ),
             ));
         }
+        if p.criterion.is_post_training() && p.granularity == Granularity::Channel {
+            return Err(self.invalid(
+                "prune.criterion",
+                format!(
+                    "{} prunes single weights; use granularity = \"unstructured\" or an N:M pattern such as \"2:4\"",
+                    p.criterion.name()
+                ),
+            ));
+        }
+        if p.calibration == 0 {
+            return Err(self.invalid("prune.calibration", "must be at least 1 sample"));
+        }
         if p.target.metric == Metric::Latency && p.granularity != Granularity::Channel {
             return Err(self.invalid(
                 "prune.target.metric",
@@ -330,6 +368,7 @@ impl EnvSpec {
                 format!("{layers} layers are too many; use at most {MAX_LAYERS}")
             })
             .at_most("data.val_size", self.data.val_size, MAX_SAMPLES)
+            .at_most("prune.calibration", self.prune.calibration, MAX_SAMPLES)
             .at_most(
                 "reward.finetune_steps",
                 self.reward.finetune_steps,

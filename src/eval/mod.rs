@@ -1,18 +1,21 @@
 //! The evaluator: applies a policy's masks to a working copy of the pretrained model, scores
 //! it on the evaluation split (accuracy, loss, params and FLOPs kept) and turns the score
-//! into a reward. Optional short masked fine-tune; BatchNorm recalibration after channel
-//! pruning.
+//! into a reward. Post-training criteria (Wanda, SparseGPT) prune on calibration inputs
+//! instead ([`calibrate`]). Optional short masked fine-tune; BatchNorm recalibration after
+//! channel pruning.
 //!
 //! Weight sources live here too: the pretrained model (loaded, or pretrained first) and
 //! MetaPruning's PruningNet ([`pruningnet`]).
 //!
 //! Must not know about agents.
 
+mod calibrate;
 pub mod latency;
 mod pretrained;
 pub mod pruningnet;
 mod save;
 
+pub use calibrate::{alphas, Calibration};
 pub use pretrained::{pretrained, Pretrained};
 pub use save::graph_sidecar;
 
@@ -20,6 +23,8 @@ use crate::config::{EnvSpec, LatencySpec, RewardKind};
 use crate::data::{Dataset, Split, SplitName};
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
+use crate::prune::layerwise::OWL_M;
+use crate::prune::{allocate, Method, Signals};
 use crate::prune::{slim, Granularity};
 use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Mask, Masker};
 use rand::rngs::StdRng;
@@ -123,6 +128,11 @@ pub struct EvalConfig {
     pub seed: u64,
     /// Latency measurement (`[latency]`, or its defaults under a latency budget).
     pub latency: Option<LatencySpec>,
+    /// Calibration samples of post-training criteria and of OWL (`prune.calibration`).
+    pub calibration: usize,
+    /// Wanda compares weights within each output row (`prune.wanda_compare = "row"`), else
+    /// across the layer.
+    pub wanda_rows: bool,
     /// The env's name and the file of its weights (the latency table is cached beside it).
     pub name: String,
     pub weights: std::path::PathBuf,
@@ -154,6 +164,8 @@ impl EvalConfig {
             eval_samples: None,
             seed,
             latency: spec.latency_settings(),
+            calibration: spec.prune.calibration,
+            wanda_rows: spec.prune.wanda_compare == crate::config::WandaCompare::Row,
             name: spec.name.clone(),
             weights: spec.weights_path(),
         })
@@ -180,6 +192,10 @@ pub struct Evaluator {
     source: Option<Box<dyn WeightSource>>,
     /// Timing of pruned models, when latency is measured.
     timing: Option<Timing>,
+    calibration: Calibration,
+    /// The layer-wise allocators' signals, measured on the dense model when first asked for.
+    outliers: std::sync::OnceLock<Vec<f64>>,
+    alphas: std::sync::OnceLock<Vec<f64>>,
 }
 
 /// What timing a pruned model needs: the input batch, the runs, and the dense model, timed
@@ -261,9 +277,12 @@ impl Evaluator {
                 None => split(data.split(config.eval_split)),
             }),
             test: split(&data.test),
+            calibration: Calibration::new(&data.train, config.calibration),
             config,
             source: None,
             timing,
+            outliers: std::sync::OnceLock::new(),
+            alphas: std::sync::OnceLock::new(),
         })
     }
 
@@ -319,6 +338,45 @@ impl Evaluator {
     /// Each unit's importance values under the env's criterion.
     pub fn unit_scores(&self) -> &[Vec<f32>] {
         &self.unit_scores
+    }
+
+    /// A non-learned allocator's policy for `wall` (effective keep ratios). OWL and
+    /// AlphaPruning measure the dense model the first time they are asked for.
+    pub fn allocate(&self, method: Method, wall: &ActionWall, seed: u64) -> Result<Vec<f64>> {
+        let mut signals = Signals {
+            scores: &self.unit_scores,
+            ..Signals::default()
+        };
+        if method == Method::Owl {
+            if self.outliers.get().is_none() {
+                let net = self.dense_copy();
+                let values = self.calibration.outliers(&net, &self.costs, OWL_M)?;
+                let _ = self.outliers.set(values);
+            }
+            signals.outliers = self.outliers.get().map_or(&[], Vec::as_slice);
+        }
+        if method == Method::AlphaPruning {
+            if self.alphas.get().is_none() {
+                let net = self.dense_copy();
+                let _ = self.alphas.set(alphas(&net, &self.costs)?);
+            }
+            signals.alphas = self.alphas.get().map_or(&[], Vec::as_slice);
+        }
+        Ok(allocate(method, wall, &self.costs, signals, seed))
+    }
+
+    /// A copy of the working model holding the pretrained values (the working copy itself
+    /// holds the last policy's pruned model).
+    fn dense_copy(&self) -> GraphNet {
+        let net = self.net.duplicate();
+        let vars = net.var_store().variables();
+        let _guard = tch::no_grad_guard();
+        for (name, _, dense) in &self.tensors {
+            if let Some(t) = vars.get(name) {
+                t.shallow_clone().copy_(dense);
+            }
+        }
+        net
     }
 
     /// Whether the model is a language model (its logits are `[vocab, tokens]`).
@@ -474,12 +532,17 @@ impl Evaluator {
                 value: *bad,
             });
         }
-        let raw = self.masker.masks(keeps);
+        let post_training = self.config.criterion.is_post_training();
+        let raw = if post_training {
+            Vec::new()
+        } else {
+            self.masker.masks(keeps)
+        };
         let generated = match &self.source {
             Some(source) => source.weights(&raw)?,
             None => Vec::new(),
         };
-        let masks: Vec<(Tensor, Tensor)> = {
+        let mut masks: Vec<(Tensor, Tensor)> = {
             let by_name: std::collections::HashMap<&str, &Tensor> = self
                 .tensors
                 .iter()
@@ -504,6 +567,28 @@ impl Evaluator {
                 }
             }
             apply_masks(&masks);
+        }
+        if post_training {
+            let by_name: std::collections::HashMap<&str, &Tensor> = self
+                .tensors
+                .iter()
+                .map(|(n, t, _)| (n.as_str(), t))
+                .collect();
+            let pruned = self.calibration.prune(
+                &self.net,
+                self.config.criterion,
+                &self.costs,
+                keeps,
+                self.config.wanda_rows,
+            )?;
+            masks = pruned
+                .into_iter()
+                .filter_map(|m| {
+                    by_name
+                        .get(m.tensor.as_str())
+                        .map(|t| (t.shallow_clone(), m.mask))
+                })
+                .collect();
         }
         let mut rng = StdRng::seed_from_u64(self.config.seed);
         // Pruning changes what flows into every BatchNorm; a policy that prunes nothing

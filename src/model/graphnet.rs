@@ -74,6 +74,10 @@ fn kaiming(fan_out: bool) -> Init {
     }
 }
 
+/// What [`GraphNet::forward_visiting`] calls before each conv or linear node: the node and
+/// the tensor flowing into it.
+pub type Visitor<'a> = dyn FnMut(petgraph::graph::NodeIndex, &Tensor) + 'a;
+
 impl GraphNet {
     /// Creates freshly initialised parameters for `graph` on `device`.
     pub fn new(graph: ModelGraph, device: Device) -> Self {
@@ -214,12 +218,22 @@ impl GraphNet {
         train: bool,
         overrides: &std::collections::HashMap<String, Tensor>,
     ) -> Tensor {
-        self.run(input, train, BN_MOMENTUM, Some(overrides))
+        self.run(input, train, BN_MOMENTUM, Some(overrides), None)
+    }
+
+    /// An evaluation-mode forward that calls `visit(node, input)` just before each conv or
+    /// linear node runs, with the tensor flowing into it. `visit` may change the node's
+    /// weights in place (under `no_grad`): the forward then goes on with the changed weights,
+    /// so every later node sees the outputs of the layers already changed. Post-training
+    /// pruning runs this way.
+    pub fn forward_visiting(&self, input: &Tensor, visit: &mut Visitor<'_>) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        self.run(input, false, BN_MOMENTUM, None, Some(visit))
     }
 
     /// `forward_t` with the BatchNorm running-statistics momentum given.
     fn forward_with(&self, input: &Tensor, train: bool, bn_momentum: f64) -> Tensor {
-        self.run(input, train, bn_momentum, None)
+        self.run(input, train, bn_momentum, None, None)
     }
 
     fn run(
@@ -228,6 +242,7 @@ impl GraphNet {
         train: bool,
         bn_momentum: f64,
         overrides: Option<&std::collections::HashMap<String, Tensor>>,
+        mut visit: Option<&mut Visitor<'_>>,
     ) -> Tensor {
         let order = self.graph.order();
         // Values by execution position; each is dropped once its last reader has run.
@@ -241,6 +256,14 @@ impl GraphNet {
                 .collect();
             let replaced = overrides.and_then(|o| self.replaced(index, o));
             let params = replaced.as_ref().unwrap_or(&self.params[index.index()]);
+            if let Some(visit) = visit.as_mut() {
+                if matches!(
+                    self.graph.node(index).op,
+                    Op::Conv2d { .. } | Op::Linear { .. }
+                ) {
+                    visit(index, args[0]);
+                }
+            }
             let value = self.run_node(index, params, &args, input, train, bn_momentum);
             for &p in inputs {
                 remaining[p] -= 1;

@@ -1,6 +1,8 @@
 //! Allocators that turn a global budget into per-unit keep ratios without learning: uniform,
-//! global magnitude, LAMP, ERK and random. Each returns keep ratios that meet the budget.
+//! global magnitude, LAMP, ERK, OWL, AlphaPruning and random. Each returns keep ratios that
+//! meet the budget.
 
+use super::layerwise;
 use super::units::{CostModel, UnitKind};
 use super::wall::ActionWall;
 use rand::rngs::StdRng;
@@ -21,6 +23,14 @@ pub enum Method {
     Erk,
     /// Random profile scaled to the budget (within the keep bounds).
     Random,
+    /// Outlier-weighted layer-wise sparsity (Yin et al. 2024): blocks with more outlier
+    /// activations keep more.
+    Owl,
+    /// Heavy-tailed self-regularisation (Lu et al. 2024): blocks whose weight spectra have
+    /// heavier tails keep more.
+    #[serde(rename = "alphapruning")]
+    #[value(name = "alphapruning")]
+    AlphaPruning,
 }
 
 impl Method {
@@ -31,21 +41,36 @@ impl Method {
             Method::Lamp => "lamp",
             Method::Erk => "erk",
             Method::Random => "random",
+            Method::Owl => "owl",
+            Method::AlphaPruning => "alphapruning",
         }
     }
 }
 
+/// What the allocators read besides the costs, per unit (only the methods that use a signal
+/// need it; the others accept it empty).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Signals<'a> {
+    /// Importance values (one per weight, or per channel for channel pruning): `global`,
+    /// `lamp`.
+    pub scores: &'a [Vec<f32>],
+    /// The outlier ratio of the unit's block: `owl`.
+    pub outliers: &'a [f64],
+    /// The mean heavy-tail exponent α of the unit's block: `alphapruning`.
+    pub alphas: &'a [f64],
+}
+
 /// Keep ratios (as rounded: whole weights or channels) for every unit of `wall`'s cost model.
 ///
-/// `scores[u]` holds unit `u`'s importance values (one per weight, or one per channel for
-/// channel pruning); only `global` and `lamp` read them.
+/// `signals` holds what the threshold and layer-wise methods read (see [`Signals`]).
 pub fn allocate(
     method: Method,
     wall: &ActionWall,
     costs: &CostModel,
-    scores: &[Vec<f32>],
+    signals: Signals<'_>,
     seed: u64,
 ) -> Vec<f64> {
+    let scores = signals.scores;
     let n = costs.units().len();
     let keeps = match method {
         Method::Uniform => wall.fit(&vec![1.0; n]),
@@ -57,6 +82,10 @@ pub fn allocate(
         Method::Global => threshold(wall, scores.to_vec()),
         Method::Lamp => threshold(wall, scores.iter().map(|s| lamp_scores(s)).collect()),
         Method::Erk => erk(wall, costs),
+        Method::Owl => layerwise::owl(wall, signals.outliers, layerwise::OWL_LAMBDA),
+        Method::AlphaPruning => {
+            layerwise::alphapruning(wall, signals.alphas, layerwise::ALPHA_EPSILON)
+        }
     };
     costs.effective_keeps(&keeps)
 }

@@ -15,7 +15,7 @@ use std::collections::HashMap;
 use tch::{Kind, Tensor};
 
 /// What decides which weights or channels inside a unit go first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Criterion {
     /// |w| per weight; per channel, the L1 norm.
@@ -32,6 +32,36 @@ pub enum Criterion {
     Snip,
     /// A random ranking, fixed by the seed.
     Random,
+    /// Wanda (post-training): |W_ij| · ‖X_j‖₂ over calibration inputs, compared within each
+    /// output row; layers pruned in order, each seeing the already-pruned layers' outputs.
+    Wanda,
+    /// SparseGPT (post-training): masks chosen and the remaining weights updated by optimal
+    /// brain surgeon steps on calibration inputs, layer by layer in the same order.
+    #[serde(rename = "sparsegpt")]
+    #[value(name = "sparsegpt")]
+    SparseGpt,
+}
+
+impl Criterion {
+    /// The name env files use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::Magnitude => "magnitude",
+            Criterion::L1 => "l1",
+            Criterion::L2 => "l2",
+            Criterion::Taylor => "taylor",
+            Criterion::Snip => "snip",
+            Criterion::Random => "random",
+            Criterion::Wanda => "wanda",
+            Criterion::SparseGpt => "sparsegpt",
+        }
+    }
+
+    /// Whether the evaluator prunes with this criterion on calibration inputs, layer by layer,
+    /// instead of masking by a ranking fixed once per model.
+    pub fn is_post_training(self) -> bool {
+        matches!(self, Criterion::Wanda | Criterion::SparseGpt)
+    }
 }
 
 /// Batches of the training split that gradient criteria average over.
@@ -61,7 +91,13 @@ impl Importance {
         let mut element = HashMap::new();
         let mut row = HashMap::new();
         match criterion {
-            Criterion::Magnitude | Criterion::L1 | Criterion::L2 => {
+            // Post-training criteria rank by magnitude where a fixed ranking is asked for (the
+            // global and LAMP allocators); the evaluator prunes with the criterion itself.
+            Criterion::Magnitude
+            | Criterion::L1
+            | Criterion::L2
+            | Criterion::Wanda
+            | Criterion::SparseGpt => {
                 for &node in &weights {
                     let w = weight_of(node);
                     let rows = if criterion == Criterion::L2 {
@@ -418,7 +454,7 @@ fn block_ranking(scores: &Tensor, block: usize) -> Tensor {
 
 /// Each weight's rank (0 = most important) inside its group of `m` consecutive weights along
 /// the input dimension. A conv weight `[out, in, kh, kw]` is viewed as `[out, kh, kw, in]`.
-fn nm_ranks(scores: &Tensor, op: &Op, m: usize) -> Tensor {
+pub(super) fn nm_ranks(scores: &Tensor, op: &Op, m: usize) -> Tensor {
     let (rows, len) = nm_layout(op).unwrap_or((1, scores.numel()));
     let m = m as i64;
     let (rows, len) = (rows as i64, len as i64);

@@ -5,7 +5,7 @@ use crate::config::default_heuristics;
 use crate::env::PruneEnv;
 use crate::error::Result;
 use crate::eval::{Evaluator, Score};
-use crate::prune::{allocate, ActionWall, Method};
+use crate::prune::{ActionWall, Method};
 
 /// One allocator's policy for the evaluator's model and budget.
 #[derive(Debug, Clone)]
@@ -22,18 +22,14 @@ pub fn heuristic_policies(
     evaluator: &Evaluator,
     wall: &ActionWall,
     seed: u64,
-) -> Vec<Heuristic> {
+) -> Result<Vec<Heuristic>> {
     methods
         .iter()
-        .map(|&method| Heuristic {
-            method,
-            keeps: allocate(
+        .map(|&method| {
+            Ok(Heuristic {
                 method,
-                wall,
-                evaluator.costs(),
-                evaluator.unit_scores(),
-                seed,
-            ),
+                keeps: evaluator.allocate(method, wall, seed)?,
+            })
         })
         .collect()
 }
@@ -58,7 +54,7 @@ pub fn best_heuristic(
     seed: u64,
 ) -> Result<Option<(Heuristic, Score)>> {
     let mut best: Option<(Heuristic, Score)> = None;
-    for heuristic in heuristic_policies(methods, evaluator, wall, seed) {
+    for heuristic in heuristic_policies(methods, evaluator, wall, seed)? {
         let score = whole_split_score(evaluator, &heuristic.keeps)?;
         if best.as_ref().is_none_or(|(_, b)| score.reward > b.reward) {
             best = Some((heuristic, score));
@@ -89,7 +85,7 @@ pub fn profile_env(
         best_heuristic(&default_heuristics(), evaluator, &wall, seed)?
     } else {
         let mut best: Option<(Heuristic, Score)> = None;
-        for heuristic in heuristic_policies(&default_heuristics(), evaluator, &wall, seed) {
+        for heuristic in heuristic_policies(&default_heuristics(), evaluator, &wall, seed)? {
             let score = evaluator.evaluate(&heuristic.keeps)?;
             if best.as_ref().is_none_or(|(_, b)| score.reward > b.reward) {
                 best = Some((heuristic, score));

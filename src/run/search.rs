@@ -178,7 +178,7 @@ impl Search<'_> {
             }
             None => (None, 0),
         };
-        let heuristics = heuristic_policies(&config.heuristics, evaluator, &wall, config.seed);
+        let heuristics = heuristic_policies(&config.heuristics, evaluator, &wall, config.seed)?;
         let noise = match heuristics.first() {
             Some(first) => evaluator.subset_noise(&first.keeps)?,
             None => evaluator.subset_noise(&wall.fit(&vec![1.0; env.len()]))?,

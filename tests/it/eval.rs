@@ -5,7 +5,7 @@ use autoprune::config::RewardKind;
 use autoprune::data::{Dataset, SplitName};
 use autoprune::eval::{reward, EvalConfig, Evaluator};
 use autoprune::model::{train, zoo, GraphNet, Optimizer, Schedule, TrainConfig};
-use autoprune::prune::{allocate, slim, Budget, Criterion, Method};
+use autoprune::prune::{allocate, slim, Budget, Criterion, Method, Signals};
 use autoprune::prune::{Granularity, Metric};
 use autoprune::runlog::Progress;
 use std::path::Path;
@@ -57,6 +57,8 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         eval_samples: None,
         seed: 0,
         latency: None,
+        calibration: 16,
+        wanda_rows: true,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }
@@ -120,7 +122,7 @@ fn every_allocator_meets_its_budget_and_never_touches_the_pretrained_weights() {
         ] {
             let keeps = {
                 let wall = evaluator.wall(Path::new("env")).unwrap();
-                allocate(method, &wall, evaluator.costs(), evaluator.unit_scores(), 3)
+                evaluator.allocate(method, &wall, 3).unwrap()
             };
             let score = evaluator.evaluate(&keeps).unwrap();
             let kept = if metric == Metric::Params {
@@ -298,7 +300,7 @@ fn slimmed_model_computes_what_the_masked_model_computes() {
             Method::Random,
             &evaluator.wall(Path::new("env")).unwrap(),
             evaluator.costs(),
-            &[],
+            Signals::default(),
             11,
         );
         assert!(keeps.iter().any(|&k| k < 1.0));

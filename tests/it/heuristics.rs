@@ -10,7 +10,9 @@ use autoprune::config::{default_heuristics, EnvSpec, SearchConfig, Validate};
 use autoprune::env::{rollout, PruneEnv};
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::model::zoo;
-use autoprune::prune::{allocate, ActionWall, Budget, CostModel, Granularity, Method, Metric};
+use autoprune::prune::{
+    allocate, ActionWall, Budget, CostModel, Granularity, Method, Metric, Signals,
+};
 use autoprune::run::heuristics::best_heuristic;
 use autoprune::run::{RunFolder, RunRecord, Search};
 use autoprune::runlog::{NoSink, Progress};
@@ -130,7 +132,7 @@ fn zero_actions_reproduce_the_reference_allocation() {
             let wall = vgg_wall(granularity, keep);
             let n = wall.costs().units().len();
             for method in [Method::Erk, Method::Random, Method::Uniform] {
-                let reference = allocate(method, &wall, wall.costs(), &[], 3);
+                let reference = allocate(method, &wall, wall.costs(), Signals::default(), 3);
                 let mut env = PruneEnv::new(wall.clone());
                 env.set_reference(Some(reference.clone()));
                 assert_eq!(env.step_profile(&vec![0.5; n]), reference, "{method:?}");
@@ -151,7 +153,7 @@ fn a_fresh_graph_agent_starts_at_the_reference() {
     tch::set_num_threads(1);
     tch::manual_seed(0);
     let wall = vgg_wall(Granularity::Channel, 0.3);
-    let reference = allocate(Method::Erk, &wall, wall.costs(), &[], 0);
+    let reference = allocate(Method::Erk, &wall, wall.costs(), Signals::default(), 0);
     let uniform = wall.fit(&vec![1.0; reference.len()]);
     let mut env = PruneEnv::new(wall.clone());
     env.set_reference(Some(reference.clone()));
@@ -178,7 +180,13 @@ fn demonstrations_reproduce_the_policies_they_stand_for() {
     for granularity in [Granularity::Unstructured, Granularity::Channel] {
         let wall = vgg_wall(granularity, 0.2);
         for seed in 0..4 {
-            let policy = allocate(Method::Random, &wall, wall.costs(), &[], seed);
+            let policy = allocate(
+                Method::Random,
+                &wall,
+                wall.costs(),
+                Signals::default(),
+                seed,
+            );
             let mut env = PruneEnv::new(wall.clone());
             let (transitions, one_shot) = env.demonstration(&policy);
             assert_eq!(transitions.len(), policy.len());

@@ -50,6 +50,8 @@ fn eval_config(keep: f64) -> EvalConfig {
         eval_samples: None,
         seed: 0,
         latency: None,
+        calibration: 16,
+        wanda_rows: true,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }

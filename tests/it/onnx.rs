@@ -8,7 +8,7 @@ use autoprune::config::RewardKind;
 use autoprune::data::{self, DataOptions, Dataset, DatasetKind, SplitName};
 use autoprune::eval::{EvalConfig, Evaluator};
 use autoprune::model::GraphNet;
-use autoprune::prune::{allocate, slim, Budget, Criterion, Method};
+use autoprune::prune::{allocate, slim, Budget, Criterion, Method, Signals};
 use autoprune::prune::{Granularity, Metric};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -192,6 +192,8 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         eval_samples: Some(200),
         seed: 0,
         latency: None,
+        calibration: 16,
+        wanda_rows: true,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }
@@ -238,7 +240,7 @@ fn pruned_models_export_to_onnx_that_onnxruntime_runs_alike() {
                 Method::Random,
                 &evaluator.wall(Path::new("env")).unwrap(),
                 evaluator.costs(),
-                &[],
+                Signals::default(),
                 7,
             );
             assert!(keeps.iter().any(|&k| k < 0.9), "{name}: {keeps:?}");

@@ -6,7 +6,7 @@ use autoprune::graph::{GraphBuilder, ModelGraph, Op};
 use autoprune::model::GraphNet;
 use autoprune::prune::{
     allocate, erk_raw, lamp_scores, ActionWall, Budget, CostModel, Criterion, Importance, Masker,
-    Method,
+    Method, Signals,
 };
 use autoprune::prune::{Granularity, Metric};
 use std::collections::HashMap;
@@ -379,7 +379,7 @@ fn erk_matches_an_allocation_worked_out_by_hand() {
     assert!((erk_raw(&costs, 1) - 15.0 / 50.0).abs() < 1e-12);
     // keep 0.3 of 250 = 75: eps (0.15*200 + 0.3*50) = 75 -> eps = 5/3 -> densities 0.25, 0.5.
     let wall = ActionWall::new(&costs, budget(0.3), Path::new("test")).unwrap();
-    let keeps = allocate(Method::Erk, &wall, &costs, &[], 0);
+    let keeps = allocate(Method::Erk, &wall, &costs, Signals::default(), 0);
     assert!(
         (keeps[0] - 0.25).abs() < 1e-3 && (keeps[1] - 0.5).abs() < 1e-3,
         "{keeps:?}"
@@ -387,7 +387,7 @@ fn erk_matches_an_allocation_worked_out_by_hand() {
     // keep 0.9 = 225: eps = 5 would give b a density of 1.5, so b is dense (50) and a gets
     // the remaining 175 of 200 = 0.875.
     let wall = ActionWall::new(&costs, budget(0.9), Path::new("test")).unwrap();
-    let keeps = allocate(Method::Erk, &wall, &costs, &[], 0);
+    let keeps = allocate(Method::Erk, &wall, &costs, Signals::default(), 0);
     assert!(
         (keeps[0] - 0.875).abs() < 1e-3 && keeps[1] == 1.0,
         "{keeps:?}"
@@ -423,16 +423,43 @@ fn lamp_and_global_match_allocations_worked_out_by_hand() {
     // Keep 4 of 6. Global: the four largest magnitudes are all of a, but every layer keeps at
     // least one weight, so b's 1 leaves a its three largest: a 3/4, b 1/2.
     let wall = ActionWall::new(&costs, budget(4.0 / 6.0), Path::new("test")).unwrap();
-    let global = allocate(Method::Global, &wall, &costs, &scores, 0);
+    let global = allocate(
+        Method::Global,
+        &wall,
+        &costs,
+        Signals {
+            scores: &scores,
+            ..Signals::default()
+        },
+        0,
+    );
     assert_eq!(global, vec![0.75, 0.5]);
     // LAMP: a: 16/16=1, 9/25=.36, 4/29=.138, 1/30=.033; b: .04/.04=1, .01/.05=.2.
     // Top 4 = 1, 1, .36, .2 -> a keeps 2 (of 4), b keeps 2 (of 2); top 3 -> a 2, b 1.
     let wall = ActionWall::new(&costs, budget(4.0 / 6.0), Path::new("test")).unwrap();
-    let lamp = allocate(Method::Lamp, &wall, &costs, &scores, 0);
+    let lamp = allocate(
+        Method::Lamp,
+        &wall,
+        &costs,
+        Signals {
+            scores: &scores,
+            ..Signals::default()
+        },
+        0,
+    );
     assert_eq!(lamp, vec![0.5, 1.0]);
     let wall = ActionWall::new(&costs, budget(3.0 / 6.0), Path::new("test")).unwrap();
     assert_eq!(
-        allocate(Method::Lamp, &wall, &costs, &scores, 0),
+        allocate(
+            Method::Lamp,
+            &wall,
+            &costs,
+            Signals {
+                scores: &scores,
+                ..Signals::default()
+            },
+            0
+        ),
         vec![0.5, 0.5]
     );
 }
@@ -441,9 +468,12 @@ fn lamp_and_global_match_allocations_worked_out_by_hand() {
 fn uniform_and_random_meet_the_budget_within_bounds() {
     let costs = CostModel::new(&two_layers(), Granularity::Unstructured);
     let wall = ActionWall::new(&costs, budget(0.2), Path::new("test")).unwrap();
-    assert_eq!(allocate(Method::Uniform, &wall, &costs, &[], 0), [0.2, 0.2]);
-    let a = allocate(Method::Random, &wall, &costs, &[], 1);
-    let b = allocate(Method::Random, &wall, &costs, &[], 2);
+    assert_eq!(
+        allocate(Method::Uniform, &wall, &costs, Signals::default(), 0),
+        [0.2, 0.2]
+    );
+    let a = allocate(Method::Random, &wall, &costs, Signals::default(), 1);
+    let b = allocate(Method::Random, &wall, &costs, Signals::default(), 2);
     assert_ne!(a, b);
     for keeps in [a, b] {
         assert!(wall.cost(&keeps) <= 0.2 + 1e-12);

@@ -11,7 +11,7 @@ use autoprune::graph::{ModelGraph, Op};
 use autoprune::model::GraphNet;
 use autoprune::prune::{
     allocate, slim, ActionWall, Budget, CostModel, Criterion, Granularity, Importance, Masker,
-    Method, Metric,
+    Method, Metric, Signals,
 };
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -314,7 +314,7 @@ fn policy(net: &GraphNet, granularity: Granularity) -> (Masker, Vec<f64>) {
         bounds: [0.05, 1.0],
     };
     let wall = ActionWall::new(&costs, budget, Path::new("test")).unwrap();
-    let keeps = allocate(Method::Uniform, &wall, &costs, &[], 0);
+    let keeps = allocate(Method::Uniform, &wall, &costs, Signals::default(), 0);
     (masker, keeps)
 }
 
