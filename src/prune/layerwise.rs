@@ -40,7 +40,8 @@ pub fn blocks(costs: &CostModel) -> Vec<usize> {
         .collect()
 }
 
-fn block_name(unit: &str) -> String {
+/// The block a unit name belongs to (see the module docs).
+pub fn block_name(unit: &str) -> String {
     let parts: Vec<&str> = unit.split('.').collect();
     match parts
         .iter()

@@ -22,6 +22,8 @@ pub(super) struct Best {
     pub(super) keeps: Vec<f64>,
     /// Its whole-split score.
     pub(super) score: Score,
+    /// Its reward on the subset the search scores on (the whole-split reward without one).
+    pub(super) subset_reward: f64,
     /// The episode that found it.
     pub(super) episode: usize,
     /// The heuristic's name, or the agent's.
@@ -100,7 +102,9 @@ impl<'a> Episodes<'a> {
 
     /// When a new episode's policy is scored again on the whole split: never without a
     /// subset; always for a heuristic's; else when its subset reward comes within
-    /// `rescore_sigmas` of the noise of the best whole-split reward so far.
+    /// `rescore_sigmas` of the noise of the subset reward of the best policy so far (by
+    /// whole-split reward). Subset is compared with subset: a subset easier or harder than
+    /// the whole split shifts every subset reward alike.
     pub(super) fn rescore(&self, heuristic: bool) -> Rescore {
         if !self.subset {
             return Rescore::Never;
@@ -111,7 +115,7 @@ impl<'a> Episodes<'a> {
         let best_reward = self
             .best
             .as_ref()
-            .map_or(f64::NEG_INFINITY, |b| b.score.reward);
+            .map_or(f64::NEG_INFINITY, |b| b.subset_reward);
         let margin = self.config.rescore_sigmas * self.noise.unwrap_or(0.0);
         Rescore::AtLeast(best_reward - margin)
     }
@@ -139,6 +143,7 @@ impl<'a> Episodes<'a> {
         self.best = Some(Best {
             keeps: scored.policy.to_vec(),
             score: whole,
+            subset_reward: scored.score.reward,
             episode: index,
             from: scored
                 .heuristic

@@ -18,6 +18,7 @@ mod model;
 #[cfg(feature = "mpi")]
 mod mpi;
 mod onnx;
+mod posttrain;
 mod prune;
 mod reliability;
 mod search;

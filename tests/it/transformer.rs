@@ -270,7 +270,7 @@ fn the_corpus_is_split_by_play_into_byte_windows() {
 }
 
 /// A tiny GPT env on a slice of the corpus, pretrained in `dir`.
-fn tiny_gpt_env(dir: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn tiny_gpt_env(dir: &std::path::Path) -> std::path::PathBuf {
     let corpus = common::repo().join("data/shakespeare");
     let text = dir.join("text");
     std::fs::create_dir_all(&text).unwrap();
