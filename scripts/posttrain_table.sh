@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The README's post-training table: shakespeare-gpt pruned after training (unstructured, Wanda
 # on 128 calibration windows), test perplexity. At each sparsity S: dense; uniform, global
-# magnitude, OWL and AlphaPruning allocations; DDPG, evolution and the graph agent searching
-# the per-layer ratios (configs/posttrain-*.toml, selected on validation windows, starting from
-# the best of those allocators). At 70% also SparseGPT for uniform, OWL and the best learned
-# policy (by validation perplexity); 2:4 with Wanda and SparseGPT.
+# magnitude, LAMP, ERK, OWL and AlphaPruning allocations; DDPG, evolution (MetaPruning's
+# population and EvoPress's (1 + λ)) and the graph agent searching the per-layer ratios
+# (configs/posttrain-*.toml, selected on validation windows, starting from the best of those
+# allocators). At 70% also SparseGPT for uniform, ERK, OWL and the best learned policy (by
+# validation perplexity); 2:4 with Wanda and SparseGPT.
 #   scripts/posttrain_table.sh [SEEDS]      e.g. scripts/posttrain_table.sh "0 1 2"
 # SPARSITIES="0.5 0.6 0.7" (default) chooses the sparsities of the searches (allocators always
-# run at all three); SEARCHES_ONLY=1 skips the allocators (for a second instance running
+# run at all three); AGENTS="ddpg evolution evopress gnn" (default) the searches; SEARCHES_ONLY=1 skips the allocators (for a second instance running
 # other seeds side by side); EPISODES=N overrides the searches' episodes; THREADS=N; GATHER=1 only
 # tabulates. Runs go to runs/posttrain-table/; finished pieces are reused.
 set -euo pipefail
@@ -17,6 +18,7 @@ bin=${BIN:-./target/release/autoprune}
 env=envs/shakespeare-gpt-wanda.toml
 root=runs/posttrain-table
 sparsities=${SPARSITIES:-"0.5 0.6 0.7"}
+agents=${AGENTS:-"ddpg evolution evopress gnn"}
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 episodes=()
@@ -37,13 +39,13 @@ once() { # once OUT CMD...: runs CMD (JSON on stdout) into OUT unless OUT exists
 if [ -z "${GATHER:-}" ] && [ -z "${SEARCHES_ONLY:-}" ]; then
     for s in 0.5 0.6 0.7; do
         k=$(keep_of "$s"); e=$(env_at "$k")
-        for m in uniform global owl alphapruning; do
+        for m in uniform global lamp erk owl alphapruning; do
             once "$root/$m-$s.json" "$bin" baseline --env "$e" --method "$m" \
                 --out "$root/$m-$s.policy.json" "${threads[@]}" --json
         done
     done
     e=$(env_at 0.3)
-    for m in uniform owl; do
+    for m in uniform erk owl; do
         once "$root/$m-0.7-sparsegpt.json" "$bin" apply --env "$e" --policy "$root/$m-0.7.policy.json" \
             --criterion sparsegpt "${threads[@]}" --json
     done
@@ -57,7 +59,7 @@ if [ -z "${GATHER:-}" ]; then
     for s in $sparsities; do
         k=$(keep_of "$s"); e=$(env_at "$k")
         for seed in $seeds; do
-            for a in ddpg evolution gnn; do
+            for a in $agents; do
                 run=$root/$a-$s-s$seed
                 [ -s "$run.json" ] && continue
                 resume=(--config "configs/posttrain-$a.toml" --env "$e" --seed "$seed" "${episodes[@]}" --logdir "$run")
@@ -72,7 +74,7 @@ if [ -z "${GATHER:-}" ]; then
         best=$(python3 - "$root" "$seed" <<'PY'
 import json, os, sys
 root, seed = sys.argv[1], sys.argv[2]
-runs = [f"{root}/{a}-0.7-s{seed}" for a in ("ddpg", "evolution", "gnn")]
+runs = [f"{root}/{a}-0.7-s{seed}" for a in ("ddpg", "evolution", "evopress", "gnn")]
 runs = [r for r in runs if os.path.exists(r + ".json")]
 print(min(runs, key=lambda r: json.load(open(r + ".json"))["perplexity"]) if runs else "")
 PY
@@ -98,13 +100,15 @@ print("| allocation | 50% | 60% | 70% | 70%, SparseGPT |")
 print("|---|---|---|---|---|")
 dense = ppl(f"{root}/dense.json")
 print(f"| dense | {dense:.2f} | | | |" if dense else "| dense | — | | | |")
-names = {"uniform": "uniform", "global": "global magnitude", "owl": "OWL", "alphapruning": "AlphaPruning"}
+names = {"uniform": "uniform", "global": "global magnitude", "lamp": "LAMP", "erk": "ERK", "owl": "OWL", "alphapruning": "AlphaPruning"}
 for m, label in names.items():
     row = [cell([f"{root}/{m}-{s}.json"]) for s in ("0.5", "0.6", "0.7")]
     sgpt = cell([f"{root}/{m}-0.7-sparsegpt.json"])
     print(f"| {label} | " + " | ".join(row) + f" | {sgpt} |")
-for a, label in (("ddpg", "DDPG"), ("evolution", "evolution"), ("gnn", "graph agent")):
-    row = [cell(sorted(glob.glob(f"{root}/{a}-{s}-s*.json"))) for s in ("0.5", "0.6", "0.7")]
+def seeds(prefix):
+    return sorted(p for p in glob.glob(f"{prefix}-s*.json") if ".policy." not in p and "sparsegpt" not in p)
+for a, label in (("ddpg", "DDPG"), ("evolution", "evolution (population)"), ("evopress", "evolution (1 + λ)"), ("gnn", "graph agent")):
+    row = [cell(seeds(f"{root}/{a}-{s}")) for s in ("0.5", "0.6", "0.7")]
     print(f"| {label} | " + " | ".join(row) + " | |")
 print(f"| best learned (per seed, by validation) | | | | {cell(sorted(glob.glob(f'{root}/learned-0.7-s*-sparsegpt.json')))} |")
 print()

@@ -1,6 +1,11 @@
 //! Evolutionary search on whole policies, as in MetaPruning's search: a population of
 //! candidates; the top-k by reward breed the next generation by mutation and crossover;
 //! candidates that break the budget are rejected and drawn again.
+//!
+//! `mode = "one-plus-lambda"` is the (1 + λ) search EvoPress uses for layer-wise compression
+//! instead: every generation is `population` offspring of the best policy so far, each made by
+//! one to three budget-preserving moves (one unit keeps more, another keeps as much less of
+//! the budget metric).
 
 use super::{Actor, Agent, Demonstration, Episode, Learner, OneShotActor};
 use crate::check::{Checks, MAX_POPULATION, MAX_STEPS};
@@ -27,6 +32,19 @@ pub struct EvolutionConfig {
     /// at least `window` × budget (MetaPruning's FLOPs window). 0 accepts any candidate that
     /// meets the budget.
     pub window: f64,
+    /// `population` (MetaPruning's) or `one-plus-lambda` (EvoPress's).
+    pub mode: EvolutionMode,
+    /// With `one-plus-lambda`: the largest keep ratio one move shifts into a unit.
+    pub shift: f64,
+}
+
+/// How an evolutionary search breeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EvolutionMode {
+    #[default]
+    Population,
+    OnePlusLambda,
 }
 
 impl Default for EvolutionConfig {
@@ -38,6 +56,8 @@ impl Default for EvolutionConfig {
             crossover: 0.5,
             max_tries: 50,
             window: 0.0,
+            mode: EvolutionMode::Population,
+            shift: 0.05,
         }
     }
 }
@@ -65,6 +85,11 @@ impl EvolutionConfig {
             )
             .within("evolution.crossover", self.crossover, 0.0, 1.0, false)
             .within("evolution.window", self.window, 0.0, 1.0, false)
+            .rule(
+                "evolution.shift",
+                self.shift > 0.0 && self.shift <= 1.0,
+                || format!("{} must be in (0, 1]", self.shift),
+            )
             .at_least("evolution.max_tries", self.max_tries, 1)
             .first()
     }
@@ -139,6 +164,45 @@ impl FeasibleSampler {
     pub fn units(&self) -> usize {
         self.wall.costs().units().len()
     }
+
+    /// Each unit's share of the budget metric per unit of keep ratio (the cost's slope, taken
+    /// from the dense model: exact for weights, an estimate for coupled channels).
+    fn slopes(&self) -> Vec<f64> {
+        let n = self.units();
+        let dense = self.wall.cost(&vec![1.0; n]);
+        (0..n)
+            .map(|u| {
+                let mut keeps = vec![1.0; n];
+                keeps[u] = 0.5;
+                ((dense - self.wall.cost(&keeps)) / 0.5).max(1e-12)
+            })
+            .collect()
+    }
+
+    /// `parent` after `moves` budget-preserving moves: unit `i` keeps up to `shift` more,
+    /// unit `j` as much less of the budget metric (in normalised actions).
+    fn shifted(&self, parent: &[f64], slopes: &[f64], shift: f64, rng: &mut StdRng) -> Vec<f64> {
+        let n = parent.len();
+        let [lo, hi] = self.wall.budget().bounds;
+        let span = (hi - lo).max(1e-12);
+        let mut keeps = self.keeps(parent);
+        if n >= 2 {
+            for _ in 0..rng.random_range(1..=3) {
+                let i = rng.random_range(0..n);
+                let j = (i + rng.random_range(1..n)) % n;
+                let up = rng.random_range(0.0..=shift).min(hi - keeps[i]);
+                let down = (up * slopes[i] / slopes[j]).min(keeps[j] - lo);
+                // Both moves are cut to what the bounds allow, keeping their costs equal.
+                let up = down * slopes[j] / slopes[i];
+                keeps[i] += up;
+                keeps[j] -= down;
+            }
+        }
+        keeps
+            .iter()
+            .map(|k| ((k - lo) / span).clamp(0.0, 1.0))
+            .collect()
+    }
 }
 
 pub struct Evolution {
@@ -179,7 +243,26 @@ impl Evolution {
         let n = self.sampler.units();
         let sampler = self.sampler.clone();
         let mut queue = Vec::with_capacity(self.config.population);
-        if self.evaluated.len() < self.config.top_k {
+        let one_plus_lambda = self.config.mode == EvolutionMode::OnePlusLambda;
+        if one_plus_lambda && !self.evaluated.is_empty() {
+            let slopes = sampler.slopes();
+            let parent = self
+                .evaluated
+                .iter()
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, p)| p.clone())
+                .unwrap_or_default();
+            for _ in 0..self.config.population {
+                let seen = &self.seen;
+                let child = sampler.sample(
+                    &mut self.rng,
+                    |r| sampler.shifted(&parent, &slopes, self.config.shift, r),
+                    |c| !seen.contains(&key(c)),
+                );
+                self.seen.insert(key(&child));
+                queue.push(child);
+            }
+        } else if self.evaluated.len() < self.config.top_k {
             for _ in 0..self.config.population {
                 let seen = &self.seen;
                 let child = sampler.sample(

@@ -4,10 +4,10 @@
 //! improves on its first generation.
 
 use autoprune::agents::ddpg::{Ddpg, DdpgConfig};
-use autoprune::agents::evolution::{Evolution, EvolutionConfig};
+use autoprune::agents::evolution::{Evolution, EvolutionConfig, EvolutionMode};
 use autoprune::agents::gnn::{GnnConfig, GraphAgent};
 use autoprune::agents::ppo::{Ppo, PpoConfig};
-use autoprune::agents::SearchAgent;
+use autoprune::agents::{Learner, SearchAgent};
 use autoprune::env::{rollout, PruneEnv, STATE_DIM};
 use autoprune::model::zoo;
 use autoprune::prune::{ActionWall, Budget, CostModel};
@@ -134,7 +134,7 @@ fn evolution_improves_on_its_first_generation() {
         mutation_prob: 0.3,
         crossover: 0.5,
         max_tries: 10,
-        window: 0.0,
+        ..EvolutionConfig::default()
     };
     let mut agent = Evolution::new(config, wall, 1);
     let rewards: Vec<f64> = (0..100)
@@ -152,6 +152,49 @@ fn evolution_improves_on_its_first_generation() {
         last > first,
         "best of the first generation {first}, of the last {last}"
     );
+}
+
+#[test]
+fn one_plus_lambda_moves_preserve_the_budget_and_reach_the_target() {
+    let mut env = profile_env();
+    let wall = env.wall().clone();
+    let budget = wall.budget().keep;
+    let config = EvolutionConfig {
+        population: 8,
+        mode: EvolutionMode::OnePlusLambda,
+        shift: 0.1,
+        ..EvolutionConfig::default()
+    };
+    let mut agent = Evolution::new(config, wall.clone(), 3);
+    let mut rewards = Vec::new();
+    for index in 0..200 {
+        let acted = rollout(&mut agent, &mut env, index, true);
+        let cost = wall.cost(&acted.policy);
+        assert!(cost <= budget + 1e-9, "episode {index}: {cost} > {budget}");
+        let r = reward(&acted.policy);
+        agent.learn(&acted.episode(index, r)).unwrap();
+        rewards.push((r, cost));
+    }
+    // Offspring of the best move budget between units: they spend what their parent spent,
+    // up to the rounding of one weight per unit and the bounds.
+    let best_after = |n: usize| {
+        rewards[..n]
+            .iter()
+            .map(|p| p.0)
+            .fold(f64::NEG_INFINITY, f64::max)
+    };
+    let late_costs: Vec<f64> = rewards[100..].iter().map(|p| p.1).collect();
+    assert!(
+        late_costs.iter().all(|&c| c > budget - 0.05),
+        "{late_costs:?}"
+    );
+    assert!(
+        best_after(200) > best_after(8),
+        "{} vs {}",
+        best_after(200),
+        best_after(8)
+    );
+    assert!(best_after(200) > -0.02, "{}", best_after(200));
 }
 
 #[test]
