@@ -28,6 +28,7 @@ bench: setup
 	cargo bench --bench search
 	cargo bench --bench gnn
 	cargo bench --bench pruningnet
+	cargo bench --bench posttrain
 
 ## The README's baseline table (pretrains fmnist-vgg and fmnist-resnet20 if needed; long).
 baseline-table: setup

@@ -77,7 +77,7 @@ pub fn run(args: BaselineArgs) -> Result<()> {
         PolicyFile::new(&spec, &model, &score, method.name(), 0, seed).save(path)?;
     }
     if args.json.json {
-        let extra = json!({"env": spec.name, "method": method.name(), "target": spec.prune.target, "granularity": spec.prune.granularity, "criterion": spec.prune.criterion, "finetune_steps": spec.reward.finetune_steps, "policy": out});
+        let extra = json!({"env": spec.name, "method": method.name(), "target": spec.prune.target, "granularity": spec.prune.granularity, "criterion": spec.prune.criterion, "finetune_steps": spec.reward.finetune_steps, "policy": out, "signal": evaluator.allocator_signal(method)});
         println!("{}", report(&score, &test, extra)?);
     } else {
         print_score(&format!("{} {}", spec.name, method.name()), &score, &test);

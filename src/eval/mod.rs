@@ -365,6 +365,16 @@ impl Evaluator {
         Ok(allocate(method, wall, &self.costs, signals, seed))
     }
 
+    /// What a layer-wise allocator read, per unit, once it has allocated: OWL's outlier
+    /// ratio of the unit's block, AlphaPruning's mean α of it (None for other methods).
+    pub fn allocator_signal(&self, method: Method) -> Option<&[f64]> {
+        match method {
+            Method::Owl => self.outliers.get().map(Vec::as_slice),
+            Method::AlphaPruning => self.alphas.get().map(Vec::as_slice),
+            _ => None,
+        }
+    }
+
     /// A copy of the working model holding the pretrained values (the working copy itself
     /// holds the last policy's pruned model).
     fn dense_copy(&self) -> GraphNet {

@@ -324,6 +324,14 @@ fn a_gpt_pruned_after_training_from_the_command_line() {
                 "{score}"
             );
             assert_eq!(score["criterion"], criterion);
+            // The layer-wise allocators report what they read, one value per unit.
+            if method == "owl" || method == "alphapruning" {
+                let signal = score["signal"].as_array().unwrap();
+                assert_eq!(signal.len(), score["layers"].as_array().unwrap().len());
+                assert!(signal.iter().all(|v| v.as_f64().unwrap() >= 0.0), "{score}");
+            } else {
+                assert!(score["signal"].is_null());
+            }
             let ppl = score["perplexity"].as_f64().unwrap();
             assert!(
                 ppl > dense["perplexity"].as_f64().unwrap() * 0.999,
