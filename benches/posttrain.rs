@@ -1,7 +1,8 @@
 //! Cost of one policy evaluation under the post-training criteria, side by side in one run:
 //! magnitude masks, Wanda and SparseGPT (each on the env's calibration windows, layer by
-//! layer), each followed by the same forward over the search's validation subset; against the
-//! dense forward over that subset.
+//! layer, from the pruned layers' outputs or from the dense model's inputs cached), each
+//! followed by the same forward over the search's validation subset; against the dense
+//! forward over that subset.
 //!
 //! `cargo bench --bench posttrain [-- --env envs/shakespeare-gpt-wanda.toml --rounds N
 //! --samples N --device cpu]`. Needs the env's data (`make setup`); uses its checkpoint when
@@ -26,17 +27,24 @@ fn main() {
     let spec = EnvSpec::load(&env).unwrap_or_else(|e| panic!("{e}"));
     let (data, net, weights) = data_and_model(&spec, device);
     let subset = data.split(spec.data.eval_split).head(samples);
-    let config = |criterion| EvalConfig {
+    let config = |criterion, calibration_from_dense| EvalConfig {
         criterion,
+        calibration_from_dense,
         eval_samples: Some(samples),
         recalibration_batches: 0,
         finetune_steps: 0,
         ..EvalConfig::from_env(&spec, 0).expect("config")
     };
-    let criteria = [Criterion::Magnitude, Criterion::Wanda, Criterion::SparseGpt];
+    let criteria = [
+        ("magnitude", Criterion::Magnitude, false),
+        ("wanda", Criterion::Wanda, false),
+        ("wanda, dense inputs cached", Criterion::Wanda, true),
+        ("sparsegpt", Criterion::SparseGpt, false),
+        ("sparsegpt, dense inputs cached", Criterion::SparseGpt, true),
+    ];
     let mut evaluators: Vec<Evaluator> = criteria
         .iter()
-        .map(|&c| Evaluator::new(&net, &data, config(c)).expect("evaluator"))
+        .map(|&(_, c, dense)| Evaluator::new(&net, &data, config(c, dense)).expect("evaluator"))
         .collect();
     let keeps = {
         let wall = evaluators[0].wall(&env).expect("wall");
@@ -76,10 +84,9 @@ fn main() {
         "| dense forward over the subset | {:.3} | 1.000 |",
         medians[0]
     );
-    for (c, t) in criteria.iter().zip(&medians[1..]) {
+    for ((label, _, _), t) in criteria.iter().zip(&medians[1..]) {
         println!(
-            "| evaluate(policy) with {} | {t:.3} | {:.2} |",
-            c.name(),
+            "| evaluate(policy) with {label} | {t:.3} | {:.2} |",
             t / medians[0]
         );
     }

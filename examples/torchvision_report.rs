@@ -112,6 +112,7 @@ fn episode_seconds(net: &GraphNet, side: i64) -> Result<f64, Box<dyn std::error:
         latency: None,
         calibration: 16,
         wanda_rows: true,
+        calibration_from_dense: false,
         name: "torchvision".into(),
         weights: "torchvision.safetensors".into(),
     };

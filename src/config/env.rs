@@ -58,6 +58,19 @@ pub struct PruneSpec {
     /// Wanda's comparison group: each output row (as published) or the whole layer.
     #[serde(default)]
     pub wanda_compare: WandaCompare,
+    /// Where a post-training criterion's layer inputs come from: the layers already pruned
+    /// (as published), or the dense model (measured once per env and cached: cheaper).
+    #[serde(default)]
+    pub calibration_from: CalibrationFrom,
+}
+
+/// `prune.calibration_from`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CalibrationFrom {
+    #[default]
+    Pruned,
+    Dense,
 }
 
 /// `prune.wanda_compare`.
@@ -93,6 +106,7 @@ impl Default for PruneSpec {
             keep_bounds: [0.01, 1.0],
             calibration: default_calibration(),
             wanda_compare: WandaCompare::Row,
+            calibration_from: CalibrationFrom::Pruned,
         }
     }
 }

@@ -14,8 +14,8 @@ mod tasks;
 
 pub use checked::{Checked, Validate};
 pub use env::{
-    Arch, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind, RewardSpec,
-    WandaCompare,
+    Arch, CalibrationFrom, DataSpec, EnvOverrides, EnvSpec, ModelSpec, PruneSpec, RewardKind,
+    RewardSpec, WandaCompare,
 };
 pub use latency::LatencySpec;
 pub use pruningnet::PruningNetConfig;

@@ -31,6 +31,9 @@ const CALIBRATION_SEED: u64 = 0xca1b;
 #[derive(Debug)]
 pub struct Calibration {
     input: Tensor,
+    /// With `calibration_from = "dense"`: every layer's input statistics in the dense model
+    /// (for the evaluator's one criterion), measured on first use.
+    dense: std::cell::OnceCell<HashMap<NodeIndex, Vec<Tensor>>>,
 }
 
 impl Calibration {
@@ -42,7 +45,10 @@ impl Calibration {
             .next()
             .map(|(x, _)| x)
             .unwrap_or_else(|| train.images.shallow_clone());
-        Self { input }
+        Self {
+            input,
+            dense: std::cell::OnceCell::new(),
+        }
     }
 
     pub fn samples(&self) -> usize {
@@ -64,6 +70,8 @@ impl Calibration {
     /// Prunes `net` in place with a post-training criterion at the keep ratios `keeps` (one
     /// per unit of `costs`, whose units are layers), layer by layer in execution order.
     /// `per_row`: Wanda compares weights within each output row (else across the layer).
+    /// `from_dense`: every layer reads the dense model's inputs instead, measured once (on
+    /// this first call, when `net` holds the dense weights) and cached.
     /// Returns the masks (1 keeps) it left, for fine-tuning.
     pub fn prune(
         &self,
@@ -72,6 +80,7 @@ impl Calibration {
         costs: &CostModel,
         keeps: &[f64],
         per_row: bool,
+        from_dense: bool,
     ) -> Result<Vec<Mask>> {
         let mut rules = HashMap::new();
         for (u, unit) in costs.units().iter().enumerate() {
@@ -93,6 +102,31 @@ impl Calibration {
         }
         let vars = net.var_store().variables();
         let graph = net.graph();
+        if from_dense {
+            let cached = self.dense.get_or_init(|| {
+                let mut stats = HashMap::new();
+                let _ = net.forward_visiting(&self.input, &mut |node, x| {
+                    if rules.contains_key(&node) {
+                        stats.insert(node, layer_stats(&graph.node(node).op, x, criterion));
+                    }
+                });
+                stats
+            });
+            let _guard = tch::no_grad_guard();
+            let mut masks = Vec::new();
+            for &node in graph.order() {
+                let (Some(&rule), Some(stats)) = (rules.get(&node), cached.get(&node)) else {
+                    continue;
+                };
+                let n = graph.node(node);
+                let name = format!("{}.weight", n.name);
+                if let Some(weight) = vars.get(&name) {
+                    let mask = prune_layer(&n.op, weight, stats, criterion, rule)?;
+                    masks.push(Mask { tensor: name, mask });
+                }
+            }
+            return Ok(masks);
+        }
         let mut masks = Vec::new();
         let mut failure = None;
         let _ = net.forward_visiting(&self.input, &mut |node, x| {
@@ -107,7 +141,8 @@ impl Calibration {
             let Some(weight) = vars.get(&name) else {
                 return;
             };
-            match prune_layer(&n.op, weight, x, criterion, rule) {
+            let stats = layer_stats(&n.op, x, criterion);
+            match prune_layer(&n.op, weight, &stats, criterion, rule) {
                 Ok(mask) => masks.push(Mask { tensor: name, mask }),
                 Err(e) => failure = Some(e),
             }
@@ -182,21 +217,33 @@ fn unit_nodes(costs: &CostModel, kind: &UnitKind) -> Vec<NodeIndex> {
         .collect()
 }
 
-/// Prunes one layer's weight in place from its input `x`; returns the mask (1 keeps).
+/// What a criterion reads of a layer's input `x`, per group: Wanda the column norms,
+/// SparseGPT the Hessian.
+fn layer_stats(op: &Op, x: &Tensor, criterion: Criterion) -> Vec<Tensor> {
+    posttrain::features(op, x)
+        .iter()
+        .map(|f| match criterion {
+            Criterion::SparseGpt => posttrain::hessian(f),
+            _ => posttrain::column_norms(f),
+        })
+        .collect()
+}
+
+/// Prunes one layer's weight in place from its input statistics ([`layer_stats`]); returns
+/// the mask (1 keeps).
 fn prune_layer(
     op: &Op,
     weight: &Tensor,
-    x: &Tensor,
+    stats: &[Tensor],
     criterion: Criterion,
     rule: Rule,
 ) -> Result<Tensor> {
-    let features = posttrain::features(op, x);
     let mask = if criterion == Criterion::SparseGpt {
         let matrices = posttrain::as_matrix(op, &weight.detach());
         let groups = matrices.len();
         let mut new = Vec::with_capacity(groups);
         let mut kept = Vec::with_capacity(groups);
-        for (g, (w, f)) in matrices.iter().zip(&features).enumerate() {
+        for (g, (w, h)) in matrices.iter().zip(stats).enumerate() {
             // A layer's count split over its groups, rounded so the total is exact.
             let upto =
                 |total: usize, i: usize| (total as f64 * i as f64 / groups as f64).round() as usize;
@@ -206,7 +253,7 @@ fn prune_layer(
             };
             let (w, m) = posttrain::sparsegpt(
                 w,
-                &posttrain::hessian(f),
+                h,
                 Removal::Rule(rule),
                 posttrain::segment(op),
                 posttrain::SPARSEGPT_BLOCK,
@@ -220,8 +267,7 @@ fn prune_layer(
         weight.shallow_clone().copy_(&updated);
         posttrain::from_matrices(op, &kept, &shape)
     } else {
-        let norms: Vec<Tensor> = features.iter().map(posttrain::column_norms).collect();
-        let mask = posttrain::wanda_mask(op, &weight.detach(), &norms, rule);
+        let mask = posttrain::wanda_mask(op, &weight.detach(), stats, rule);
         let _ = weight.shallow_clone().g_mul_(&mask);
         mask
     };

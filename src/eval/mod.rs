@@ -133,6 +133,9 @@ pub struct EvalConfig {
     /// Wanda compares weights within each output row (`prune.wanda_compare = "row"`), else
     /// across the layer.
     pub wanda_rows: bool,
+    /// Post-training criteria read the dense model's layer inputs, measured once and cached
+    /// (`prune.calibration_from = "dense"`), instead of the already-pruned layers' outputs.
+    pub calibration_from_dense: bool,
     /// The env's name and the file of its weights (the latency table is cached beside it).
     pub name: String,
     pub weights: std::path::PathBuf,
@@ -166,6 +169,8 @@ impl EvalConfig {
             latency: spec.latency_settings(),
             calibration: spec.prune.calibration,
             wanda_rows: spec.prune.wanda_compare == crate::config::WandaCompare::Row,
+            calibration_from_dense: spec.prune.calibration_from
+                == crate::config::CalibrationFrom::Dense,
             name: spec.name.clone(),
             weights: spec.weights_path(),
         })
@@ -590,6 +595,7 @@ impl Evaluator {
                 &self.costs,
                 keeps,
                 self.config.wanda_rows,
+                self.config.calibration_from_dense,
             )?;
             masks = pruned
                 .into_iter()

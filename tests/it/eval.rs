@@ -59,6 +59,7 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         latency: None,
         calibration: 16,
         wanda_rows: true,
+        calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }

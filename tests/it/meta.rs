@@ -52,6 +52,7 @@ fn eval_config(keep: f64) -> EvalConfig {
         latency: None,
         calibration: 16,
         wanda_rows: true,
+        calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }

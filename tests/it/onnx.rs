@@ -194,6 +194,7 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         latency: None,
         calibration: 16,
         wanda_rows: true,
+        calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
     }

@@ -344,6 +344,25 @@ fn a_gpt_pruned_after_training_from_the_command_line() {
     assert!(perplexities
         .iter()
         .any(|p| (p - perplexities[0]).abs() > 1e-6));
+    // The layer inputs taken from the dense model once (cached) instead of from the pruned
+    // layers: the same sparsity, another model.
+    let dense_inputs = dir.path().join("dense-inputs.toml");
+    std::fs::write(
+        &dense_inputs,
+        common::edited(Path::new(env), &[("prune.calibration_from", "\"dense\"")]),
+    )
+    .unwrap();
+    let sequential = baseline("uniform", "wanda", &[]);
+    let cached = common::success_json(&common::run(&[
+        "baseline",
+        "--env",
+        dense_inputs.to_str().unwrap(),
+        "--method",
+        "uniform",
+        "--json",
+    ]));
+    assert_eq!(cached["params_kept"], sequential["params_kept"]);
+    assert_ne!(cached["perplexity"], sequential["perplexity"]);
     // 2:4 keeps half of every group of four.
     let score = baseline(
         "uniform",
