@@ -49,6 +49,12 @@ if [ -z "${GATHER:-}" ] && [ -z "${SEARCHES_ONLY:-}" ]; then
         once "$root/$m-0.7-sparsegpt.json" "$bin" apply --env "$e" --policy "$root/$m-0.7.policy.json" \
             --criterion sparsegpt "${threads[@]}" --json
     done
+    # Every layer's inputs from the dense model, measured once (prune.calibration_from).
+    sed 's/^calibration = .*/&\ncalibration_from = "dense"/' "$e" > "$root/envs/keep-0.3-dense-inputs.toml"
+    for c in wanda sparsegpt; do
+        once "$root/uniform-0.7-$c-dense-inputs.json" "$bin" baseline --env "$root/envs/keep-0.3-dense-inputs.toml" \
+            --method uniform --criterion "$c" "${threads[@]}" --json
+    done
     for c in wanda sparsegpt; do
         once "$root/2of4-$c.json" "$bin" baseline --env "$env" --method uniform --granularity 2:4 \
             --criterion "$c" "${threads[@]}" --json
@@ -113,4 +119,5 @@ for a, label in (("ddpg", "DDPG"), ("evolution", "evolution (population)"), ("ev
 print(f"| best learned (per seed, by validation) | | | | {cell(sorted(glob.glob(f'{root}/learned-0.7-s*-sparsegpt.json')))} |")
 print()
 print(f"2:4 — Wanda {cell([f'{root}/2of4-wanda.json'])}, SparseGPT {cell([f'{root}/2of4-sparsegpt.json'])}")
+print(f"70% uniform, layer inputs from the dense model (cached) — Wanda {cell([f'{root}/uniform-0.7-wanda-dense-inputs.json'])}, SparseGPT {cell([f'{root}/uniform-0.7-sparsegpt-dense-inputs.json'])}")
 PY

@@ -3,13 +3,14 @@
 use super::latency::{LatencySpec, MAX_LATENCY_BATCH, MAX_LATENCY_GRID, MAX_LATENCY_REPEATS};
 pub use super::model::{Arch, ModelSpec};
 use super::parse_toml;
+pub use super::prune_spec::{CalibrationFrom, PruneSpec, WandaCompare};
 use crate::check::{number, Checks, MAX_EPOCHS, MAX_LAYERS, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH};
 use crate::data::{DataOptions, DatasetKind, SplitName, SYNTHETIC_TRAIN};
 use crate::error::{Error, Result};
 use crate::graph::ModelGraph;
 use crate::model::zoo::{self, VggItem};
 use crate::model::TrainConfig;
-use crate::prune::{Criterion, Granularity, Metric, Target};
+use crate::prune::{Criterion, Granularity, Metric};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -40,75 +41,6 @@ fn default_eval_split() -> SplitName {
 
 fn default_val_size() -> usize {
     5000
-}
-
-/// `[prune]`: granularity, criterion, budget and per-layer bounds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PruneSpec {
-    pub granularity: Granularity,
-    pub criterion: Criterion,
-    pub target: Target,
-    #[serde(deserialize_with = "low_and_high")]
-    pub keep_bounds: [f64; 2],
-    /// Training samples (windows of a text set) the post-training criteria and the OWL
-    /// allocator read, drawn once per env.
-    #[serde(default = "default_calibration")]
-    pub calibration: usize,
-    /// Wanda's comparison group: each output row (as published) or the whole layer.
-    #[serde(default)]
-    pub wanda_compare: WandaCompare,
-    /// Where a post-training criterion's layer inputs come from: the layers already pruned
-    /// (as published), or the dense model (measured once per env and cached: cheaper).
-    #[serde(default)]
-    pub calibration_from: CalibrationFrom,
-}
-
-/// `prune.calibration_from`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CalibrationFrom {
-    #[default]
-    Pruned,
-    Dense,
-}
-
-/// `prune.wanda_compare`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WandaCompare {
-    #[default]
-    Row,
-    Layer,
-}
-
-fn default_calibration() -> usize {
-    128
-}
-
-/// `keep_bounds`: exactly `[low, high]`; a list of another length is an error, never cut.
-fn low_and_high<'de, D: serde::Deserializer<'de>>(d: D) -> Result<[f64; 2], D::Error> {
-    let values = Vec::<f64>::deserialize(d)?;
-    <[f64; 2]>::try_from(values.as_slice()).map_err(|_| {
-        serde::de::Error::invalid_length(values.len(), &"exactly two numbers, [low, high]")
-    })
-}
-
-impl Default for PruneSpec {
-    fn default() -> Self {
-        Self {
-            granularity: Granularity::Unstructured,
-            criterion: Criterion::Magnitude,
-            target: Target {
-                metric: Metric::Params,
-                keep: 0.5,
-            },
-            keep_bounds: [0.01, 1.0],
-            calibration: default_calibration(),
-            wanda_compare: WandaCompare::Row,
-            calibration_from: CalibrationFrom::Pruned,
-        }
-    }
 }
 
 /// Reward functions.

@@ -8,6 +8,7 @@ mod checked;
 mod env;
 mod latency;
 mod model;
+mod prune_spec;
 mod pruningnet;
 mod search;
 mod tasks;

@@ -9,6 +9,7 @@
 //!
 //! Must not know about agents.
 
+mod allocators;
 mod calibrate;
 pub mod latency;
 mod pretrained;
@@ -23,13 +24,12 @@ use crate::config::{EnvSpec, LatencySpec, RewardKind};
 use crate::data::{Dataset, Split, SplitName};
 use crate::error::{Error, Result};
 use crate::model::GraphNet;
-use crate::prune::layerwise::OWL_M;
-use crate::prune::{allocate, Method, Signals};
 use crate::prune::{slim, Granularity};
 use crate::prune::{ActionWall, Budget, CostModel, Criterion, Importance, Mask, Masker};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
+use std::sync::OnceLock;
 use std::time::Instant;
 use tch::nn::{self, OptimizerConfig};
 use tch::Tensor;
@@ -199,8 +199,8 @@ pub struct Evaluator {
     timing: Option<Timing>,
     calibration: Calibration,
     /// The layer-wise allocators' signals, measured on the dense model when first asked for.
-    outliers: std::sync::OnceLock<Vec<f64>>,
-    alphas: std::sync::OnceLock<Vec<f64>>,
+    outliers: OnceLock<Vec<f64>>,
+    alphas: OnceLock<Vec<f64>>,
 }
 
 /// What timing a pruned model needs: the input batch, the runs, and the dense model, timed
@@ -286,8 +286,8 @@ impl Evaluator {
             config,
             source: None,
             timing,
-            outliers: std::sync::OnceLock::new(),
-            alphas: std::sync::OnceLock::new(),
+            outliers: OnceLock::new(),
+            alphas: OnceLock::new(),
         })
     }
 
@@ -343,55 +343,6 @@ impl Evaluator {
     /// Each unit's importance values under the env's criterion.
     pub fn unit_scores(&self) -> &[Vec<f32>] {
         &self.unit_scores
-    }
-
-    /// A non-learned allocator's policy for `wall` (effective keep ratios). OWL and
-    /// AlphaPruning measure the dense model the first time they are asked for.
-    pub fn allocate(&self, method: Method, wall: &ActionWall, seed: u64) -> Result<Vec<f64>> {
-        let mut signals = Signals {
-            scores: &self.unit_scores,
-            ..Signals::default()
-        };
-        if method == Method::Owl {
-            if self.outliers.get().is_none() {
-                let net = self.dense_copy();
-                let values = self.calibration.outliers(&net, &self.costs, OWL_M)?;
-                let _ = self.outliers.set(values);
-            }
-            signals.outliers = self.outliers.get().map_or(&[], Vec::as_slice);
-        }
-        if method == Method::AlphaPruning {
-            if self.alphas.get().is_none() {
-                let net = self.dense_copy();
-                let _ = self.alphas.set(alphas(&net, &self.costs)?);
-            }
-            signals.alphas = self.alphas.get().map_or(&[], Vec::as_slice);
-        }
-        Ok(allocate(method, wall, &self.costs, signals, seed))
-    }
-
-    /// What a layer-wise allocator read, per unit, once it has allocated: OWL's outlier
-    /// ratio of the unit's block, AlphaPruning's mean α of it (None for other methods).
-    pub fn allocator_signal(&self, method: Method) -> Option<&[f64]> {
-        match method {
-            Method::Owl => self.outliers.get().map(Vec::as_slice),
-            Method::AlphaPruning => self.alphas.get().map(Vec::as_slice),
-            _ => None,
-        }
-    }
-
-    /// A copy of the working model holding the pretrained values (the working copy itself
-    /// holds the last policy's pruned model).
-    fn dense_copy(&self) -> GraphNet {
-        let net = self.net.duplicate();
-        let vars = net.var_store().variables();
-        let _guard = tch::no_grad_guard();
-        for (name, _, dense) in &self.tensors {
-            if let Some(t) = vars.get(name) {
-                t.shallow_clone().copy_(dense);
-            }
-        }
-        net
     }
 
     /// Whether the model is a language model (its logits are `[vocab, tokens]`).
