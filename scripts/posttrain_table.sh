@@ -5,7 +5,8 @@
 # population and EvoPress's (1 + λ)) and the graph agent searching the per-layer ratios
 # (configs/posttrain-*.toml, selected on validation windows, starting from the best of those
 # allocators). At 70% also SparseGPT for uniform, ERK, OWL and the best learned policy (by
-# validation perplexity); 2:4 with Wanda and SparseGPT.
+# validation perplexity); 2:4 with Wanda and SparseGPT. SPARSEGPT_SEARCH=1 adds the (1 + λ)
+# search scoring with SparseGPT at 70%.
 #   scripts/posttrain_table.sh [SEEDS]      e.g. scripts/posttrain_table.sh "0 1 2"
 # SPARSITIES="0.5 0.6 0.7" (default) chooses the sparsities of the searches (allocators always
 # run at all three); AGENTS="ddpg evolution evopress gnn" (default) the searches; SEARCHES_ONLY=1 skips the allocators (for a second instance running
@@ -74,6 +75,17 @@ if [ -z "${GATHER:-}" ]; then
             done
         done
     done
+    # With SPARSEGPT_SEARCH=1: the (1 + λ) search at 70% scoring every policy with SparseGPT.
+    if [ -n "${SPARSEGPT_SEARCH:-}" ]; then
+        sed 's/^criterion = .*/criterion = "sparsegpt"/' "$(env_at 0.3)" > "$root/envs/keep-0.3-sparsegpt.toml"
+        for seed in $seeds; do
+            run=$root/evopress-sparsegpt-0.7-s$seed
+            [ -s "$run.json" ] && continue
+            resume=(--config configs/posttrain-evopress.toml --env "$root/envs/keep-0.3-sparsegpt.toml" --seed "$seed" "${episodes[@]}" --logdir "$run")
+            [ -f "$run/episodes.jsonl" ] && resume=(--resume "$run")
+            once "$run.json" "$bin" search "${resume[@]}" --out "$run.policy.json" "${threads[@]}" --json
+        done
+    fi
     # SparseGPT on the best learned policy at 70% (by validation perplexity), per seed.
     e=$(env_at 0.3)
     for seed in $seeds; do
@@ -116,7 +128,8 @@ def seeds(prefix):
 for a, label in (("ddpg", "DDPG"), ("evolution", "evolution (population)"), ("evopress", "evolution (1 + λ)"), ("gnn", "graph agent")):
     row = [cell(seeds(f"{root}/{a}-{s}")) for s in ("0.5", "0.6", "0.7")]
     print(f"| {label} | " + " | ".join(row) + " | |")
-print(f"| best learned (per seed, by validation) | | | | {cell(sorted(glob.glob(f'{root}/learned-0.7-s*-sparsegpt.json')))} |")
+print(f"| best learned with Wanda (per seed, by validation) | | | | {cell(sorted(glob.glob(f'{root}/learned-0.7-s*-sparsegpt.json')))} |")
+print(f"| evolution (1 + λ) searching with SparseGPT | | | | {cell(seeds(f'{root}/evopress-sparsegpt-0.7'))} |")
 print()
 print(f"2:4 — Wanda {cell([f'{root}/2of4-wanda.json'])}, SparseGPT {cell([f'{root}/2of4-sparsegpt.json'])}")
 print(f"70% uniform, layer inputs from the dense model (cached) — Wanda {cell([f'{root}/uniform-0.7-wanda-dense-inputs.json'])}, SparseGPT {cell([f'{root}/uniform-0.7-sparsegpt-dense-inputs.json'])}")

@@ -433,6 +433,37 @@ fn a_gpt_pruned_after_training_from_the_command_line() {
         "--json",
     ]));
     assert_eq!(applied["layers"], found["layers"]);
+    // Every agent searches these policies unchanged (a few episodes each).
+    for config in [
+        "amc-ddpg",
+        "ppo",
+        "random",
+        "gnn",
+        "meta",
+        "posttrain-evopress",
+    ] {
+        let out = common::run(&[
+            "search",
+            "--config",
+            &format!("configs/{config}.toml"),
+            "--env",
+            env,
+            "--episodes",
+            "8",
+            "--logdir",
+            dir.path().join(config).to_str().unwrap(),
+            "--json",
+        ]);
+        let score = common::success_json(&out);
+        assert!(
+            score["params_kept"].as_f64().unwrap() <= 0.3 + 1e-9,
+            "{config}: {score}"
+        );
+        assert!(
+            score["test_perplexity"].as_f64().unwrap() > 1.0,
+            "{config}: {score}"
+        );
+    }
     // Channel pruning has no post-training criterion: one line naming the key.
     let out = common::run(&[
         "baseline",
