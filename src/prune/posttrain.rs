@@ -212,11 +212,17 @@ pub fn sparsegpt(
     let mut removed_so_far = 0i64;
     let mut i1 = 0;
     while i1 < cols {
-        let i2 = (i1 + block).min(cols);
+        let mut i2 = (i1 + block).min(cols);
+        if let Removal::Rule(Rule::NOfM { m, .. }) = removal {
+            // A block never cuts an N:M group in two.
+            while i2 < cols && (i2 % segment) % m as i64 != 0 {
+                i2 += 1;
+            }
+        }
         let count = i2 - i1;
-        let mut w1 = w.narrow(1, i1, count).copy();
-        let mut q1 = Tensor::zeros([rows, count], (Kind::Double, tch::Device::Cpu));
-        let mut err1 = Tensor::zeros([rows, count], (Kind::Double, tch::Device::Cpu));
+        let w1 = w.narrow(1, i1, count).copy();
+        let q1 = Tensor::zeros([rows, count], (Kind::Double, tch::Device::Cpu));
+        let err1 = Tensor::zeros([rows, count], (Kind::Double, tch::Device::Cpu));
         let hinv1 = hinv.narrow(0, i1, count).narrow(1, i1, count);
         let d1 = hinv1.diagonal(0, 0, 1);
         // Pruned = true.
@@ -239,7 +245,7 @@ pub fn sparsegpt(
                 let col = i1 + i;
                 let within = col % segment;
                 if within % m as i64 == 0 {
-                    // A group starts here; it ends at the segment's end or the block's.
+                    // A group starts here; it ends at the segment's end at the latest.
                     let len = (m as i64).min(segment - within).min(count - i);
                     let prune = (len - (n as i64).min(len)).max(0);
                     if prune > 0 {
@@ -270,8 +276,6 @@ pub fn sparsegpt(
             w.narrow(1, i2, cols - i2).copy_(&(tail - update));
         }
         i1 = i2;
-        // Keep the block tensors' lifetimes visible to the borrow checker.
-        let _ = (&mut w1, &mut q1, &mut err1);
     }
     let w = w.masked_fill(&kept_mask.logical_not(), 0.0);
     Ok((

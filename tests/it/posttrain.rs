@@ -153,6 +153,38 @@ fn sparsegpt_reconstructs_better_than_magnitude_at_the_same_sparsity() {
 }
 
 #[test]
+fn sparsegpt_n_of_m_groups_stay_whole_across_blocks_and_segments() {
+    // Two kernel positions of 6 input channels: 1:4 groups [0, 4), [4, 6), [6, 10), [10, 12);
+    // blocks of 5 columns would cut the first and third groups.
+    let (w, x) = layer(5, 12, 200);
+    let (pruned, mask) = sparsegpt(
+        &w,
+        &hessian(&x),
+        Removal::Rule(Rule::NOfM { n: 1, m: 4 }),
+        6,
+        5,
+        0.01,
+    )
+    .unwrap();
+    for (start, len) in [(0, 4), (4, 2), (6, 4), (10, 2)] {
+        let kept = mask
+            .narrow(1, start, len)
+            .sum_dim_intlist(1, false, Kind::Double);
+        assert!(
+            values(&kept).iter().all(|&k| k == 1.0),
+            "group at {start}: {kept}"
+        );
+    }
+    let outside = f64::try_from(
+        (&pruned * mask.ones_like().g_sub(&mask))
+            .abs()
+            .sum(Kind::Double),
+    )
+    .unwrap();
+    assert_eq!(outside, 0.0);
+}
+
+#[test]
 fn sparsegpt_removing_one_weight_is_the_closed_form_obs_update() {
     let (w, x) = layer(3, 10, 50);
     let h = hessian(&x);
