@@ -179,8 +179,8 @@ impl FeasibleSampler {
             .collect()
     }
 
-    /// `parent` after `moves` budget-preserving moves: unit `i` keeps up to `shift` more,
-    /// unit `j` as much less of the budget metric (in normalised actions).
+    /// `parent` after one to three budget-preserving moves: a unit keeps up to `shift` more,
+    /// another as much less of the budget metric (in normalised actions).
     fn shifted(&self, parent: &[f64], slopes: &[f64], shift: f64, rng: &mut StdRng) -> Vec<f64> {
         let n = parent.len();
         let [lo, hi] = self.wall.budget().bounds;
