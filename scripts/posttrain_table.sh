@@ -8,8 +8,9 @@
 # validation perplexity); 2:4 with Wanda and SparseGPT. SPARSEGPT_SEARCH=1 adds the (1 + λ)
 # search scoring with SparseGPT at 70%.
 #   scripts/posttrain_table.sh [SEEDS]      e.g. scripts/posttrain_table.sh "0 1 2"
-# SPARSITIES="0.5 0.6 0.7" (default) chooses the sparsities of the searches (allocators always
-# run at all three); AGENTS="ddpg evolution evopress gnn" (default) the searches; SEARCHES_ONLY=1 skips the allocators (for a second instance running
+# SPARSITIES="0.5 0.6 0.7" (default; empty for none) chooses the sparsities of the searches
+# (allocators always run at all three); AGENTS="ddpg evolution evopress gnn" (default; empty
+# for none) the searches; SEARCHES_ONLY=1 skips the allocators (for a second instance running
 # other seeds side by side); EPISODES=N overrides the searches' episodes; THREADS=N; GATHER=1 only
 # tabulates. Runs go to runs/posttrain-table/; finished pieces are reused.
 set -euo pipefail
@@ -18,8 +19,8 @@ seeds=${1:-"0 1 2"}
 bin=${BIN:-./target/release/autoprune}
 env=envs/shakespeare-gpt-wanda.toml
 root=runs/posttrain-table
-sparsities=${SPARSITIES:-"0.5 0.6 0.7"}
-agents=${AGENTS:-"ddpg evolution evopress gnn"}
+sparsities=${SPARSITIES-"0.5 0.6 0.7"}
+agents=${AGENTS-"ddpg evolution evopress gnn"}
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 episodes=()
