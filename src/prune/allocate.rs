@@ -177,14 +177,26 @@ fn erk(wall: &ActionWall, costs: &CostModel) -> Vec<f64> {
     let raw: Vec<f64> = (0..costs.units().len())
         .map(|u| erk_raw(costs, u))
         .collect();
-    let policy = |eps: f64| -> Vec<f64> { raw.iter().map(|&r| (eps * r).min(1.0)).collect() };
-    let fits = |keeps: &[f64]| wall.cost(keeps) <= wall.budget().keep + 1e-12;
     let smallest = raw.iter().copied().fold(f64::INFINITY, f64::min);
-    let (mut good, mut bad) = (0.0, 1.0 / smallest.max(1e-300));
-    if fits(&policy(bad)) {
-        return policy(bad);
+    largest_fitting(wall, 0.0, 1.0 / smallest.max(1e-300), |eps| {
+        raw.iter().map(|&r| (eps * r).min(1.0)).collect()
+    })
+}
+
+/// The largest `t` in `[lo, hi]` whose policy meets the budget, for policies whose cost grows
+/// with `t`; the policy at `lo` when none does.
+pub(super) fn largest_fitting(
+    wall: &ActionWall,
+    lo: f64,
+    hi: f64,
+    policy: impl Fn(f64) -> Vec<f64>,
+) -> Vec<f64> {
+    let fits = |keeps: &[f64]| wall.cost(keeps) <= wall.budget().keep + 1e-12;
+    if fits(&policy(hi)) {
+        return policy(hi);
     }
-    for _ in 0..80 {
+    let (mut good, mut bad) = (lo, hi);
+    for _ in 0..100 {
         let mid = 0.5 * (good + bad);
         if fits(&policy(mid)) {
             good = mid;

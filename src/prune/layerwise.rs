@@ -9,6 +9,7 @@
 //!
 //! Must not know about agents, env files or the evaluator.
 
+use super::allocate::largest_fitting;
 use super::units::CostModel;
 use super::wall::ActionWall;
 use crate::error::Result;
@@ -141,30 +142,6 @@ fn unit_range(values: &[f64]) -> Vec<f64> {
         .iter()
         .map(|v| if hi > lo { (v - lo) / (hi - lo) } else { 0.0 })
         .collect()
-}
-
-/// The largest `t` in `[lo, hi]` whose policy meets the budget, for policies whose cost grows
-/// with `t`; the policy at `lo` when none does.
-fn largest_fitting(
-    wall: &ActionWall,
-    lo: f64,
-    hi: f64,
-    policy: impl Fn(f64) -> Vec<f64>,
-) -> Vec<f64> {
-    let fits = |keeps: &[f64]| wall.cost(keeps) <= wall.budget().keep + 1e-12;
-    if fits(&policy(hi)) {
-        return policy(hi);
-    }
-    let (mut good, mut bad) = (lo, hi);
-    for _ in 0..100 {
-        let mid = 0.5 * (good + bad);
-        if fits(&policy(mid)) {
-            good = mid;
-        } else {
-            bad = mid;
-        }
-    }
-    policy(good)
 }
 
 /// OWL: keep ratios `(1 − S) + D̂_b − mean(D̂)` with `D̂_b` block `b`'s outlier ratio mapped
