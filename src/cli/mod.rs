@@ -7,6 +7,7 @@ mod adapt_curve;
 mod apply;
 mod baseline;
 mod evaluate;
+mod finetune;
 mod graph;
 mod latency;
 mod meta_train;
@@ -45,6 +46,9 @@ pub enum Command {
     Transfer(transfer::TransferArgs),
     /// Applies a policy file to the env's model, scores it, and optionally saves the pruned model.
     Apply(apply::ApplyArgs),
+    /// Fine-tunes the model a policy prunes (one-shot, or in stages along a cubic schedule),
+    /// optionally distilling from the dense model; resumable; reports and saves the result.
+    Finetune(finetune::FinetuneArgs),
     /// Trains one graph agent on several models and budgets at once (for `transfer`).
     TrainAgent(train_agent::TrainAgentArgs),
     /// Meta-trains a graph agent with Reptile over many models, budgets and granularities, for
@@ -92,6 +96,7 @@ impl Command {
             Command::Baseline(args) => baseline::run(args),
             Command::Transfer(args) => transfer::run(args, scorer),
             Command::Apply(args) => apply::run(args),
+            Command::Finetune(args) => finetune::run(args),
             Command::TrainAgent(args) => train_agent::run(args, scorer),
             Command::MetaTrain(args) => meta_train::run(args, scorer),
             Command::AdaptCurve(args) => adapt_curve::run(args, scorer),

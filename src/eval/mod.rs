@@ -11,12 +11,14 @@
 
 mod allocators;
 mod calibrate;
+mod finetune;
 pub mod latency;
 mod pretrained;
 pub mod pruningnet;
 mod save;
 
 pub use calibrate::{alphas, Calibration};
+pub use finetune::{cubic_keeps, Distill};
 pub use pretrained::{pretrained, Pretrained};
 pub use save::graph_sidecar;
 
@@ -201,6 +203,10 @@ pub struct Evaluator {
     /// The layer-wise allocators' signals, measured on the dense model when first asked for.
     outliers: OnceLock<Vec<f64>>,
     alphas: OnceLock<Vec<f64>>,
+    /// The masks the last `apply` (or `reprune`) put on the working copy, by tensor name.
+    applied: Vec<(String, Tensor)>,
+    /// The masker of the last stage of iterative pruning, until the next `apply`.
+    repruned: Option<Masker>,
 }
 
 /// What timing a pruned model needs: the input batch, the runs, and the dense model, timed
@@ -288,6 +294,8 @@ impl Evaluator {
             timing,
             outliers: OnceLock::new(),
             alphas: OnceLock::new(),
+            applied: Vec::new(),
+            repruned: None,
         })
     }
 
@@ -313,7 +321,7 @@ impl Evaluator {
         };
         let slimmed;
         let pruned = if self.config.granularity == Granularity::Channel {
-            slimmed = slim(&self.net, &self.masker, keeps)?;
+            slimmed = slim(&self.net, self.masker(), keeps)?;
             &slimmed
         } else {
             &self.net
@@ -336,8 +344,10 @@ impl Evaluator {
         &self.costs
     }
 
+    /// The masker of the working copy's pruning: the pretrained model's rankings, or after
+    /// iterative pruning ([`Self::reprune`]) the rankings of the last stage.
     pub fn masker(&self) -> &Masker {
-        &self.masker
+        self.repruned.as_ref().unwrap_or(&self.masker)
     }
 
     /// Each unit's importance values under the env's criterion.
@@ -358,6 +368,11 @@ impl Evaluator {
     /// model's). BatchNorm is then always recalibrated.
     pub fn set_source(&mut self, source: Option<Box<dyn WeightSource>>) {
         self.source = source;
+    }
+
+    /// The validation split.
+    pub fn val_split(&self) -> &Split {
+        &self.val
     }
 
     /// The training split (for agents that train a network of their own on it).
@@ -498,6 +513,7 @@ impl Evaluator {
                 value: *bad,
             });
         }
+        self.repruned = None;
         let post_training = self.config.criterion.is_post_training();
         let raw = if post_training {
             Vec::new()
@@ -508,20 +524,9 @@ impl Evaluator {
             Some(source) => source.weights(&raw)?,
             None => Vec::new(),
         };
-        let mut masks: Vec<(Tensor, Tensor)> = {
-            let by_name: std::collections::HashMap<&str, &Tensor> = self
-                .tensors
-                .iter()
-                .map(|(n, t, _)| (n.as_str(), t))
-                .collect();
-            raw.into_iter()
-                .filter_map(|m| {
-                    by_name
-                        .get(m.tensor.as_str())
-                        .map(|t| (t.shallow_clone(), m.mask))
-                })
-                .collect()
-        };
+        let mut named: Vec<(String, Tensor)> =
+            raw.into_iter().map(|m| (m.tensor, m.mask)).collect();
+        let mut masks = self.handles(&named);
         {
             let _guard = tch::no_grad_guard();
             for (_, working, dense) in &self.tensors {
@@ -535,11 +540,6 @@ impl Evaluator {
             apply_masks(&masks);
         }
         if post_training {
-            let by_name: std::collections::HashMap<&str, &Tensor> = self
-                .tensors
-                .iter()
-                .map(|(n, t, _)| (n.as_str(), t))
-                .collect();
             let pruned = self.calibration.prune(
                 &self.net,
                 self.config.criterion,
@@ -548,33 +548,30 @@ impl Evaluator {
                 self.config.wanda_rows,
                 self.config.calibration_from_dense,
             )?;
-            masks = pruned
-                .into_iter()
-                .filter_map(|m| {
-                    by_name
-                        .get(m.tensor.as_str())
-                        .map(|t| (t.shallow_clone(), m.mask))
-                })
-                .collect();
+            named = pruned.into_iter().map(|m| (m.tensor, m.mask)).collect();
+            masks = self.handles(&named);
         }
+        self.applied = named;
         let mut rng = StdRng::seed_from_u64(self.config.seed);
-        // Pruning changes what flows into every BatchNorm; a policy that prunes nothing
-        // keeps the pretrained statistics, so keep = 1 is exactly the dense model.
-        // Generated weights never had statistics of their own.
-        let prunes = self.source.is_some()
-            || (0..units).any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size);
-        if prunes && self.config.recalibration_batches > 0 {
-            self.net.recalibrate_batch_norm(
-                &self.train,
-                self.config.recalibration_batches,
-                self.config.batch_size,
-                &mut rng,
-            );
-        }
+        self.recalibrate(keeps, &mut rng);
         if self.config.finetune_steps > 0 {
             self.finetune(&masks, &mut rng)?;
         }
         Ok(&self.net)
+    }
+
+    /// The working copy's tensors for named masks (masks of tensors it lacks are left out).
+    fn handles(&self, named: &[(String, Tensor)]) -> Vec<(Tensor, Tensor)> {
+        named
+            .iter()
+            .filter_map(|(name, mask)| {
+                let i = self
+                    .tensors
+                    .binary_search_by(|t| t.0.as_str().cmp(name))
+                    .ok()?;
+                Some((self.tensors[i].1.shallow_clone(), mask.shallow_clone()))
+            })
+            .collect()
     }
 
     /// Masked SGD (or Adam) on the training split: masks are re-applied after every step.

@@ -22,8 +22,20 @@ impl Evaluator {
         path: &Path,
         source: Option<&crate::model::hf::HfGpt2>,
     ) -> Result<()> {
+        self.apply(keeps)?;
+        self.save_working(keeps, path, source)
+    }
+
+    /// As [`Self::save_pruned`], for the model in the working copy as it is (pruned at
+    /// `keeps` and fine-tuned since): nothing is pruned again.
+    pub fn save_working(
+        &self,
+        keeps: &[f64],
+        path: &Path,
+        source: Option<&crate::model::hf::HfGpt2>,
+    ) -> Result<()> {
         let channel = self.config().granularity == Granularity::Channel;
-        let masked = self.apply(keeps)?.duplicate();
+        let masked = self.working().duplicate();
         if path.extension().is_none() && self.is_language_model() {
             let kept = self.kept_heads(keeps)?;
             return crate::model::hf::save(&masked, &kept, source, path);

@@ -560,7 +560,7 @@ impl GraphNet {
 }
 
 /// Loss and accuracy on a split.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,

@@ -7,6 +7,7 @@
 pub mod checkpoint;
 mod graphnet;
 pub mod hf;
+pub mod optim;
 mod train;
 mod transformer;
 pub mod zoo;

@@ -16,6 +16,7 @@ pub mod adapt;
 pub mod agent_file;
 mod episodes;
 mod failpoint;
+pub mod finetune;
 mod folder;
 pub mod heuristics;
 pub mod interrupt;

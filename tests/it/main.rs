@@ -6,6 +6,7 @@ mod agents;
 mod cli;
 mod data;
 mod eval;
+mod finetune;
 mod fuzz;
 mod gnn;
 mod graph;

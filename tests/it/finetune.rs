@@ -1,0 +1,158 @@
+//! `autoprune finetune`: a killed run resumes to the uninterrupted result, iterative pruning
+//! ends at the policy's sparsity exactly, and bad settings get one error line.
+
+use crate::common::{self, one_error_line, success_json};
+use std::path::Path;
+use tch::{Kind, Tensor};
+
+/// The synthetic env (pretrained into `dir`) and a LAMP policy for it.
+fn env_and_policy(dir: &Path) -> (String, String) {
+    common::setup(dir, "random", 1);
+    let env = dir.join("env.toml").to_str().unwrap().to_string();
+    let policy = dir.join("lamp.json").to_str().unwrap().to_string();
+    success_json(&common::run(&[
+        "baseline", "--env", &env, "--method", "lamp", "--out", &policy, "--json",
+    ]));
+    (env, policy)
+}
+
+fn finetune(env: &str, policy: &str, logdir: &Path, extra: &[&str]) -> std::process::Command {
+    let mut command = common::bin();
+    command.args([
+        "finetune",
+        "--env",
+        env,
+        "--policy",
+        policy,
+        "--steps",
+        "40",
+        "--lr",
+        "0.005",
+        "--checkpoint-every",
+        "7",
+        "--threads",
+        "1",
+        "--logdir",
+        logdir.to_str().unwrap(),
+        "--json",
+    ]);
+    command.args(extra);
+    command
+}
+
+#[test]
+fn finetune_resumes_to_the_same_result_after_a_kill() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, policy) = env_and_policy(dir.path());
+    let extra = ["--stages", "2", "--distill-temperature", "2"];
+    let full = success_json(
+        &finetune(&env, &policy, &dir.path().join("full"), &extra)
+            .output()
+            .unwrap(),
+    );
+    // Killed just after the checkpoint at step 21, in the second stage (stage 1 ends at 20).
+    let killed = dir.path().join("killed");
+    let out = finetune(&env, &policy, &killed, &extra)
+        .env("AUTOPRUNE_FAILPOINT", "finetune:21")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(killed.join("checkpoint.safetensors").is_file());
+    assert!(!killed.join("result.json").exists());
+    let resumed = success_json(&common::run(&[
+        "finetune",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--json",
+    ]));
+    for key in ["loss", "accuracy", "test_loss", "test_accuracy", "params"] {
+        assert_eq!(resumed[key], full[key], "{key}");
+    }
+    // Stage 2's mean loss covers only the resumed steps; the validation scores must agree.
+    for stage in 0..2 {
+        assert_eq!(
+            resumed["stage_reports"][stage]["val"],
+            full["stage_reports"][stage]["val"]
+        );
+    }
+    // Fine-tuning changed the model: the loss differs from the pruned model's without it.
+    let pruned = success_json(&common::run(&[
+        "apply", "--env", &env, "--policy", &policy, "--json",
+    ]));
+    assert_ne!(pruned["loss"], full["loss"]);
+}
+
+#[test]
+fn iterative_pruning_ends_at_the_policy_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, policy) = env_and_policy(dir.path());
+    let saved = dir.path().join("tuned.safetensors");
+    let result = success_json(
+        &finetune(
+            &env,
+            &policy,
+            &dir.path().join("run"),
+            &["--stages", "4", "--save", saved.to_str().unwrap()],
+        )
+        .output()
+        .unwrap(),
+    );
+    let reports = result["stage_reports"].as_array().unwrap();
+    assert_eq!(reports.len(), 4);
+    let kept: Vec<f64> = reports
+        .iter()
+        .map(|r| r["params_kept"].as_f64().unwrap())
+        .collect();
+    assert!(kept.windows(2).all(|w| w[1] < w[0]), "{kept:?}");
+    let applied = success_json(&common::run(&[
+        "apply", "--env", &env, "--policy", &policy, "--json",
+    ]));
+    assert_eq!(kept[3], applied["params_kept"].as_f64().unwrap());
+    // The saved model holds exactly the policy's count of nonzero weights in every layer.
+    let tensors = Tensor::read_safetensors(&saved).unwrap();
+    for layer in applied["layers"].as_array().unwrap() {
+        let name = format!("{}.weight", layer["name"].as_str().unwrap());
+        let weight = &tensors.iter().find(|(n, _)| *n == name).unwrap().1;
+        let nonzero = weight.ne(0.0).sum(Kind::Int64).int64_value(&[]) as f64;
+        let expected = layer["keep"].as_f64().unwrap() * weight.numel() as f64;
+        assert!(
+            (nonzero - expected).abs() < 0.5,
+            "{name}: {nonzero} nonzero, policy keeps {expected}"
+        );
+    }
+}
+
+#[test]
+fn finetune_refuses_bad_settings_in_one_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = common::repo().join("envs/synthetic-mlp.toml");
+    let env = env.to_str().unwrap();
+    let policy = dir.path().join("p.json");
+    std::fs::write(&policy, "{}").unwrap();
+    let line = one_error_line(&common::run(&[
+        "finetune",
+        "--resume",
+        dir.path().to_str().unwrap(),
+    ]));
+    assert!(line.contains("not a fine-tuning run folder"), "{line}");
+    let line = one_error_line(&common::run(&[
+        "finetune",
+        "--env",
+        env,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--stages",
+        "0",
+    ]));
+    assert!(line.contains("--stages"), "{line}");
+    let line = one_error_line(&common::run(&[
+        "finetune",
+        "--env",
+        env,
+        "--policy",
+        policy.to_str().unwrap(),
+        "--steps",
+        "10",
+    ]));
+    assert!(line.contains("p.json"), "{line}");
+}
