@@ -145,6 +145,20 @@ fn create_folder(path: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Appends one line (a newline added) to `path`, created if missing, and flushes it to disk.
+/// A crash can tear only this last line; readers skip a last line that does not parse.
+pub fn append_line(path: &Path, line: &str) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(path)
+        .map_err(|e| Error::io(path, e))?;
+    file.write_all(format!("{line}\n").as_bytes())
+        .and_then(|_| file.sync_data())
+        .map_err(|e| Error::io(path, e))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -362,3 +362,64 @@ pub fn render_lines(
     root.present().map_err(|e| plot_error(path, e))?;
     Ok(())
 }
+
+/// Scatter plots side by side, one panel per named point set (x: the panel's own measure,
+/// y: `y_desc`, shared by every panel), e.g. each proxy's score against the fine-tuned
+/// accuracy of the same policies.
+pub fn render_scatter(
+    path: &Path,
+    title: &str,
+    y_desc: &str,
+    panels: &[(String, Vec<(f64, f64)>)],
+) -> Result<()> {
+    register_font()?;
+    let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    if panels.is_empty()
+        || panels
+            .iter()
+            .any(|(_, p)| p.is_empty() || !p.iter().all(finite))
+    {
+        return Err(plot_error(
+            path,
+            "a panel without points, or a point that is not a number",
+        ));
+    }
+    let range = |values: &mut dyn Iterator<Item = f64>| {
+        let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+        let pad = ((hi - lo) * 0.08).max(1e-3);
+        (lo - pad)..(hi + pad)
+    };
+    let cols = panels.len().min(3);
+    let rows = panels.len().div_ceil(cols);
+    let root =
+        BitMapBackend::new(path, (380 * cols as u32, 340 * rows as u32 + 40)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| plot_error(path, e))?;
+    let root = root
+        .titled(title, ("sans-serif", 20))
+        .map_err(|e| plot_error(path, e))?;
+    let y_range = range(&mut panels.iter().flat_map(|(_, p)| p.iter().map(|q| q.1)));
+    for (area, (name, points)) in root.split_evenly((rows, cols)).iter().zip(panels) {
+        let mut chart = ChartBuilder::on(area)
+            .caption(name, ("sans-serif", 15))
+            .margin(10)
+            .x_label_area_size(30)
+            .y_label_area_size(55)
+            .build_cartesian_2d(range(&mut points.iter().map(|p| p.0)), y_range.clone())
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .configure_mesh()
+            .y_desc(y_desc)
+            .x_label_formatter(&|x| format!("{x:.3}"))
+            .y_label_formatter(&|y| format!("{y:.3}"))
+            .label_style(("sans-serif", 11))
+            .draw()
+            .map_err(|e| plot_error(path, e))?;
+        chart
+            .draw_series(points.iter().map(|&p| Circle::new(p, 4, BLUE.filled())))
+            .map_err(|e| plot_error(path, e))?;
+    }
+    root.present().map_err(|e| plot_error(path, e))?;
+    Ok(())
+}

@@ -3,7 +3,7 @@
 //! reports validation and test scores and can save the model.
 
 use super::print::{print_score, report};
-use super::{DeviceArgs, JsonArg, SeedArg};
+use super::{BudgetArgs, DeviceArgs, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use autoprune::config::{EnvOverrides, EnvSpec};
 use autoprune::data::SplitName;
@@ -26,15 +26,9 @@ pub struct FinetuneArgs {
     /// Policy file (policies/*.json).
     #[arg(long, required_unless_present = "resume")]
     policy: Option<PathBuf>,
-    /// Epochs of the training split (default: the env's train.epochs).
-    #[arg(long, conflicts_with = "steps")]
-    epochs: Option<f64>,
-    /// Optimisation steps instead of epochs (one batch each).
-    #[arg(long)]
-    steps: Option<usize>,
-    /// Learning rate at the start of the schedule (default: the env's train.lr).
-    #[arg(long)]
-    lr: Option<f64>,
+    /// The budget (default: the env's train.epochs, at its train.lr).
+    #[command(flatten)]
+    budget: BudgetArgs,
     /// Prune in this many stages along a cubic schedule, fine-tuning between them, within
     /// the same total steps (1: one-shot).
     #[arg(long, default_value_t = 1)]
@@ -190,26 +184,17 @@ fn start(args: &FinetuneArgs) -> Result<Opened> {
     if !(0.0..=1.0).contains(&args.distill_weight) {
         return Err(invalid("--distill-weight", "must lie in [0, 1]").into());
     }
-    let epochs = args.epochs.unwrap_or(spec.train.epochs as f64);
-    if args.steps == Some(0) || !(epochs > 0.0 && epochs.is_finite()) {
-        return Err(invalid("--steps", "fine-tuning needs at least one step").into());
-    }
-    if let Some(lr) = args.lr.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
-        return Err(invalid("--lr", &format!("{lr} must be a positive number")).into());
-    }
+    let epochs = args.budget.epochs(env, spec.train.epochs as f64)?;
     PolicyFile::load(policy)?;
     if let Some(save) = &args.save {
         autoprune::fsio::prepare_output(save)?;
     }
     let seed = args.seed.seed.unwrap_or(0);
-    let mut train = spec.train.clone();
-    if let Some(lr) = args.lr {
-        train.lr = lr;
-    }
+    let train = args.budget.train(&spec);
     let record = Record {
         spec: FinetuneSpec {
             train,
-            steps: args.steps.unwrap_or(0),
+            steps: args.budget.steps.unwrap_or(0),
             stages: args.stages,
             distill: args.distill_temperature.map(|temperature| Distill {
                 temperature,

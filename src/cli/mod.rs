@@ -13,6 +13,7 @@ mod latency;
 mod meta_train;
 mod pretrain;
 mod print;
+mod proxy_study;
 mod report;
 mod search;
 mod split;
@@ -49,6 +50,9 @@ pub enum Command {
     /// Fine-tunes the model a policy prunes (one-shot, or in stages along a cubic schedule),
     /// optionally distilling from the dense model; resumable; reports and saves the result.
     Finetune(finetune::FinetuneArgs),
+    /// Scores policies with cheap proxies (no recovery, BatchNorm recalibration, k fine-tuning
+    /// steps) and after full fine-tuning, and reports each proxy's rank correlations.
+    ProxyStudy(proxy_study::ProxyStudyArgs),
     /// Trains one graph agent on several models and budgets at once (for `transfer`).
     TrainAgent(train_agent::TrainAgentArgs),
     /// Meta-trains a graph agent with Reptile over many models, budgets and granularities, for
@@ -97,6 +101,7 @@ impl Command {
             Command::Transfer(args) => transfer::run(args, scorer),
             Command::Apply(args) => apply::run(args),
             Command::Finetune(args) => finetune::run(args),
+            Command::ProxyStudy(args) => proxy_study::run(args),
             Command::TrainAgent(args) => train_agent::run(args, scorer),
             Command::MetaTrain(args) => meta_train::run(args, scorer),
             Command::AdaptCurve(args) => adapt_curve::run(args, scorer),
@@ -183,4 +188,48 @@ pub struct JsonArg {
     /// Print one JSON object on stdout (progress stays on stderr).
     #[arg(long)]
     pub json: bool,
+}
+
+/// `--epochs`, `--steps`, `--lr`: how long and how fast full fine-tuning trains (with the
+/// env's optimiser, schedule and batch size).
+#[derive(Args)]
+pub struct BudgetArgs {
+    /// Epochs of the training split (default: the command's).
+    #[arg(long, conflicts_with = "steps")]
+    pub epochs: Option<f64>,
+    /// Optimisation steps instead of epochs (one batch each).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// Learning rate at the start of the schedule (default: the env's train.lr).
+    #[arg(long)]
+    pub lr: Option<f64>,
+}
+
+impl BudgetArgs {
+    /// The epochs (`default` unless given), after checking every value; `env` names the
+    /// file in errors.
+    pub fn epochs(&self, env: &std::path::Path, default: f64) -> Result<f64> {
+        let invalid = |key: &str, message: String| autoprune::Error::Invalid {
+            path: env.to_path_buf(),
+            key: key.into(),
+            message,
+        };
+        if let Some(lr) = self.lr.filter(|lr| !(*lr > 0.0 && lr.is_finite())) {
+            return Err(invalid("--lr", format!("{lr} must be a positive number")).into());
+        }
+        let epochs = self.epochs.unwrap_or(default);
+        if self.steps == Some(0) || !(epochs > 0.0 && epochs.is_finite()) {
+            return Err(invalid("--steps", "fine-tuning needs at least one step".into()).into());
+        }
+        Ok(epochs)
+    }
+
+    /// The env's training settings with `--lr`.
+    pub fn train(&self, spec: &autoprune::config::EnvSpec) -> autoprune::model::TrainConfig {
+        let mut train = spec.train.clone();
+        if let Some(lr) = self.lr {
+            train.lr = lr;
+        }
+        train
+    }
 }

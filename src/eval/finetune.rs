@@ -41,6 +41,13 @@ impl Evaluator {
         &self.net
     }
 
+    /// How every later evaluation recovers from pruning: BatchNorm recalibration batches and
+    /// masked fine-tuning steps (the env's `reward` settings, for proxy studies).
+    pub fn set_recovery(&mut self, recalibration_batches: usize, finetune_steps: usize) {
+        self.config.recalibration_batches = recalibration_batches;
+        self.config.finetune_steps = finetune_steps;
+    }
+
     /// The masks on the working copy, by tensor name.
     pub fn applied_masks(&self) -> &[(String, Tensor)] {
         &self.applied

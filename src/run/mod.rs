@@ -24,6 +24,7 @@ pub mod meta_train;
 #[cfg(feature = "mpi")]
 pub mod mpi;
 pub mod pool;
+pub mod proxy;
 mod pruningnet;
 mod search;
 pub mod tasks;

@@ -156,3 +156,85 @@ fn finetune_refuses_bad_settings_in_one_line() {
     ]));
     assert!(line.contains("p.json"), "{line}");
 }
+
+#[test]
+fn proxy_study_scores_every_policy_and_continues_its_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (env, policy) = env_and_policy(dir.path());
+    let study = dir.path().join("study");
+    let png = dir.path().join("study.png");
+    let args = |steps: &str| {
+        vec![
+            "proxy-study".to_string(),
+            "--env".into(),
+            env.clone(),
+            "--policy".into(),
+            policy.clone(),
+            "--policies".into(),
+            "6".into(),
+            "--steps".into(),
+            steps.into(),
+            "--proxy-steps".into(),
+            "3".into(),
+            "--logdir".into(),
+            study.to_str().unwrap().into(),
+            "--threads".into(),
+            "1".into(),
+            "--json".into(),
+        ]
+    };
+    let run = |steps: &str, png: Option<&Path>| {
+        let mut command = common::bin();
+        command.args(args(steps));
+        if let Some(png) = png {
+            command.args(["--png", png.to_str().unwrap()]);
+        }
+        command.output().unwrap()
+    };
+    let first = success_json(&run("20", Some(&png)));
+    let rows = first["policies"].as_array().unwrap();
+    let labels: Vec<&str> = rows.iter().map(|r| r["label"].as_str().unwrap()).collect();
+    assert_eq!(
+        labels,
+        ["uniform", "global", "lamp", "erk", "file:lamp", "random-0"]
+    );
+    for row in rows {
+        let proxies: Vec<&str> = row["proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["proxy"].as_str().unwrap())
+            .collect();
+        assert_eq!(proxies, ["none", "recalibrated", "ft-3"]);
+    }
+    // LAMP from the allocator and from its file is one policy: the same scores throughout.
+    let losses = |row: &serde_json::Value| -> Vec<serde_json::Value> {
+        row["proxies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["loss"].clone())
+            .collect()
+    };
+    assert_eq!(losses(&rows[2]), losses(&rows[4]));
+    assert_eq!(rows[2]["tuned_loss"], rows[4]["tuned_loss"]);
+    let correlations = first["correlations"].as_array().unwrap();
+    assert_eq!(correlations.len(), 4);
+    for c in correlations {
+        for key in ["spearman", "kendall"] {
+            // NaN (a constant side) is written as null.
+            if let Some(v) = c[key].as_f64() {
+                assert!((-1.0..=1.0).contains(&v), "{c}");
+            }
+        }
+    }
+    assert!(std::fs::metadata(&png).unwrap().len() > 1000);
+    // Run again on the same folder: every policy is finished, nothing is scored again.
+    let again = success_json(&run("20", None));
+    assert_eq!(again["policies"], first["policies"]);
+    let lines = std::fs::read_to_string(study.join("rows.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 6);
+    // Other settings on the same folder are refused.
+    let line = one_error_line(&run("30", None));
+    assert!(line.contains("other settings"), "{line}");
+}
