@@ -14,6 +14,7 @@
 //! to `policy` and `runlog`.
 
 pub mod ddpg;
+pub mod diffsparse;
 pub mod evolution;
 pub mod gnn;
 pub mod meta;
@@ -148,6 +149,9 @@ pub enum AgentKind {
     /// MetaPruning: a PruningNet trained first, then evolution scoring candidates with its
     /// generated weights.
     Pruningnet,
+    /// Differentiable allocation: per-unit keep levels trained by gradient under soft masks
+    /// and a budget penalty.
+    Diffsparse,
 }
 
 impl AgentKind {
@@ -160,6 +164,7 @@ impl AgentKind {
             AgentKind::Gnn => "gnn",
             AgentKind::Meta => "meta",
             AgentKind::Pruningnet => "pruningnet",
+            AgentKind::Diffsparse => "diffsparse",
         }
     }
 }

@@ -4,6 +4,7 @@
 use super::PruningNetConfig;
 use super::{Checked, Validate};
 use crate::agents::ddpg::DdpgConfig;
+use crate::agents::diffsparse::DiffSparseConfig;
 use crate::agents::evolution::EvolutionConfig;
 use crate::agents::gnn::GnnConfig;
 use crate::agents::meta::MetaConfig;
@@ -60,6 +61,9 @@ pub struct SearchConfig {
     /// the search).
     #[serde(default)]
     pub pruningnet: PruningNetConfig,
+    /// With `agent = "diffsparse"`: how the keep levels learn.
+    #[serde(default)]
+    pub diffsparse: DiffSparseConfig,
     /// The file it was read from.
     #[serde(skip)]
     pub path: PathBuf,
@@ -91,6 +95,7 @@ impl SearchConfig {
             gnn,
             meta: Default::default(),
             pruningnet: Default::default(),
+            diffsparse: Default::default(),
             path: env.to_path_buf(),
         }
         .check()
@@ -170,6 +175,7 @@ impl Validate for SearchConfig {
             )),
             AgentKind::Meta => self.gnn.check(),
             AgentKind::Pruningnet => self.pruningnet.check().or_else(|| self.evolution.check()),
+            AgentKind::Diffsparse => self.diffsparse.check(),
         };
         match problem {
             Some((key, message)) => Err(invalid(key, message)),

@@ -315,6 +315,14 @@ impl Masker {
         &self.costs
     }
 
+    /// A second handle on the same rankings.
+    pub fn duplicate(&self) -> Self {
+        Self {
+            costs: self.costs.clone(),
+            rankings: self.rankings.iter().map(|r| r.shallow_clone()).collect(),
+        }
+    }
+
     /// Indices of the channels group-unit `unit` keeps at ratio `keep`, ascending.
     pub fn kept_channels(&self, unit: usize, keep: f64) -> Tensor {
         let kept = self.costs.unit_kept(unit, keep) as i64;
@@ -324,41 +332,91 @@ impl Masker {
     /// Masks for every tensor a policy prunes.
     pub fn masks(&self, keeps: &[f64]) -> Vec<Mask> {
         let graph = self.costs.graph();
+        let values: Vec<Tensor> = self
+            .costs
+            .units()
+            .iter()
+            .enumerate()
+            .map(|(u, unit)| {
+                let ranking = &self.rankings[u];
+                match (&unit.kind, self.costs.granularity()) {
+                    (UnitKind::Layer(_), Granularity::NOfM { m, .. }) => ranking
+                        .lt(nm_count(keeps[u], m) as i64)
+                        .to_kind(Kind::Float),
+                    (UnitKind::Layer(_), _) => {
+                        let kept = self.costs.unit_kept(u, keeps[u]) as i64;
+                        Tensor::zeros([unit.size as i64], (Kind::Float, ranking.device()))
+                            .index_fill(0, &ranking.narrow(0, 0, kept), 1.0)
+                    }
+                    (UnitKind::Group(g), _) => {
+                        let kept = self.costs.unit_kept(u, keeps[u]) as i64;
+                        let channels = graph.prunable_groups()[*g].channels as i64;
+                        Tensor::zeros([channels], (Kind::Float, ranking.device())).index_fill(
+                            0,
+                            &ranking.narrow(0, 0, kept),
+                            1.0,
+                        )
+                    }
+                }
+            })
+            .collect();
+        self.masks_from(&values)
+    }
+
+    /// Each element's place in its unit's ranking as a fraction in (0, 1): `(position + ½) /
+    /// size`, position 0 the most important; over a layer's weights (flat) for unstructured
+    /// units, over a group's channels for channel units. A hard mask at keep `k` keeps the
+    /// elements whose place is below `k` (up to rounding); a soft mask is a smooth step there
+    /// (differentiable allocation). None for N:M, whose masks are per group of M.
+    pub fn places(&self, unit: usize) -> Option<Tensor> {
+        if matches!(self.costs.granularity(), Granularity::NOfM { .. }) {
+            return None;
+        }
+        let ranking = &self.rankings[unit];
+        let size = ranking.size()[0];
+        let positions = Tensor::arange(size, (Kind::Float, ranking.device()));
+        let places = Tensor::zeros([size], (Kind::Float, ranking.device())).index_put(
+            &[Some(ranking.shallow_clone())],
+            &positions,
+            false,
+        );
+        Some((places + 0.5) / size as f64)
+    }
+
+    /// Masks from per-unit values (one per weight of a layer unit, flat or weight-shaped; one
+    /// per channel of a group unit), which may be soft and carry gradients: 1 keeps, 0
+    /// removes.
+    pub fn masks_from(&self, values: &[Tensor]) -> Vec<Mask> {
+        let graph = self.costs.graph();
         let mut out = Vec::new();
         for (u, unit) in self.costs.units().iter().enumerate() {
-            let ranking = &self.rankings[u];
-            match (&unit.kind, self.costs.granularity()) {
-                (UnitKind::Layer(node), Granularity::NOfM { m, .. }) => {
-                    let n = nm_count(keeps[u], m) as i64;
-                    out.push(Mask {
-                        tensor: format!("{}.weight", graph.node(*node).name),
-                        mask: ranking.lt(n).to_kind(Kind::Float),
-                    });
-                }
-                (UnitKind::Layer(node), _) => {
-                    let kept = self.costs.unit_kept(u, keeps[u]) as i64;
+            match &unit.kind {
+                UnitKind::Layer(node) => {
                     let node = graph.node(*node);
                     let size: Vec<i64> = weight_shape(&node.op);
-                    let flat = Tensor::zeros([unit.size as i64], (Kind::Float, ranking.device()));
-                    let flat = flat.index_fill(0, &ranking.narrow(0, 0, kept), 1.0);
                     out.push(Mask {
                         tensor: format!("{}.weight", node.name),
-                        mask: flat.view(size.as_slice()),
+                        mask: values[u].view(size.as_slice()),
                     });
                 }
-                (UnitKind::Group(g), _) => {
+                UnitKind::Group(g) => {
                     let group = &graph.prunable_groups()[*g];
-                    let kept = self.costs.unit_kept(u, keeps[u]) as i64;
-                    let channels =
-                        Tensor::zeros([group.channels as i64], (Kind::Float, ranking.device()))
-                            .index_fill(0, &ranking.narrow(0, 0, kept), 1.0);
+                    let channels = &values[u];
                     for usage in &group.sliced {
-                        // Ones except this group's pruned channels, at its offset.
+                        // Ones except this group's channels, at its offset.
                         let node = graph.node(usage.node);
                         let width = node.out_shape[0] as i64;
-                        let full = Tensor::ones([width], (Kind::Float, ranking.device()));
-                        full.narrow(0, usage.offset as i64, group.channels as i64)
-                            .copy_(&channels);
+                        let offset = usage.offset as i64;
+                        let n = group.channels as i64;
+                        let ones = |len: i64| Tensor::ones([len], (Kind::Float, channels.device()));
+                        let full = Tensor::cat(
+                            &[
+                                ones(offset),
+                                channels.shallow_clone(),
+                                ones(width - offset - n),
+                            ],
+                            0,
+                        );
                         let rank = weight_shape(&node.op).len().max(1);
                         let mut shape = vec![width];
                         shape.extend(std::iter::repeat_n(1, rank - 1));

@@ -6,6 +6,7 @@ use super::heuristics::{heuristic_policies, Heuristic};
 use super::pool::{score_job, score_jobs, Job, JobResult, Remote};
 use super::{EpisodeRecord, RunFolder, AGENT_FILE, EPISODES_FILE, PRUNINGNET_FILE};
 use crate::agents::ddpg::Ddpg;
+use crate::agents::diffsparse::DiffSparse;
 use crate::agents::evolution::Evolution;
 use crate::agents::gnn::GraphAgent;
 use crate::agents::ppo::Ppo;
@@ -84,6 +85,14 @@ pub fn build_agent(config: &SearchConfig, env: &PruneEnv) -> Result<Box<dyn Sear
             config.seed,
             tch::Device::Cpu,
         )?),
+        AgentKind::Diffsparse => {
+            return Err(Error::Invalid {
+                path: config.path.clone(),
+                key: "agent".into(),
+                message: "diffsparse trains on the model itself: it runs inside `autoprune search`"
+                    .into(),
+            })
+        }
         AgentKind::Meta => Box::new(super::agent_file::load_graph_agent(
             &config.meta.init,
             env.costs(),
@@ -144,7 +153,7 @@ impl Search<'_> {
             spec,
             evaluator,
             folder,
-            pretrained: _,
+            pretrained,
             recorded,
             sink,
             progress,
@@ -169,6 +178,15 @@ impl Search<'_> {
         }
         let agent = match agent {
             Some(agent) => agent,
+            None if config.agent == AgentKind::Diffsparse => Box::new(DiffSparse::new(
+                config.diffsparse.clone(),
+                pretrained,
+                evaluator.train_split(),
+                evaluator.masker(),
+                wall.clone(),
+                config.seed,
+                &config.path,
+            )?),
             None => build_agent(config, &env)?,
         };
         let (mut scorer, recipe) = match remote {

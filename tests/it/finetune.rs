@@ -1,9 +1,14 @@
-//! `autoprune finetune`: a killed run resumes to the uninterrupted result, iterative pruning
-//! ends at the policy's sparsity exactly, and bad settings get one error line.
+//! Recovery after pruning and learning by gradient: `autoprune finetune` (a killed run
+//! resumes to the uninterrupted result, iterative pruning ends at the policy's sparsity
+//! exactly, bad settings get one error line), `autoprune proxy-study`, and the `diffsparse`
+//! agent (hard masks from its places, every proposal within the budget after the wall, a
+//! killed search resumed to the same episodes).
 
 use crate::common::{self, one_error_line, success_json};
+use autoprune::model::{zoo, GraphNet};
+use autoprune::prune::{CostModel, Criterion, Granularity, Importance, Masker};
 use std::path::Path;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 /// The synthetic env (pretrained into `dir`) and a LAMP policy for it.
 fn env_and_policy(dir: &Path) -> (String, String) {
@@ -237,4 +242,127 @@ fn proxy_study_scores_every_policy_and_continues_its_folder() {
     // Other settings on the same folder are refused.
     let line = one_error_line(&run("30", None));
     assert!(line.contains("other settings"), "{line}");
+}
+
+#[test]
+fn a_step_at_the_places_is_the_hard_mask() {
+    let data = common::synthetic_data();
+    tch::manual_seed(3);
+    let cfg = [
+        zoo::VggItem::Conv(8),
+        zoo::VggItem::Pool(zoo::PoolMarker::M),
+        zoo::VggItem::Conv(12),
+    ];
+    let net = GraphNet::new(
+        zoo::vgg(&data.shape, data.classes, &cfg).unwrap(),
+        Device::Cpu,
+    );
+    for (granularity, criterion) in [
+        (Granularity::Unstructured, Criterion::Magnitude),
+        (Granularity::Channel, Criterion::L1),
+    ] {
+        let costs = CostModel::new(net.graph(), granularity);
+        let importance = Importance::compute(&net, criterion, &data.train, 0).unwrap();
+        let masker = Masker::new(&costs, &importance);
+        let keeps: Vec<f64> = (0..costs.units().len())
+            .map(|u| 0.3 + 0.2 * u as f64)
+            .collect();
+        let steps: Vec<Tensor> = (0..keeps.len())
+            .map(|u| {
+                let kept = costs.unit_kept(u, keeps[u]) as f64 / costs.units()[u].size as f64;
+                masker.places(u).unwrap().lt(kept).to_kind(Kind::Float)
+            })
+            .collect();
+        let hard = masker.masks(&keeps);
+        let from_places = masker.masks_from(&steps);
+        assert_eq!(hard.len(), from_places.len());
+        for (a, b) in hard.iter().zip(&from_places) {
+            assert_eq!(a.tensor, b.tensor);
+            assert!(a.mask.equal(&b.mask), "{granularity:?}: {}", a.tensor);
+        }
+    }
+}
+
+/// A diffsparse search config on the synthetic env of `dir`, with `granularity` and budget.
+fn diffsparse_config(dir: &Path, episodes: usize, prune: &[(&str, &str)]) -> std::path::PathBuf {
+    let config = common::setup(dir, "random", episodes);
+    let env = dir.join("env.toml");
+    std::fs::write(&env, common::edited(&env, prune)).unwrap();
+    let text = common::edited(
+        &config,
+        &[
+            ("agent", "\"diffsparse\""),
+            ("diffsparse.steps_per_episode", "3"),
+            ("diffsparse.batch_size", "32"),
+            ("diffsparse.lr", "0.3"),
+        ],
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+#[test]
+fn diffsparse_proposals_meet_the_budget_after_the_wall() {
+    for (granularity, metric, keep) in [("unstructured", "params", 0.2), ("channel", "flops", 0.5)]
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let config = diffsparse_config(
+            dir.path(),
+            16,
+            &[
+                ("prune.granularity", &format!("\"{granularity}\"")),
+                ("prune.criterion", "\"l1\""),
+                (
+                    "prune.target",
+                    &format!("{{ metric = \"{metric}\", keep = {keep} }}"),
+                ),
+            ],
+        );
+        let run = dir.path().join("run");
+        let result = success_json(&common::search_in(&config, &run, &["--json"]));
+        let kept = format!("{metric}_kept");
+        let records = common::records(&run);
+        assert_eq!(records.len(), 16);
+        // The agent's own episodes follow the four allocators; its levels move.
+        let own: Vec<&serde_json::Value> = records[4..].iter().collect();
+        for record in &own {
+            let cost = record[&kept].as_f64().unwrap();
+            assert!(cost <= keep + 1e-9, "{granularity}: {cost} over {keep}");
+            assert!(
+                cost >= 0.8 * keep,
+                "{granularity}: {cost} leaves the budget unused"
+            );
+        }
+        assert_ne!(
+            own[0]["keeps"],
+            own[own.len() - 1]["keeps"],
+            "{granularity}"
+        );
+        assert!(result[&kept].as_f64().unwrap() <= keep + 1e-9);
+        assert!(run.join("agent.safetensors").is_file());
+    }
+}
+
+#[test]
+fn a_killed_diffsparse_search_resumes_to_the_same_episodes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = diffsparse_config(dir.path(), 9, &[]);
+    let full = dir.path().join("full");
+    success_json(&common::search_in(&config, &full, &["--json"]));
+    let killed = dir.path().join("killed");
+    let out = common::search_command(&config, &killed)
+        .env("AUTOPRUNE_FAILPOINT", "logged:6")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    success_json(&common::run(&[
+        "search",
+        "--resume",
+        killed.to_str().unwrap(),
+        "--json",
+    ]));
+    assert_eq!(
+        common::strip_times(common::records(&killed)),
+        common::strip_times(common::records(&full))
+    );
 }

@@ -395,6 +395,21 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
             .unwrap()
             .replace("episodes = 30", "episodes = 0"),
     );
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    let diffsparse = config_text.replace("agent = \"ddpg\"", "agent = \"diffsparse\"");
+    write(
+        "diffsparse-cold.toml",
+        &format!("{diffsparse}\n[diffsparse]\ntemperature = 0.0\n"),
+    );
+    write(
+        "nm-env.toml",
+        &env.replace("granularity = \"unstructured\"", "granularity = \"2:4\"")
+            .replace("keep = 0.2", "keep = 0.5"),
+    );
+    write(
+        "diffsparse-nm.toml",
+        &diffsparse.replace(&p("env.toml"), &p("nm-env.toml")),
+    );
     std::fs::create_dir_all(d.join("not-a-run")).unwrap();
     hostile_inputs(d, &env, &config);
     // A folder another process holds (`flock`, as a search holds it), its pid in the lock.
@@ -509,6 +524,40 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
             name: "zero episodes",
             args: s(&["search", "--config", &p("zero-episodes.toml")]),
             expect: vec!["zero-episodes.toml", "episodes"],
+        },
+        Case {
+            name: "diffsparse with a zero temperature",
+            args: s(&["search", "--config", &p("diffsparse-cold.toml")]),
+            expect: vec!["diffsparse-cold.toml", "diffsparse.temperature"],
+        },
+        Case {
+            name: "diffsparse on N:M sparsity",
+            args: s(&[
+                "search",
+                "--config",
+                &p("diffsparse-nm.toml"),
+                "--logdir",
+                &p("run-nm"),
+            ]),
+            expect: vec!["diffsparse-nm.toml", "N:M"],
+        },
+        Case {
+            name: "fine-tuning in zero stages",
+            args: s(&[
+                "finetune",
+                "--env",
+                &p("env.toml"),
+                "--policy",
+                &p("lamp.json"),
+                "--stages",
+                "0",
+            ]),
+            expect: vec!["env.toml", "--stages"],
+        },
+        Case {
+            name: "fine-tuning resume of a folder without a run",
+            args: s(&["finetune", "--resume", &p("not-a-run")]),
+            expect: vec!["not-a-run", "not a fine-tuning run folder"],
         },
         Case {
             name: "resume of a folder without a run",
