@@ -33,12 +33,10 @@ pub struct FinetuneArgs {
     /// the same total steps (1: one-shot).
     #[arg(long, default_value_t = 1)]
     stages: usize,
-    /// Distil from the dense model at this temperature.
-    #[arg(long)]
-    distill_temperature: Option<f64>,
-    /// Weight of the distillation term (the labels' cross-entropy has 1 − weight).
-    #[arg(long, default_value_t = 0.5, requires = "distill_temperature")]
-    distill_weight: f64,
+    /// Distil from the dense model: `T,W` is the temperature T and the weight W of the
+    /// distillation term (the labels' cross-entropy has 1 − W); `T` alone takes W = 0.5.
+    #[arg(long, value_name = "T,W", value_delimiter = ',')]
+    kd: Vec<f64>,
     /// Write a checkpoint every this many steps (and at the end of every stage).
     #[arg(long, default_value_t = 200)]
     checkpoint_every: usize,
@@ -49,7 +47,7 @@ pub struct FinetuneArgs {
     #[arg(long)]
     logdir: Option<PathBuf>,
     /// Continue the run in this folder (after a crash or Ctrl-C).
-    #[arg(long, conflicts_with_all = ["env", "policy", "epochs", "steps", "lr", "stages", "distill_temperature", "seed", "logdir", "save"])]
+    #[arg(long, conflicts_with_all = ["env", "policy", "epochs", "steps", "lr", "stages", "kd", "seed", "logdir", "save"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     device: DeviceArgs,
@@ -171,18 +169,27 @@ fn start(args: &FinetuneArgs) -> Result<Opened> {
     if args.stages == 0 {
         return Err(invalid("--stages", "give at least 1 (1: one-shot)").into());
     }
-    if let Some(t) = args
-        .distill_temperature
-        .filter(|t| !(*t > 0.0 && t.is_finite()))
-    {
-        return Err(invalid(
-            "--distill-temperature",
-            &format!("{t} must be a positive number"),
-        )
-        .into());
-    }
-    if !(0.0..=1.0).contains(&args.distill_weight) {
-        return Err(invalid("--distill-weight", "must lie in [0, 1]").into());
+    let distill = match args.kd[..] {
+        [] => None,
+        [temperature] => Some(Distill {
+            temperature,
+            weight: 0.5,
+        }),
+        [temperature, weight] => Some(Distill {
+            temperature,
+            weight,
+        }),
+        _ => return Err(invalid("--kd", "give T or T,W").into()),
+    };
+    if let Some(d) = distill {
+        if !(d.temperature > 0.0 && d.temperature.is_finite()) {
+            let message = format!("temperature {} must be a positive number", d.temperature);
+            return Err(invalid("--kd", &message).into());
+        }
+        if !(0.0..=1.0).contains(&d.weight) {
+            let message = format!("weight {} must lie in [0, 1]", d.weight);
+            return Err(invalid("--kd", &message).into());
+        }
     }
     let epochs = args.budget.epochs(env, spec.train.epochs as f64)?;
     PolicyFile::load(policy)?;
@@ -196,10 +203,7 @@ fn start(args: &FinetuneArgs) -> Result<Opened> {
             train,
             steps: args.budget.steps.unwrap_or(0),
             stages: args.stages,
-            distill: args.distill_temperature.map(|temperature| Distill {
-                temperature,
-                weight: args.distill_weight,
-            }),
+            distill,
             checkpoint_every: args.checkpoint_every.max(1),
             seed,
         },

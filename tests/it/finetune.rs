@@ -49,7 +49,7 @@ fn finetune(env: &str, policy: &str, logdir: &Path, extra: &[&str]) -> std::proc
 fn finetune_resumes_to_the_same_result_after_a_kill() {
     let dir = tempfile::tempdir().unwrap();
     let (env, policy) = env_and_policy(dir.path());
-    let extra = ["--stages", "2", "--distill-temperature", "2"];
+    let extra = ["--stages", "2", "--kd", "2,0.5"];
     let full = success_json(
         &finetune(&env, &policy, &dir.path().join("full"), &extra)
             .output()
