@@ -366,3 +366,54 @@ fn a_killed_diffsparse_search_resumes_to_the_same_episodes() {
         common::strip_times(common::records(&full))
     );
 }
+
+#[test]
+fn iterative_channel_pruning_saves_the_channels_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    common::setup(dir.path(), "random", 1);
+    let env = dir.path().join("env.toml");
+    let text = common::edited(
+        &env,
+        &[
+            ("prune.granularity", "\"channel\""),
+            ("prune.criterion", "\"l1\""),
+            ("prune.target", "{ metric = \"flops\", keep = 0.4 }"),
+        ],
+    );
+    std::fs::write(&env, text).unwrap();
+    let env = env.to_str().unwrap().to_string();
+    let policy = dir.path().join("uniform.json");
+    let policy = policy.to_str().unwrap();
+    success_json(&common::run(&[
+        "baseline", "--env", &env, "--method", "uniform", "--out", policy, "--json",
+    ]));
+    let saved = dir.path().join("slim.safetensors");
+    let result = success_json(
+        &finetune(
+            &env,
+            policy,
+            &dir.path().join("run"),
+            &["--stages", "3", "--save", saved.to_str().unwrap()],
+        )
+        .output()
+        .unwrap(),
+    );
+    // Later stages rank the fine-tuned channels again; the slimmed model must hold the
+    // channels the last stage kept (live ones), in the policy's counts.
+    let tensors = Tensor::read_safetensors(&saved).unwrap();
+    for layer in result["layers"].as_array().unwrap() {
+        let name = format!("{}.weight", layer["name"].as_str().unwrap());
+        let weight = &tensors.iter().find(|(n, _)| *n == name).unwrap().1;
+        let rows = weight.size()[0];
+        let live = weight
+            .abs()
+            .sum_dim_intlist(1, false, Kind::Float)
+            .gt(0.0)
+            .sum(Kind::Int64);
+        assert_eq!(
+            live.int64_value(&[]),
+            rows,
+            "{name}: a pruned channel was kept"
+        );
+    }
+}
