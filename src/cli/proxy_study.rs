@@ -128,7 +128,9 @@ pub fn run(args: ProxyStudyArgs) -> Result<()> {
             seed,
         },
     };
-    let header = json!({"env": spec.name, "spec": study, "policies": policies.iter().map(|(l, _)| l).collect::<Vec<_>>()});
+    // The policies' keep ratios too: a policy file edited since gets a new study, never
+    // another policy's fine-tuning checkpoint.
+    let header = json!({"env": spec.name, "spec": study, "policies": policies.iter().map(|(l, k)| json!({"label": l, "keeps": k})).collect::<Vec<_>>()});
     let header_path = dir.join("settings.json");
     match std::fs::read_to_string(&header_path) {
         Ok(text)
