@@ -192,6 +192,20 @@ fn start(args: &FinetuneArgs) -> Result<Opened> {
         }
     }
     let epochs = args.budget.epochs(env, spec.train.epochs as f64)?;
+    if let Some(steps) = args.budget.steps.filter(|s| *s < args.stages) {
+        let message = format!(
+            "{} stages need at least as many steps ({steps})",
+            args.stages
+        );
+        return Err(invalid("--stages", &message).into());
+    }
+    if args.stages > 1 && spec.prune.criterion.is_post_training() {
+        let message = format!(
+            "iterative pruning ranks weights as they are fine-tuned; prune.criterion = \"{}\" prunes once after training (use --stages 1)",
+            spec.prune.criterion.name()
+        );
+        return Err(invalid("--stages", &message).into());
+    }
     PolicyFile::load(policy)?;
     if let Some(save) = &args.save {
         autoprune::fsio::prepare_output(save)?;

@@ -410,6 +410,10 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "diffsparse-nm.toml",
         &diffsparse.replace(&p("env.toml"), &p("nm-env.toml")),
     );
+    write(
+        "wanda-env.toml",
+        &env.replace("criterion = \"magnitude\"", "criterion = \"wanda\""),
+    );
     std::fs::create_dir_all(d.join("not-a-run")).unwrap();
     hostile_inputs(d, &env, &config);
     // A folder another process holds (`flock`, as a search holds it), its pid in the lock.
@@ -553,6 +557,19 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
                 "0",
             ]),
             expect: vec!["env.toml", "--stages"],
+        },
+        Case {
+            name: "iterative fine-tuning with a post-training criterion",
+            args: s(&[
+                "finetune",
+                "--env",
+                &p("wanda-env.toml"),
+                "--policy",
+                &p("lamp.json"),
+                "--stages",
+                "3",
+            ]),
+            expect: vec!["wanda-env.toml", "--stages", "wanda"],
         },
         Case {
             name: "fine-tuning resume of a folder without a run",
