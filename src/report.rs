@@ -411,6 +411,7 @@ pub fn render_scatter(
         chart
             .configure_mesh()
             .y_desc(y_desc)
+            .x_labels(5)
             .x_label_formatter(&|x| format!("{x:.3}"))
             .y_label_formatter(&|y| format!("{y:.3}"))
             .label_style(("sans-serif", 11))
