@@ -58,7 +58,7 @@ impl Default for DiffSparseConfig {
             steps_per_episode: 10,
             lr: 0.05,
             batch_size: 128,
-            temperature: 0.2,
+            temperature: 0.05,
             penalty: 5.0,
         }
     }
