@@ -46,8 +46,8 @@ once() { # once OUT CMD...: runs CMD (JSON on stdout) into OUT unless OUT exists
     [ -s "$out" ] && return 0
     "$@" > "$out.tmp" && mv "$out.tmp" "$out"
 }
-finetune() { # finetune NAME POLICY SEED [STAGES]
-    local run=$root/$1
+finetune() { # finetune NAME POLICY SEED [STAGES]: into $root/NAME-ft (a search's own folder is $root/NAME)
+    local run=$root/$1-ft
     local args=(--env "$env" --policy "$2" --seed "$3" --epochs "$ft_epochs" --lr "$ft_lr" --stages "${4:-1}" --logdir "$run")
     [ -f "$run/finetune.json" ] && args=(--resume "$run")
     once "$run.json" "$bin" finetune "${args[@]}" "${threads[@]}" --json
@@ -106,7 +106,7 @@ for setting in settings:
             b = read(source)
             if b and m != "lamp-iterative":
                 before.append(b["test_accuracy"])
-            t = read(f"{root}/{setting}-{m}-s{s}.json")
+            t = read(f"{root}/{setting}-{m}-s{s}-ft.json")
             if t:
                 after.append(t["test_accuracy"])
                 val.append(t["accuracy"])
