@@ -72,6 +72,9 @@ pub fn run(args: ApplyArgs) -> Result<()> {
     let keeps = policy.keeps_for(&costs, policy_path)?;
     let save = args.save.as_deref();
     let gpt2_dir = save.is_some_and(|p| p.extension().is_none()) && spec.model.is_language_model();
+    if let Some(path) = save {
+        autoprune::eval::check_save(&spec, path)?;
+    }
     match save {
         Some(dir) if gpt2_dir => autoprune::fsio::prepare_output_dir(dir)?,
         Some(path) => autoprune::fsio::prepare_output(path)?,

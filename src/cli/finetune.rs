@@ -208,6 +208,7 @@ fn start(args: &FinetuneArgs) -> Result<Opened> {
     }
     PolicyFile::load(policy)?;
     if let Some(save) = &args.save {
+        autoprune::eval::check_save(&spec, save)?;
         autoprune::fsio::prepare_output(save)?;
     }
     let seed = args.seed.seed.unwrap_or(0);

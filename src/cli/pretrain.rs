@@ -49,7 +49,7 @@ pub fn run(args: PretrainArgs) -> Result<()> {
     }
     let seed = args.seed.seed.unwrap_or(0);
     let device = args.device.setup(seed)?;
-    let graph = spec.build_graph()?;
+    let graph = spec.build_dense_graph()?;
     let checkpoint = spec.checkpoint_path();
     autoprune::fsio::prepare_output(&checkpoint)
         .map_err(|e| e.noted(&format!("model.checkpoint in {}", env.display())))?;

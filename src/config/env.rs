@@ -243,6 +243,15 @@ impl EnvSpec {
         if p.calibration == 0 {
             return Err(self.invalid("prune.calibration", "must be at least 1 sample"));
         }
+        if p.residual_width && p.granularity != Granularity::Channel {
+            return Err(self.invalid(
+                "prune.residual_width",
+                format!(
+                    "prunes channels of the residual stream; it needs granularity = \"channel\", not \"{}\"",
+                    String::from(p.granularity)
+                ),
+            ));
+        }
         if p.target.metric == Metric::Latency && p.granularity != Granularity::Channel {
             return Err(self.invalid(
                 "prune.target.metric",
@@ -473,8 +482,30 @@ impl EnvSpec {
         }
     }
 
-    /// The model graph, sized for the data set's images (or text windows) and classes.
+    /// The model graph, sized for the data set's images (or text windows) and classes, with
+    /// the residual width prunable when `prune.residual_width` asks.
     pub fn build_graph(&self) -> Result<ModelGraph> {
+        let graph = self.build_dense_graph()?;
+        if !self.prune.residual_width {
+            return Ok(graph);
+        }
+        let transformer = graph.order().iter().any(|&i| {
+            matches!(
+                graph.node(i).op,
+                crate::graph::Op::Embedding { .. } | crate::graph::Op::ClassToken { .. }
+            )
+        });
+        if !transformer {
+            return Err(self.invalid(
+                "prune.residual_width",
+                "only a transformer (gpt, vit, hf-gpt2) has a residual width to prune; remove the key",
+            ));
+        }
+        graph.with_residual_width()
+    }
+
+    /// The model graph as pretraining builds it (no residual-width groups).
+    pub fn build_dense_graph(&self) -> Result<ModelGraph> {
         let shape = self
             .data
             .dataset

@@ -23,6 +23,10 @@ pub struct PruneSpec {
     /// (as published), or the dense model (measured once per env and cached: cheaper).
     #[serde(default)]
     pub calibration_from: CalibrationFrom,
+    /// Channel pruning of the widths LayerNorms normalise over: a transformer's residual
+    /// stream becomes one group, coupled across every block (off by default).
+    #[serde(default)]
+    pub residual_width: bool,
 }
 
 /// `prune.calibration_from`.
@@ -68,6 +72,7 @@ impl Default for PruneSpec {
             calibration: default_calibration(),
             wanda_compare: WandaCompare::Row,
             calibration_from: CalibrationFrom::Pruned,
+            residual_width: false,
         }
     }
 }

@@ -51,7 +51,7 @@ impl PruneEnv {
             .map(|(i, unit)| {
                 let node = match unit.kind {
                     UnitKind::Layer(node) => node,
-                    UnitKind::Group(g) => graph.prunable_groups()[g].producers[0],
+                    UnitKind::Group(g) => graph.prunable_groups()[g].lead(graph),
                 };
                 let f = graph.node_features(node);
                 vec![

@@ -20,7 +20,7 @@ mod save;
 pub use calibrate::{alphas, Calibration};
 pub use finetune::{cubic_keeps, Distill};
 pub use pretrained::{pretrained, Pretrained};
-pub use save::graph_sidecar;
+pub use save::{check_save, graph_sidecar};
 
 use crate::config::{EnvSpec, LatencySpec, RewardKind};
 use crate::data::{Dataset, Split, SplitName};

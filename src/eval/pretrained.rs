@@ -15,13 +15,22 @@ pub struct Pretrained {
 }
 
 /// Loads the env's data and pretrained model on `device` (training it with `seed` first if its
-/// checkpoint is missing, with progress on `progress`).
+/// checkpoint is missing, with progress on `progress`). With `prune.residual_width` the model
+/// runs on the graph whose residual stream is prunable.
 pub fn pretrained(
     spec: &EnvSpec,
     device: Device,
     seed: u64,
     progress: &Progress,
 ) -> Result<Pretrained> {
+    let mut pretrained = dense(spec, device, seed, progress)?;
+    if spec.prune.residual_width {
+        pretrained.net = pretrained.net.regraphed(spec.build_graph()?)?;
+    }
+    Ok(pretrained)
+}
+
+fn dense(spec: &EnvSpec, device: Device, seed: u64, progress: &Progress) -> Result<Pretrained> {
     if let Some(path) = spec.model.onnx_path() {
         let imported = spec.import_onnx()?;
         let data = data::load(&spec.data_options(), device)?;
@@ -33,7 +42,7 @@ pub fn pretrained(
         let net = spec.hf_gpt2()?.load(dir, device)?;
         return Ok(Pretrained { net, data });
     }
-    let graph = spec.build_graph()?;
+    let graph = spec.build_dense_graph()?;
     let data = data::load(&spec.data_options(), device)?;
     let net = load_or_train(
         graph,

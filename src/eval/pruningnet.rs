@@ -85,9 +85,10 @@ impl PruningNet {
         let graph = model.graph();
         let mut inputs: HashMap<String, Vec<(String, f64)>> = HashMap::new();
         for group in graph.prunable_groups() {
-            let Some(&producer) = group.producers.first() else {
+            if group.producers.is_empty() {
                 continue;
-            };
+            }
+            let producer = group.lead(graph);
             let producer = format!("{}.weight", graph.node(producer).name);
             for usage in &group.consumers {
                 inputs
@@ -359,6 +360,7 @@ impl PruningNet {
             net.var_store_mut(),
             path,
             |_| (0, 0),
+            |_| false,
             "autoprune search (agent = \"pruningnet\")",
         )?;
         Ok(net)

@@ -11,6 +11,17 @@ pub fn graph_sidecar(path: &Path) -> PathBuf {
     path.with_extension("graph.json")
 }
 
+/// Why a Hugging Face GPT-2 directory cannot take a model whose residual width is pruned.
+const HF_RESIDUAL: &str = "a Hugging Face GPT-2 directory cannot hold a pruned residual width (its LayerNorms normalise over every channel and its attention needs heads x head size = width); give --save a file name ending in .safetensors or .onnx, or drop prune.residual_width";
+
+/// Refuses, before any work, a save `spec`'s model cannot take at `path`.
+pub fn check_save(spec: &crate::config::EnvSpec, path: &Path) -> Result<()> {
+    if path.extension().is_none() && spec.model.is_language_model() && spec.prune.residual_width {
+        return Err(crate::Error::data(path, HF_RESIDUAL));
+    }
+    Ok(())
+}
+
 impl Evaluator {
     /// Writes the model pruned by `keeps` to `path`: an ONNX file when `path` ends in `.onnx`,
     /// for a GPT a Hugging Face GPT-2 directory when it has no extension (`source` is the
@@ -37,6 +48,9 @@ impl Evaluator {
         let channel = self.config().granularity == Granularity::Channel;
         let masked = self.working().duplicate();
         if path.extension().is_none() && self.is_language_model() {
+            if self.masker().costs().graph().residual_width() {
+                return Err(crate::Error::data(path, HF_RESIDUAL));
+            }
             let kept = self.kept_heads(keeps)?;
             return crate::model::hf::save(&masked, &kept, source, path);
         }

@@ -47,6 +47,21 @@ impl PrunableGroup {
     pub fn units(&self) -> usize {
         self.channels / self.block.max(1)
     }
+
+    /// The producer that stands for the group (features, ERK's shape): its first conv or
+    /// linear producer, or its first producer if none is (a token embedding alone).
+    pub fn lead(&self, graph: &ModelGraph) -> NodeIndex {
+        self.producers
+            .iter()
+            .copied()
+            .find(|&p| matches!(graph.node(p).op, Op::Conv2d { .. } | Op::Linear { .. }))
+            .unwrap_or(self.producers[0])
+    }
+
+    /// Whether `node` holds one slice per channel of this group (a member, whole or sliced).
+    pub fn carries(&self, node: NodeIndex) -> bool {
+        self.members.contains(&node) || self.sliced.iter().any(|u| u.node == node)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -138,6 +153,16 @@ fn lcm(a: usize, b: usize) -> usize {
     }
 }
 
+/// Why a softmax's or (by default) a LayerNorm's channels stay whole.
+const NORMALISED: &str = "normalised over all channels (softmax or LayerNorm)";
+
+/// Fixes the spaces of every segment, for `reason`, at `at`.
+fn fix_all(spaces: &mut Spaces, segments: &[Segment], reason: &'static str, at: NodeIndex) {
+    segments
+        .iter()
+        .for_each(|s| spaces.fix(s.space, reason, at));
+}
+
 /// Records `node` as carrying one parameter slice per channel of its input: a member of the
 /// input's space, or, after a Concat, a sliced member of each space at its offset. Channels
 /// repeated by a Flatten cannot be sliced that way; their spaces are fixed, never pruned.
@@ -168,7 +193,15 @@ fn add_member(
     }
 }
 
-pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec<Pinned>)> {
+/// The groups and pinned layers of `model`. With `residual_width`, the widths that LayerNorms
+/// normalise over are prunable too: a LayerNorm carries its input's channels like a BatchNorm
+/// (and normalises over the kept ones only), and token embeddings, position embeddings and
+/// class tokens hold one slice per channel. In a transformer that makes the residual stream
+/// one group, coupled across every block.
+pub(super) fn find_groups(
+    model: &ModelGraph,
+    residual_width: bool,
+) -> Result<(Vec<PrunableGroup>, Vec<Pinned>)> {
     let graph = model.graph();
     let mut spaces = Spaces {
         parent: Vec::new(),
@@ -280,16 +313,6 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
                     nonzero: false,
                 }]
             }
-            Op::BatchNorm { .. } => {
-                add_member(
-                    &mut spaces,
-                    &mut members,
-                    &mut sliced,
-                    &input_segments,
-                    index,
-                );
-                input_segments
-            }
             Op::Relu
             | Op::Relu6
             | Op::MaxPool { .. }
@@ -306,15 +329,30 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
                     })
                     .collect()
             }
-            Op::Softmax | Op::LayerNorm { .. } => {
-                // Normalises over every channel: none can be removed on its own.
-                input_segments.iter().for_each(|s| {
-                    spaces.fix(
-                        s.space,
-                        "normalised over all channels (softmax or LayerNorm)",
+            // One slice per channel: BatchNorm always; with `residual_width` also LayerNorm,
+            // the position embedding and the class token.
+            // Otherwise a LayerNorm normalises over every channel (pinned, like a softmax's),
+            // and the embeddings pass the stream's pinned channels on.
+            Op::BatchNorm { .. }
+            | Op::LayerNorm { .. }
+            | Op::PosEmbedding { .. }
+            | Op::ClassToken { .. } => {
+                if residual_width || matches!(node.op, Op::BatchNorm { .. }) {
+                    add_member(
+                        &mut spaces,
+                        &mut members,
+                        &mut sliced,
+                        &input_segments,
                         index,
-                    )
-                });
+                    );
+                } else if matches!(node.op, Op::LayerNorm { .. }) {
+                    fix_all(&mut spaces, &input_segments, NORMALISED, index);
+                }
+                input_segments
+            }
+            Op::Softmax => {
+                // Normalises over every channel: none can be removed on its own.
+                fix_all(&mut spaces, &input_segments, NORMALISED, index);
                 input_segments
             }
             Op::ChannelShuffle { .. } | Op::Narrow { .. } => {
@@ -394,26 +432,24 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
             }
             Op::Embedding { width, .. } => {
                 // The residual stream of a transformer: every block adds into it, and
-                // LayerNorms normalise over it.
+                // LayerNorms normalise over it. Pinned unless its width is asked for.
+                let pin = (!residual_width).then_some(Pin {
+                    reason: "the residual stream of a transformer",
+                    at: index,
+                });
+                let space = spaces.create(*width, pin);
+                if residual_width {
+                    producers.push((space, index));
+                }
                 vec![Segment {
-                    space: spaces.create(
-                        *width,
-                        Some(Pin {
-                            reason: "the residual stream of a transformer",
-                            at: index,
-                        }),
-                    ),
+                    space,
                     channels: *width,
                     repeat: 1,
                     nonzero: false,
                 }]
             }
-            // Positions move; channels stay (the class token and position embedding are
-            // per channel, like the residual stream they belong to, which is pinned).
-            Op::PosEmbedding { .. }
-            | Op::ToTokens
-            | Op::ClassToken { .. }
-            | Op::TakeToken { .. } => input_segments,
+            // Positions move; channels stay.
+            Op::ToTokens | Op::TakeToken { .. } => input_segments,
             Op::Attention { head_dim, .. } => {
                 // Queries, keys and values of one head go together: their spaces are one,
                 // pruned a head at a time. The output carries the values' channels.
@@ -436,18 +472,21 @@ pub(super) fn find_groups(model: &ModelGraph) -> Result<(Vec<PrunableGroup>, Vec
                 let nonzero = all.iter().flatten().any(|s| s.nonzero);
                 all[2].iter().map(|s| Segment { nonzero, ..*s }).collect()
             }
-            Op::LmHead { vocab, .. } => vec![Segment {
-                space: spaces.create(
-                    *vocab,
-                    Some(Pin {
-                        reason: "the vocabulary of a language model",
-                        at: index,
-                    }),
-                ),
-                channels: *vocab,
-                repeat: 1,
-                nonzero: false,
-            }],
+            Op::LmHead { vocab, .. } => {
+                record_consumer(&mut spaces, &input_segments);
+                vec![Segment {
+                    space: spaces.create(
+                        *vocab,
+                        Some(Pin {
+                            reason: "the vocabulary of a language model",
+                            at: index,
+                        }),
+                    ),
+                    channels: *vocab,
+                    repeat: 1,
+                    nonzero: false,
+                }]
+            }
             Op::Concat => inputs
                 .iter()
                 .flat_map(|i| segments[i.index()].clone())

@@ -48,6 +48,8 @@ pub struct ModelGraph {
     groups: Vec<PrunableGroup>,
     /// Convs and linear layers left unpruned, with the reason.
     pinned: Vec<Pinned>,
+    /// Whether normalised widths (a transformer's residual stream) are prunable.
+    residual_width: bool,
 }
 
 impl ModelGraph {
@@ -124,6 +126,21 @@ impl ModelGraph {
         self.order.iter().map(|&i| self.node_flops(i)).sum()
     }
 
+    /// The same graph with the widths LayerNorms normalise over prunable too (the residual
+    /// stream of a transformer becomes one group, coupled across every block; its
+    /// LayerNorms normalise over the kept channels only). Groups and pinned layers are found
+    /// again.
+    pub fn with_residual_width(mut self) -> Result<ModelGraph> {
+        (self.groups, self.pinned) = groups::find_groups(&self, true)?;
+        self.residual_width = true;
+        Ok(self)
+    }
+
+    /// Whether [`with_residual_width`](Self::with_residual_width) made it.
+    pub fn residual_width(&self) -> bool {
+        self.residual_width
+    }
+
     /// Channel groups that can be pruned together, in graph order.
     pub fn prunable_groups(&self) -> &[PrunableGroup] {
         &self.groups
@@ -183,8 +200,9 @@ impl GraphBuilder {
             order,
             groups: Vec::new(),
             pinned: Vec::new(),
+            residual_width: false,
         };
-        (model.groups, model.pinned) = groups::find_groups(&model)?;
+        (model.groups, model.pinned) = groups::find_groups(&model, false)?;
         Ok(model)
     }
 }

@@ -10,11 +10,16 @@ use tch::{nn, Device, Kind, Tensor};
 /// Writes every variable of `vs` (on the CPU, sorted by name) to a safetensors file, atomically
 /// (see [`crate::fsio`]).
 pub fn save_var_store(vs: &nn::VarStore, path: &Path) -> Result<()> {
-    let named = sorted_variables(vs);
-    crate::fsio::write_with(path, |tmp| Ok(Tensor::write_safetensors(&named, tmp)?))
+    save_named(&sorted_variables(vs), path)
 }
 
-fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
+/// Writes named tensors (contiguous, on the CPU) to a safetensors file, atomically.
+pub fn save_named(named: &[(String, Tensor)], path: &Path) -> Result<()> {
+    crate::fsio::write_with(path, |tmp| Ok(Tensor::write_safetensors(named, tmp)?))
+}
+
+/// Every variable of `vs`, on the CPU and contiguous, sorted by name.
+pub fn sorted_variables(vs: &nn::VarStore) -> Vec<(String, Tensor)> {
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
         .into_iter()
@@ -105,13 +110,15 @@ pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
     })
 }
 
-/// Loads a safetensors file into `vs`. Every variable must be present with its shape and no
-/// other tensor may be there; otherwise the error names the first tensor that differs, in the
-/// order `rank` gives (ties by name). `remedy` is the command that writes a right file.
+/// Loads a safetensors file into `vs`. Every variable must be present with its shape (except
+/// those `optional` accepts, which keep their values when missing) and no other tensor may be
+/// there; otherwise the error names the first tensor that differs, in the order `rank` gives
+/// (ties by name). `remedy` is the command that writes a right file.
 pub fn load_var_store(
     vs: &nn::VarStore,
     path: &Path,
     rank: impl Fn(&str) -> (usize, usize),
+    optional: impl Fn(&str) -> bool,
     remedy: &str,
 ) -> Result<()> {
     if path.exists() && !path.is_file() {
@@ -146,6 +153,7 @@ pub fn load_var_store(
     for name in &names {
         let expected = variables[*name].size();
         let message = match stored.get(*name) {
+            None if optional(name) => continue,
             None => format!(
                 "missing (expected shape {expected:?}); the checkpoint is for another model"
             ),
@@ -170,7 +178,9 @@ pub fn load_var_store(
     }
     let _guard = tch::no_grad_guard();
     for (name, mut var) in variables {
-        var.copy_(&stored[&name].to_kind(var.kind()));
+        if let Some(value) = stored.get(&name) {
+            var.copy_(&value.to_kind(var.kind()));
+        }
     }
     Ok(())
 }

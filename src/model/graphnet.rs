@@ -25,7 +25,19 @@ enum NodeParams {
         running_mean: Tensor,
         running_var: Tensor,
     },
+    /// A LayerNorm whose channels are pruned (a member of a prunable group): it normalises
+    /// over the channels `channels` keeps (1 keeps, 0 removes; a soft mask weighs), so the
+    /// masked model computes what the slimmed one does. `channels` is a buffer, all ones in
+    /// a dense model; checkpoints leave it out.
+    MaskedNorm {
+        weight: Tensor,
+        bias: Tensor,
+        channels: Tensor,
+    },
 }
+
+/// The buffer of a [`NodeParams::MaskedNorm`].
+pub const NORM_CHANNELS: &str = "channels";
 
 /// A model graph with its parameters on one device.
 pub struct GraphNet {
@@ -134,6 +146,16 @@ impl GraphNet {
                     weight: path.var("weight", &[*width as i64], normal(0.02)),
                     bias: None,
                 },
+                Op::LayerNorm { features, .. }
+                    if graph.prunable_groups().iter().any(|g| g.carries(index)) =>
+                {
+                    let n = *features as i64;
+                    NodeParams::MaskedNorm {
+                        weight: path.var("weight", &[n], Init::Const(1.0)),
+                        bias: path.var("bias", &[n], Init::Const(0.0)),
+                        channels: path.ones_no_train(NORM_CHANNELS, &[n]),
+                    }
+                }
                 Op::LayerNorm { features, .. } => {
                     let n = *features as i64;
                     NodeParams::Weighted {
@@ -181,6 +203,30 @@ impl GraphNet {
             target.shallow_clone().copy_(&source[&name]);
         }
         copy
+    }
+
+    /// The same model on `graph`, which must have the same nodes and tensors (the graph with
+    /// its residual width prunable, say); LayerNorms that become prunable start with every
+    /// channel kept.
+    pub fn regraphed(self, graph: ModelGraph) -> Result<Self> {
+        let copy = GraphNet::new(graph, self.device());
+        let source = self.vs.variables();
+        let _guard = tch::no_grad_guard();
+        for (name, target) in copy.vs.variables() {
+            match source.get(&name) {
+                Some(value) if value.size() == target.size() => {
+                    target.shallow_clone().copy_(value);
+                }
+                None if copy.is_norm_channels(&name) => {}
+                _ => {
+                    return Err(Error::graph(
+                        &name,
+                        "differs between the model and its regrouped graph",
+                    ))
+                }
+            }
+        }
+        Ok(copy)
     }
 
     pub fn graph(&self) -> &ModelGraph {
@@ -309,6 +355,15 @@ impl GraphNet {
                 running_mean: running_mean.shallow_clone(),
                 running_var: running_var.shallow_clone(),
             }),
+            NodeParams::MaskedNorm {
+                weight,
+                bias,
+                channels,
+            } => Some(NodeParams::MaskedNorm {
+                weight: pick(weight, "weight"),
+                bias: pick(bias, "bias"),
+                channels: pick(channels, NORM_CHANNELS),
+            }),
         }
     }
 
@@ -419,6 +474,14 @@ impl GraphNet {
             (Op::LayerNorm { eps, .. }, NodeParams::Weighted { weight, bias }) => {
                 layer_norm(args[0], weight, bias.as_ref(), *eps)
             }
+            (
+                Op::LayerNorm { eps, .. },
+                NodeParams::MaskedNorm {
+                    weight,
+                    bias,
+                    channels,
+                },
+            ) => masked_layer_norm(args[0], weight, bias, channels, *eps),
             (Op::Embedding { .. }, NodeParams::Weighted { weight, .. }) => {
                 Tensor::embedding(weight, &args[0].to_kind(Kind::Int64), -1, false, false)
             }
@@ -539,12 +602,26 @@ impl GraphNet {
 
     /// Writes every parameter and buffer to a safetensors file, atomically (see
     /// [`crate::fsio`]): an interrupted save never leaves a truncated checkpoint.
+    /// The channel masks of pruned LayerNorms are left out (a dense model's are all ones).
     pub fn save(&self, path: &Path) -> Result<()> {
-        super::checkpoint::save_var_store(&self.vs, path)
+        let mut named = super::checkpoint::sorted_variables(&self.vs);
+        named.retain(|(name, _)| !self.is_norm_channels(name));
+        super::checkpoint::save_named(&named, path)
+    }
+
+    /// Whether `name` is the channel mask of a pruned LayerNorm.
+    fn is_norm_channels(&self, name: &str) -> bool {
+        name.rsplit_once('.').is_some_and(|(node, tensor)| {
+            tensor == NORM_CHANNELS
+                && self.graph.find(node).is_some_and(|i| {
+                    matches!(self.params[i.index()], NodeParams::MaskedNorm { .. })
+                })
+        })
     }
 
     /// Loads a safetensors checkpoint. Every tensor of the model must be present with the same
-    /// shape; otherwise the error names the first tensor (in graph order) that differs.
+    /// shape (the channel masks of pruned LayerNorms may be missing: they stay as they are);
+    /// otherwise the error names the first tensor (in graph order) that differs.
     pub fn load(&mut self, path: &Path) -> Result<()> {
         // Graph order, then weight, bias, running_mean, running_var within a node.
         let rank = |name: &str| {
@@ -555,7 +632,8 @@ impl GraphNet {
                 .position(|t| *t == tensor);
             (position.unwrap_or(usize::MAX), within.unwrap_or(usize::MAX))
         };
-        super::checkpoint::load_var_store(&self.vs, path, rank, "autoprune pretrain")
+        let optional = |name: &str| self.is_norm_channels(name);
+        super::checkpoint::load_var_store(&self.vs, path, rank, optional, "autoprune pretrain")
     }
 }
 
@@ -609,6 +687,28 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
     } else {
         logits.cross_entropy_for_logits(labels)
     }
+}
+
+/// Layer normalisation over the channels `channels` weighs (1 kept, 0 removed): over the
+/// last dimension of a sequence `[N, tokens, C]`, over dimension 1 otherwise. With every
+/// channel kept it is [`layer_norm`]; removed channels give 0 when their scale and shift are
+/// masked too, and the kept ones what a LayerNorm over the kept channels alone gives.
+fn masked_layer_norm(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: &Tensor,
+    channels: &Tensor,
+    eps: f64,
+) -> Tensor {
+    let dim = if x.dim() == 3 { 2 } else { 1 };
+    let mut shape = vec![1i64; x.dim()];
+    shape[dim as usize] = -1;
+    let m = channels.view(shape.as_slice());
+    let count = channels.sum(x.kind()).clamp_min(1e-12);
+    let mean = (x * &m).sum_dim_intlist(dim, true, x.kind()) / &count;
+    let centred = x - &mean;
+    let var = (centred.square() * &m).sum_dim_intlist(dim, true, x.kind()) / &count;
+    centred / (var + eps).sqrt() * weight.view(shape.as_slice()) + bias.view(shape.as_slice())
 }
 
 /// Layer normalisation over dimension 1 (the channels of `[N, C, H, W]`, the features of

@@ -161,7 +161,7 @@ pub fn erk_raw(costs: &CostModel, unit: usize) -> f64 {
     let graph = costs.graph();
     let node = match costs.units()[unit].kind {
         UnitKind::Layer(node) => node,
-        UnitKind::Group(g) => graph.prunable_groups()[g].producers[0],
+        UnitKind::Group(g) => graph.prunable_groups()[g].lead(graph),
     };
     let dims = graph
         .node(node)

@@ -6,7 +6,7 @@ use super::Granularity;
 use crate::data::Split;
 use crate::error::{Error, Result};
 use crate::graph::{ModelGraph, Op};
-use crate::model::GraphNet;
+use crate::model::{GraphNet, NORM_CHANNELS};
 use petgraph::graph::NodeIndex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -139,9 +139,12 @@ impl Importance {
             .prunable_groups()
             .iter()
             .map(|g| {
+                // Conv and linear producers score a channel; embeddings and class tokens
+                // (a residual stream's) have no rows to score.
                 g.producers
                     .iter()
-                    .map(|p| row[p].shallow_clone())
+                    .filter_map(|p| row.get(p))
+                    .map(|r| r.shallow_clone())
                     .reduce(|a, b| a + b)
                     .unwrap_or_else(|| {
                         Tensor::zeros([g.channels as i64], (Kind::Float, net.device()))
@@ -421,8 +424,13 @@ impl Masker {
                         let mut shape = vec![width];
                         shape.extend(std::iter::repeat_n(1, rank - 1));
                         let mut tensors = vec!["weight"];
-                        if matches!(node.op, Op::BatchNorm { .. }) || has_bias(&node.op) {
+                        if matches!(node.op, Op::BatchNorm { .. } | Op::LayerNorm { .. })
+                            || has_bias(&node.op)
+                        {
                             tensors.push("bias");
+                        }
+                        if matches!(node.op, Op::LayerNorm { .. }) {
+                            tensors.push(NORM_CHANNELS);
                         }
                         for t in tensors {
                             let mask = if t == "weight" {
@@ -444,6 +452,25 @@ impl Masker {
                         match &node.op {
                             // Attention has no weights: its heads go with the projections'.
                             Op::Attention { .. } => {}
+                            // Per channel along their last dimension.
+                            Op::Embedding { .. } | Op::PosEmbedding { .. } => {
+                                out.push(Mask {
+                                    tensor: format!("{}.weight", node.name),
+                                    mask: channels.view([1, -1]),
+                                });
+                            }
+                            Op::ClassToken { .. } => out.push(Mask {
+                                tensor: format!("{}.weight", node.name),
+                                mask: channels.shallow_clone(),
+                            }),
+                            Op::LayerNorm { .. } => {
+                                for t in ["weight", "bias", NORM_CHANNELS] {
+                                    out.push(Mask {
+                                        tensor: format!("{}.{t}", node.name),
+                                        mask: channels.shallow_clone(),
+                                    });
+                                }
+                            }
                             Op::BatchNorm { .. } => {
                                 for t in ["weight", "bias"] {
                                     out.push(Mask {

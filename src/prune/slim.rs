@@ -91,7 +91,12 @@ pub fn slim(masked: &GraphNet, masker: &Masker, keeps: &[f64]) -> Result<GraphNe
             let mut dst = dst.shallow_clone();
             let mut t = source[name].detach();
             if let Some(idx) = &out_index[i.index()] {
-                t = t.index_select(0, idx);
+                // Embeddings hold their channels along the last dimension.
+                let dim = match node.op {
+                    Op::Embedding { .. } | Op::PosEmbedding { .. } => 1,
+                    _ => 0,
+                };
+                t = t.index_select(dim, idx);
             }
             if name.ends_with(".weight") && !node.op.is_depthwise() {
                 if let Some(idx) = &in_index[i.index()] {

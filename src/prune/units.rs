@@ -391,6 +391,39 @@ impl CostModel {
                     out.unwrap_or(*out_features),
                 )),
                 (Op::BatchNorm { .. }, Some(c)) => Some(Op::BatchNorm { features: c }),
+                // A residual stream's (with `residual_width`): the embeddings, class token
+                // and LayerNorms hold its channels; the LM head reads them.
+                (Op::LayerNorm { eps, .. }, Some(c)) => Some(Op::LayerNorm {
+                    features: c,
+                    eps: *eps,
+                }),
+                (Op::LayerNorm { features, eps }, None) if removed_inputs[i.index()] > 0 => {
+                    Some(Op::LayerNorm {
+                        features: features - removed_inputs[i.index()],
+                        eps: *eps,
+                    })
+                }
+                (Op::Embedding { vocab, .. }, Some(c)) => Some(Op::Embedding {
+                    vocab: *vocab,
+                    width: c,
+                }),
+                (Op::PosEmbedding { tokens, .. }, Some(c)) => Some(Op::PosEmbedding {
+                    tokens: *tokens,
+                    width: c,
+                }),
+                (Op::ClassToken { .. }, Some(c)) => Some(Op::ClassToken { width: c }),
+                (
+                    Op::LmHead {
+                        vocab,
+                        width,
+                        embedding,
+                    },
+                    None,
+                ) if removed_inputs[i.index()] > 0 => Some(Op::LmHead {
+                    vocab: *vocab,
+                    width: width - removed_inputs[i.index()],
+                    embedding: embedding.clone(),
+                }),
                 (
                     Op::Attention {
                         head_dim, causal, ..

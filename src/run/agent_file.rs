@@ -100,6 +100,7 @@ pub fn load_graph_agent(
         agent.policy().var_store(),
         path,
         |_| (0, 0),
+        |_| false,
         "autoprune search",
     )?;
     Ok(agent)

@@ -176,14 +176,27 @@ fn a_checkpoint_loads_back_exactly() {
     save_var_store(trained.var_store(), &path).unwrap();
     let fresh = policy(4);
     assert_ne!(fresh.act(&costs, &state), trained.act(&costs, &state));
-    load_var_store(fresh.var_store(), &path, |_| (0, 0), "autoprune search").unwrap();
+    load_var_store(
+        fresh.var_store(),
+        &path,
+        |_| (0, 0),
+        |_| false,
+        "autoprune search",
+    )
+    .unwrap();
     assert_eq!(fresh.act(&costs, &state), trained.act(&costs, &state));
     // A checkpoint of another width is refused with the tensor named.
     tch::manual_seed(5);
     let wider = GraphPolicy::new(48, 3, Device::Cpu);
-    let error = load_var_store(wider.var_store(), &path, |_| (0, 0), "autoprune search")
-        .unwrap_err()
-        .to_string();
+    let error = load_var_store(
+        wider.var_store(),
+        &path,
+        |_| (0, 0),
+        |_| false,
+        "autoprune search",
+    )
+    .unwrap_err()
+    .to_string();
     assert!(
         error.contains("agent.safetensors") && error.contains("another model"),
         "{error}"

@@ -22,6 +22,7 @@ mod onnx;
 mod posttrain;
 mod prune;
 mod reliability;
+mod residual_width;
 mod search;
 mod torchvision;
 mod transfer;

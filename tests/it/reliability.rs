@@ -414,6 +414,15 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "wanda-env.toml",
         &env.replace("criterion = \"magnitude\"", "criterion = \"wanda\""),
     );
+    let residual = env.replace("[prune]", "[prune]\nresidual_width = true");
+    write("residual-unstructured.toml", &residual);
+    write(
+        "residual-mlp.toml",
+        &residual.replace(
+            "granularity = \"unstructured\"",
+            "granularity = \"channel\"",
+        ),
+    );
     std::fs::create_dir_all(d.join("not-a-run")).unwrap();
     hostile_inputs(d, &env, &config);
     // A folder another process holds (`flock`, as a search holds it), its pid in the lock.
@@ -570,6 +579,24 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
                 "3",
             ]),
             expect: vec!["wanda-env.toml", "--stages", "wanda"],
+        },
+        Case {
+            name: "residual width with unstructured pruning",
+            args: evaluate("residual-unstructured.toml"),
+            expect: vec![
+                "residual-unstructured.toml",
+                "prune.residual_width",
+                "granularity = \"channel\"",
+            ],
+        },
+        Case {
+            name: "residual width of a model without one",
+            args: evaluate("residual-mlp.toml"),
+            expect: vec![
+                "residual-mlp.toml",
+                "prune.residual_width",
+                "only a transformer",
+            ],
         },
         Case {
             name: "fine-tuning resume of a folder without a run",

@@ -310,6 +310,39 @@ pub(crate) fn tiny_gpt_env(dir: &std::path::Path) -> std::path::PathBuf {
     path
 }
 
+/// A short evolution search (population 4, 40 validation windows) of `env` in `dir`: the
+/// policy file and the search's JSON result.
+pub(crate) fn evolution_search(
+    dir: &std::path::Path,
+    env: &str,
+    episodes: usize,
+) -> (std::path::PathBuf, serde_json::Value) {
+    let config = common::edited(
+        &common::repo().join("configs/evolution.toml"),
+        &[
+            ("env", &common::literal(std::path::Path::new(env))),
+            ("episodes", &episodes.to_string()),
+            ("eval_samples", "40"),
+            ("evolution.population", "4"),
+            ("evolution.top_k", "2"),
+        ],
+    );
+    let config_path = dir.join("search.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let policy = dir.join("policy.json");
+    let out = common::run(&[
+        "search",
+        "--config",
+        config_path.to_str().unwrap(),
+        "--logdir",
+        dir.join("runs").to_str().unwrap(),
+        "--out",
+        policy.to_str().unwrap(),
+        "--json",
+    ]);
+    (policy, common::success_json(&out))
+}
+
 #[test]
 fn a_gpt_env_prunes_searches_and_saves_from_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -332,30 +365,7 @@ fn a_gpt_env_prunes_searches_and_saves_from_the_command_line() {
         "{uniform}"
     );
     // A short evolution search starts from the heuristics, so it is never worse.
-    let config = common::edited(
-        &common::repo().join("configs/evolution.toml"),
-        &[
-            ("env", &common::literal(std::path::Path::new(env))),
-            ("episodes", "12"),
-            ("eval_samples", "40"),
-            ("evolution.population", "4"),
-            ("evolution.top_k", "2"),
-        ],
-    );
-    let config_path = dir.path().join("search.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let policy = dir.path().join("policy.json");
-    let out = common::run(&[
-        "search",
-        "--config",
-        config_path.to_str().unwrap(),
-        "--logdir",
-        dir.path().join("runs").to_str().unwrap(),
-        "--out",
-        policy.to_str().unwrap(),
-        "--json",
-    ]);
-    let found = common::success_json(&out);
+    let (policy, found) = evolution_search(dir.path(), env, 12);
     assert!(found["reward"].as_f64().unwrap() >= uniform["reward"].as_f64().unwrap() - 1e-9);
     assert!(found["perplexity"].as_f64().is_some(), "{found}");
     // The searched policy, slimmed: fewer heads or neurons, the same perplexity as masked.
