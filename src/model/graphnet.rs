@@ -4,9 +4,13 @@
 
 use crate::error::{Error, Result};
 use crate::graph::{ModelGraph, Op};
-use std::path::Path;
+use kernels::{activate, attention, bias_init, kaiming, layer_norm, masked_layer_norm, normal};
 use tch::nn::{self, Init};
 use tch::{Device, Kind, Tensor};
+
+mod kernels;
+mod store;
+pub use kernels::cross_entropy;
 
 /// PyTorch's default BatchNorm momentum.
 const BN_MOMENTUM: f64 = 0.1;
@@ -57,32 +61,6 @@ impl std::fmt::Debug for GraphNet {
             .field("nodes", &self.graph.order().len())
             .field("device", &self.vs.device())
             .finish()
-    }
-}
-
-/// PyTorch's default bias initialisation: uniform in ±1/sqrt(fan_in).
-fn bias_init(fan_in: usize) -> Init {
-    let bound = 1.0 / (fan_in.max(1) as f64).sqrt();
-    Init::Uniform {
-        lo: -bound,
-        up: bound,
-    }
-}
-
-fn normal(stdev: f64) -> Init {
-    Init::Randn { mean: 0.0, stdev }
-}
-
-/// Kaiming-normal on fan-out for convs (as torchvision's ResNets), fan-in for linear layers.
-fn kaiming(fan_out: bool) -> Init {
-    Init::Kaiming {
-        dist: nn::init::NormalOrUniform::Normal,
-        fan: if fan_out {
-            nn::init::FanInOut::FanOut
-        } else {
-            nn::init::FanInOut::FanIn
-        },
-        non_linearity: nn::init::NonLinearity::ReLU,
     }
 }
 
@@ -192,41 +170,6 @@ impl GraphNet {
             plan,
             uses,
         }
-    }
-
-    /// An independent copy (same graph, same values, own storage) on the same device.
-    pub fn duplicate(&self) -> Self {
-        let copy = GraphNet::new(self.graph.clone(), self.device());
-        let source = self.vs.variables();
-        let _guard = tch::no_grad_guard();
-        for (name, target) in copy.vs.variables() {
-            target.shallow_clone().copy_(&source[&name]);
-        }
-        copy
-    }
-
-    /// The same model on `graph`, which must have the same nodes and tensors (the graph with
-    /// its residual width prunable, say); LayerNorms that become prunable start with every
-    /// channel kept.
-    pub fn regraphed(self, graph: ModelGraph) -> Result<Self> {
-        let copy = GraphNet::new(graph, self.device());
-        let source = self.vs.variables();
-        let _guard = tch::no_grad_guard();
-        for (name, target) in copy.vs.variables() {
-            match source.get(&name) {
-                Some(value) if value.size() == target.size() => {
-                    target.shallow_clone().copy_(value);
-                }
-                None if copy.is_norm_channels(&name) => {}
-                _ => {
-                    return Err(Error::graph(
-                        &name,
-                        "differs between the model and its regrouped graph",
-                    ))
-                }
-            }
-        }
-        Ok(copy)
     }
 
     pub fn graph(&self) -> &ModelGraph {
@@ -599,42 +542,6 @@ impl GraphNet {
             accuracy: correct as f64 / n,
         })
     }
-
-    /// Writes every parameter and buffer to a safetensors file, atomically (see
-    /// [`crate::fsio`]): an interrupted save never leaves a truncated checkpoint.
-    /// The channel masks of pruned LayerNorms are left out (a dense model's are all ones).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        let mut named = super::checkpoint::sorted_variables(&self.vs);
-        named.retain(|(name, _)| !self.is_norm_channels(name));
-        super::checkpoint::save_named(&named, path)
-    }
-
-    /// Whether `name` is the channel mask of a pruned LayerNorm.
-    fn is_norm_channels(&self, name: &str) -> bool {
-        name.rsplit_once('.').is_some_and(|(node, tensor)| {
-            tensor == NORM_CHANNELS
-                && self.graph.find(node).is_some_and(|i| {
-                    matches!(self.params[i.index()], NodeParams::MaskedNorm { .. })
-                })
-        })
-    }
-
-    /// Loads a safetensors checkpoint. Every tensor of the model must be present with the same
-    /// shape (the channel masks of pruned LayerNorms may be missing: they stay as they are);
-    /// otherwise the error names the first tensor (in graph order) that differs.
-    pub fn load(&mut self, path: &Path) -> Result<()> {
-        // Graph order, then weight, bias, running_mean, running_var within a node.
-        let rank = |name: &str| {
-            let (node, tensor) = name.rsplit_once('.').unwrap_or((name, ""));
-            let position = self.graph.find(node).map(|i| self.graph.position(i));
-            let within = ["weight", "bias", "running_mean", "running_var"]
-                .iter()
-                .position(|t| *t == tensor);
-            (position.unwrap_or(usize::MAX), within.unwrap_or(usize::MAX))
-        };
-        let optional = |name: &str| self.is_norm_channels(name);
-        super::checkpoint::load_var_store(&self.vs, path, rank, optional, "autoprune pretrain")
-    }
 }
 
 /// Loss and accuracy on a split.
@@ -642,86 +549,4 @@ impl GraphNet {
 pub struct Evaluation {
     pub loss: f64,
     pub accuracy: f64,
-}
-
-/// An element-wise activation, as PyTorch computes it.
-fn activate(x: &Tensor, act: crate::graph::Activation) -> Tensor {
-    use crate::graph::Activation;
-    match act {
-        Activation::Sigmoid => x.sigmoid(),
-        Activation::HardSigmoid => x.hardsigmoid(),
-        Activation::HardSwish => x.hardswish(),
-        Activation::Silu => x.silu(),
-        Activation::Gelu => x.gelu("none"),
-        Activation::GeluTanh => x.gelu("tanh"),
-    }
-}
-
-/// Multi-head self-attention over `[N, tokens, heads · head_dim]` queries, keys and values
-/// (libtorch's scaled dot-product attention, scale `1 / sqrt(head_dim)`).
-fn attention(args: &[&Tensor], heads: i64, head_dim: i64, causal: bool) -> Tensor {
-    let size = args[0].size();
-    let (n, t) = (size[0], size[1]);
-    let split = |x: &Tensor| x.reshape([n, t, heads, head_dim]).transpose(1, 2);
-    Tensor::scaled_dot_product_attention(
-        &split(args[0]),
-        &split(args[1]),
-        &split(args[2]),
-        None::<Tensor>,
-        0.0,
-        causal,
-        None,
-        false,
-    )
-    .transpose(1, 2)
-    .reshape([n, t, heads * head_dim])
-}
-
-/// Mean cross-entropy of `logits` against `labels`: `[N, classes]` against `[N]`, or, for a
-/// language model, `[N, tokens, vocab]` against `[N, tokens]` (the mean over every token).
-pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
-    if logits.dim() == 3 {
-        logits
-            .flatten(0, 1)
-            .cross_entropy_for_logits(&labels.flatten(0, 1))
-    } else {
-        logits.cross_entropy_for_logits(labels)
-    }
-}
-
-/// Layer normalisation over the channels `channels` weighs (1 kept, 0 removed): over the
-/// last dimension of a sequence `[N, tokens, C]`, over dimension 1 otherwise. With every
-/// channel kept it is [`layer_norm`]; removed channels give 0 when their scale and shift are
-/// masked too, and the kept ones what a LayerNorm over the kept channels alone gives.
-fn masked_layer_norm(
-    x: &Tensor,
-    weight: &Tensor,
-    bias: &Tensor,
-    channels: &Tensor,
-    eps: f64,
-) -> Tensor {
-    let dim = if x.dim() == 3 { 2 } else { 1 };
-    let mut shape = vec![1i64; x.dim()];
-    shape[dim as usize] = -1;
-    let m = channels.view(shape.as_slice());
-    let count = channels.sum(x.kind()).clamp_min(1e-12);
-    let mean = (x * &m).sum_dim_intlist(dim, true, x.kind()) / &count;
-    let centred = x - &mean;
-    let var = (centred.square() * &m).sum_dim_intlist(dim, true, x.kind()) / &count;
-    centred / (var + eps).sqrt() * weight.view(shape.as_slice()) + bias.view(shape.as_slice())
-}
-
-/// Layer normalisation over dimension 1 (the channels of `[N, C, H, W]`, the features of
-/// `[N, C]`), with a per-channel scale and shift.
-fn layer_norm(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>, eps: f64) -> Tensor {
-    let mean = x.mean_dim(1, true, x.kind());
-    let centred = x - &mean;
-    let var = centred.square().mean_dim(1, true, x.kind());
-    let mut shape = vec![-1i64];
-    shape.extend(std::iter::repeat_n(1, x.dim().saturating_sub(2)));
-    let y = centred / (var + eps).sqrt() * weight.view(shape.as_slice());
-    match bias {
-        Some(b) => y + b.view(shape.as_slice()),
-        None => y,
-    }
 }
