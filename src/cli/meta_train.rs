@@ -1,7 +1,7 @@
 //! `autoprune meta-train`: Reptile over the config's task distribution.
 
 use super::print::best_rewards_json;
-use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
+use super::{task_opening, DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::{Context, Result};
 use autoprune::config::{MetaTrainConfig, Validate};
 use autoprune::run::meta_train::meta_train;
@@ -13,8 +13,12 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct MetaTrainArgs {
     /// Meta-training config (configs/meta-train.toml).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Continue the run in this folder (after a crash or Ctrl-C): its logged episodes are
+    /// replayed, not scored again, and the run goes on to the config's iterations.
+    #[arg(long, conflicts_with_all = ["config", "seed", "iterations", "logdir"])]
+    resume: Option<PathBuf>,
     /// Also write the meta-trained agent here.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -36,7 +40,9 @@ pub fn run(
     args: MetaTrainArgs,
     scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
 ) -> Result<()> {
-    let mut config = MetaTrainConfig::load(&args.config)?.into_inner();
+    let (config_path, opening) =
+        task_opening(args.resume.as_deref(), args.config.as_deref(), &args.device)?;
+    let mut config = MetaTrainConfig::load(&config_path)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
     }
@@ -56,9 +62,9 @@ pub fn run(
     } = TaskRun::start(
         &args.device,
         &config.tasks(),
-        &config.name,
-        config.seed,
-        args.logdir,
+        (&config.name, config.seed),
+        args.resume.clone().or(args.logdir),
+        &opening,
     )?;
     let outcome = {
         let mut sink = TensorBoardSink::new(&dir)?;
@@ -70,6 +76,7 @@ pub fn run(
             Progress::stderr(),
             stop,
             scorer,
+            &opening,
         )
     }?;
     let agent = match args.out {
@@ -99,7 +106,7 @@ pub fn run(
     anyhow::ensure!(
         !outcome.interrupted,
         autoprune::Error::Interrupted {
-            message: "the agent holds the meta-weights after the last finished iteration".into()
+            message: format!("the agent holds the meta-weights after the last finished iteration; continue with autoprune meta-train --resume {}", dir.display())
         }
     );
     Ok(())

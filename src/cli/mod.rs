@@ -20,7 +20,7 @@ mod split;
 mod train_agent;
 mod transfer;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 
 #[derive(Parser)]
@@ -151,26 +151,69 @@ pub struct TaskRun {
 }
 
 impl TaskRun {
+    /// Builds the tasks with `threads` CPU threads. `opening` says whether `logdir` must be
+    /// a new run folder or holds the run to resume.
     pub fn start(
         device_args: &DeviceArgs,
         distribution: &autoprune::config::Distribution<'_>,
-        name: &str,
-        seed: u64,
+        (name, seed): (&str, u64),
         logdir: Option<std::path::PathBuf>,
+        opening: &autoprune::run::tasks::Opening,
     ) -> Result<Self> {
-        let device = device_args.setup(seed)?;
+        let threads = match opening {
+            autoprune::run::tasks::Opening::New(record) => record.threads,
+            autoprune::run::tasks::Opening::Resume(record) => record.threads,
+        };
+        let device = device_args.setup_with_threads(seed, threads)?;
         let mut tasks = autoprune::run::tasks::build_tasks(distribution, device, seed)?;
         // MPI workers build the same evaluators, with the same threads and kind of device.
         for task in &mut tasks {
-            task.recipe.threads = device_args.threads;
+            task.recipe.threads = threads;
             task.recipe.device = device_args.device.clone();
         }
         let dir = autoprune::run::run_dir(logdir, name, seed);
-        // Refused early; the run takes the folder's lock when it starts writing there.
-        drop(autoprune::run::new_run_dir(&dir, "choose another folder")?);
+        if let autoprune::run::tasks::Opening::New(_) = opening {
+            // Refused early; the run takes the folder's lock when it starts writing there.
+            drop(autoprune::run::new_run_dir(
+                &dir,
+                "resume it with --resume, or choose another folder",
+            )?);
+        }
         let stop = autoprune::run::interrupt::arm();
         Ok(Self { tasks, dir, stop })
     }
+}
+
+/// How `train-agent` and `meta-train` open their folder: `--resume DIR` (the config file the
+/// run wrote, and the threads it recorded; another `--threads` is refused), or a new run
+/// from `config` with the command line's threads.
+pub fn task_opening(
+    resume: Option<&std::path::Path>,
+    config: Option<&std::path::Path>,
+    device: &DeviceArgs,
+) -> Result<(std::path::PathBuf, autoprune::run::tasks::Opening)> {
+    use autoprune::run::tasks::Opening;
+    let Some(dir) = resume else {
+        let config = config.context("give --config FILE, or --resume DIR")?;
+        let record = autoprune::run::RunRecord {
+            threads: device.threads,
+        };
+        return Ok((config.to_path_buf(), Opening::New(record)));
+    };
+    let (config, record) = autoprune::run::tasks::resumable(dir)?;
+    if let Some(threads) = device.threads.filter(|t| Some(*t) != record.threads) {
+        let recorded = match record.threads {
+            Some(n) => format!("--threads {n}"),
+            None => "libtorch's default threads".into(),
+        };
+        return Err(autoprune::Error::Invalid {
+            path: dir.to_path_buf(),
+            key: "--threads".into(),
+            message: format!("the run was made with {recorded}, and {threads} would change its results; leave --threads out to resume"),
+        }
+        .into());
+    }
+    Ok((config, Opening::Resume(record)))
 }
 
 /// `--seed`.

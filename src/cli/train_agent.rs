@@ -2,7 +2,7 @@
 //! budget.
 
 use super::print::best_rewards_json;
-use super::{DeviceArgs, JsonArg, SeedArg, TaskRun};
+use super::{task_opening, DeviceArgs, JsonArg, SeedArg, TaskRun};
 use anyhow::Result;
 use autoprune::config::{TrainAgentConfig, Validate};
 use autoprune::run::train_agent::train_graph_agent;
@@ -14,8 +14,12 @@ use std::path::PathBuf;
 #[derive(Args)]
 pub struct TrainAgentArgs {
     /// Agent-training config (configs/gnn-train.toml).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required_unless_present = "resume")]
+    config: Option<PathBuf>,
+    /// Continue the run in this folder (after a crash or Ctrl-C): its logged episodes are
+    /// replayed, not scored again, and the run goes on to the config's episodes.
+    #[arg(long, conflicts_with_all = ["config", "seed", "episodes", "logdir"])]
+    resume: Option<PathBuf>,
     #[command(flatten)]
     seed: SeedArg,
     /// Episodes (overrides the config's episodes).
@@ -34,7 +38,9 @@ pub fn run(
     args: TrainAgentArgs,
     scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
 ) -> Result<()> {
-    let mut config = TrainAgentConfig::load(&args.config)?.into_inner();
+    let (config_path, opening) =
+        task_opening(args.resume.as_deref(), args.config.as_deref(), &args.device)?;
+    let mut config = TrainAgentConfig::load(&config_path)?.into_inner();
     if let Some(seed) = args.seed.seed {
         config.seed = seed;
     }
@@ -51,9 +57,9 @@ pub fn run(
     } = TaskRun::start(
         &args.device,
         &config.tasks(),
-        &config.name,
-        config.seed,
-        args.logdir,
+        (&config.name, config.seed),
+        args.resume.clone().or(args.logdir),
+        &opening,
     )?;
     let outcome = {
         let mut sink = TensorBoardSink::new(&dir)?;
@@ -65,6 +71,7 @@ pub fn run(
             Progress::stderr(),
             stop,
             scorer,
+            &opening,
         )
     }?;
     if args.json.json {
@@ -88,10 +95,11 @@ pub fn run(
         !outcome.interrupted,
         autoprune::Error::Interrupted {
             message: format!(
-                "after {} of {} episodes; the agent as it was then is in {}",
+                "after {} of {} episodes; the agent as it was then is in {}; continue with autoprune train-agent --resume {}",
                 outcome.episodes,
                 config.episodes,
-                outcome.agent.display()
+                outcome.agent.display(),
+                dir.display()
             )
         }
     );

@@ -66,6 +66,15 @@ pub struct WholeSplit {
 /// newline yet) is dropped; any other line that is not a record is an error. Returns the
 /// records and the byte length they span.
 pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
+    read_numbered(path, |r: &EpisodeRecord| r.episode)
+}
+
+/// [`read_records`] for any record type that numbers its episodes (`episode` reads the
+/// number): complete lines in order, each numbered by its position.
+pub(crate) fn read_numbered<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    episode: impl Fn(&T) -> usize,
+) -> Result<(Vec<T>, u64)> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
@@ -76,7 +85,7 @@ pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
     let mut rest = bytes.as_slice();
     while let Some(end) = rest.iter().position(|&b| b == b'\n') {
         let line = &rest[..end];
-        let record: EpisodeRecord = serde_json::from_slice(line).map_err(|e| {
+        let record: T = serde_json::from_slice(line).map_err(|e| {
             Error::data(
                 path,
                 format!(
@@ -85,13 +94,13 @@ pub fn read_records(path: &Path) -> Result<(Vec<EpisodeRecord>, u64)> {
                 ),
             )
         })?;
-        if record.episode != records.len() {
+        if episode(&record) != records.len() {
             return Err(Error::data(
                 path,
                 format!(
                     "line {} records episode {}; the file is not a run's episode log",
                     records.len() + 1,
-                    record.episode
+                    episode(&record)
                 ),
             ));
         }
@@ -318,13 +327,7 @@ impl RunFolder {
         let record = read_run_record(&dir.join(RUN_FILE))?;
         let (records, valid) = read_records(&dir.join(EPISODES_FILE))?;
         check_records(&dir.join(EPISODES_FILE), &records, spec.reward.kind)?;
-        // Drop a torn last line so appends continue a clean file.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(dir.join(EPISODES_FILE))
-            .map_err(|e| Error::io(dir.join(EPISODES_FILE), e))?;
-        file.set_len(valid)
-            .map_err(|e| Error::io(dir.join(EPISODES_FILE), e))?;
+        keep_complete(&dir.join(EPISODES_FILE), valid)?;
         Ok((
             Self {
                 dir: dir.to_path_buf(),
@@ -338,8 +341,18 @@ impl RunFolder {
     }
 }
 
+/// Cuts an episode log to the `valid` bytes its complete records span (a torn last line
+/// goes), so appends continue a clean file.
+pub(crate) fn keep_complete(path: &Path, valid: u64) -> Result<()> {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_len(valid))
+        .map_err(|e| Error::io(path, e))
+}
+
 /// The run record of a folder (a folder written before there was one has the defaults).
-fn read_run_record(path: &Path) -> Result<RunRecord> {
+pub(crate) fn read_run_record(path: &Path) -> Result<RunRecord> {
     match std::fs::read_to_string(path) {
         Ok(text) => serde_json::from_str(&text).map_err(|e| {
             Error::data(

@@ -7,7 +7,7 @@
 
 use super::agent_file::save_agent;
 use super::pool::Scorer;
-use super::tasks::{start_tasks, task_episodes, Task, TaskScorer};
+use super::tasks::{start_tasks, task_episodes, Opening, Task, TaskScorer};
 use super::AGENT_FILE;
 use crate::agents::meta::Reptile;
 use crate::config::{Checked, MetaTrainConfig};
@@ -32,6 +32,7 @@ pub struct MetaOutcome {
 /// Runs Reptile over `tasks`, logging to `dir` (which must not hold a run yet) and `sink`;
 /// writes the meta-trained agent to `dir/agent.safetensors`. On Ctrl-C the run stops after
 /// the iteration in flight and the agent is still written.
+#[allow(clippy::too_many_arguments)]
 pub fn meta_train(
     config: &Checked<MetaTrainConfig>,
     tasks: &mut [Task],
@@ -40,12 +41,19 @@ pub fn meta_train(
     progress: Progress,
     stop: &AtomicBool,
     remote: Option<&mut dyn Scorer>,
+    opening: &Opening,
 ) -> Result<MetaOutcome> {
     let mut scorer = TaskScorer::new(remote, tasks, config.eval_deadline)?;
     // An iteration's episodes all run: Ctrl-C is honoured between iterations.
     let never = AtomicBool::new(false);
-    let (mut envs, agent, mut log) =
-        start_tasks(dir, &config.to_toml()?, tasks, &config.gnn, config.seed)?;
+    let (mut envs, agent, mut log) = start_tasks(
+        dir,
+        &config.to_toml()?,
+        tasks,
+        &config.gnn,
+        config.seed,
+        opening,
+    )?;
     let mut reptile = Reptile::new(agent);
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_4E7A);
     let bar = progress.bar(

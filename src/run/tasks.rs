@@ -2,10 +2,12 @@
 //! with its own evaluator over the env's pretrained model; the episode log they share; and
 //! one explored episode on a task.
 
-use super::folder::{new_run_dir, write_atomic, RunLock};
+use super::folder::{
+    keep_complete, new_run_dir, read_numbered, read_run_record, write_atomic, RunLock, RunRecord,
+};
 use super::heuristics::profile_env;
 use super::pool::{score_job, score_jobs, Job, JobResult, Recipe, Rescore, Scorer};
-use super::{CONFIG_FILE, EPISODES_FILE};
+use super::{CONFIG_FILE, EPISODES_FILE, RUN_FILE};
 use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
 use crate::agents::{Agent, Learner};
 use crate::config::{Distribution, EnvSpec};
@@ -103,19 +105,61 @@ pub struct TaskRecord {
     pub params_kept: f64,
     pub flops_kept: f64,
     pub seconds: f64,
+    /// The policy's keep ratios (what a resume checks its replay against).
+    #[serde(default)]
+    pub keeps: Vec<f64>,
 }
 
-/// Starts a multi-task run in `dir` (which must not hold a run yet): writes the config,
-/// builds one env per task and a graph agent for all of them, and opens the episode log.
+/// How a multi-task run opens its folder.
+pub enum Opening {
+    /// A new run: the folder must not hold one; `RunRecord` is written for a later resume.
+    New(RunRecord),
+    /// The run the folder holds, continued with what it recorded: its logged episodes are
+    /// replayed, not scored.
+    Resume(RunRecord),
+}
+
+/// The config file and run record of the multi-task run in `dir`, for `--resume` (read
+/// before its tasks are built; the run takes the folder's lock when it opens it).
+pub fn resumable(dir: &Path) -> Result<(PathBuf, RunRecord)> {
+    if !dir.join(CONFIG_FILE).is_file() || !dir.join(EPISODES_FILE).is_file() {
+        return Err(Error::Invalid {
+            path: dir.to_path_buf(),
+            key: "--resume".into(),
+            message: format!(
+                "holds no run ({CONFIG_FILE} or {EPISODES_FILE} is missing); give the folder a run wrote, or start one with --config"
+            ),
+        });
+    }
+    Ok((dir.join(CONFIG_FILE), read_run_record(&dir.join(RUN_FILE))?))
+}
+
+/// Starts a multi-task run in `dir` (a new one: the config and run record are written; or
+/// the one it holds, to resume), builds one env per task and a graph agent for all of them,
+/// and opens the episode log.
 pub(crate) fn start_tasks(
     dir: &Path,
     config_toml: &str,
     tasks: &mut [Task],
     gnn: &GnnConfig,
     seed: u64,
+    opening: &Opening,
 ) -> Result<(Vec<PruneEnv>, GraphAgent, TaskLog)> {
-    let lock = new_run_dir(dir, "choose another folder")?;
-    write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
+    let lock = match opening {
+        Opening::New(record) => {
+            let lock = new_run_dir(dir, "resume it with --resume, or choose another folder")?;
+            write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
+            let record =
+                serde_json::to_string(record).map_err(|e| Error::data(dir, e.to_string()))?;
+            write_atomic(&dir.join(RUN_FILE), &format!("{record}\n"))?;
+            lock
+        }
+        Opening::Resume(_) => {
+            let lock = RunLock::acquire(dir)?;
+            crate::fsio::remove_stale_temporaries(dir);
+            lock
+        }
+    };
     let relative = gnn.reference == ProfileReference::BestHeuristic;
     let mut envs = Vec::with_capacity(tasks.len());
     for task in tasks.iter_mut() {
@@ -127,7 +171,10 @@ pub(crate) fn start_tasks(
         .map(|e| (e.costs(), e.wall().budget().keep))
         .collect();
     let agent = GraphAgent::for_tasks(gnn.clone(), &pairs, seed, tch::Device::Cpu)?;
-    let log = TaskLog::create(&dir.join(EPISODES_FILE), tasks, lock)?;
+    let log = match opening {
+        Opening::New(_) => TaskLog::create(&dir.join(EPISODES_FILE), tasks, lock)?,
+        Opening::Resume(_) => TaskLog::resume(&dir.join(EPISODES_FILE), tasks, lock)?,
+    };
     Ok((envs, agent, log))
 }
 
@@ -137,6 +184,8 @@ pub(crate) struct TaskLog {
     file: std::fs::File,
     path: PathBuf,
     best: Vec<f64>,
+    /// Episodes a resumed run recorded before: replayed, not scored again.
+    recorded: Vec<TaskRecord>,
     _lock: RunLock,
 }
 
@@ -146,6 +195,54 @@ impl TaskLog {
             file: std::fs::File::create(path).map_err(|e| Error::io(path, e))?,
             path: path.to_path_buf(),
             best: vec![f64::NEG_INFINITY; tasks.len()],
+            recorded: Vec::new(),
+            _lock: lock,
+        })
+    }
+
+    /// The log of a run to resume: its complete records (a torn last line dropped from the
+    /// file), each checked, with the best reward per task they reached.
+    fn resume(path: &Path, tasks: &[Task], lock: RunLock) -> Result<Self> {
+        let (recorded, valid) = read_numbered(path, |r: &TaskRecord| r.episode)?;
+        let mut best = vec![f64::NEG_INFINITY; tasks.len()];
+        for (line, record) in recorded.iter().enumerate() {
+            let fraction = |x: f64| (0.0..=1.0).contains(&x);
+            let Some(t) = tasks.iter().position(|t| t.name == record.task) else {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "line {} records task `{}`, which the run's config does not have; the log is not this run's",
+                        line + 1,
+                        record.task
+                    ),
+                ));
+            };
+            let ranges = record.reward.is_finite()
+                && fraction(record.accuracy)
+                && fraction(record.params_kept)
+                && fraction(record.flops_kept)
+                && record.keeps.iter().all(|&k| fraction(k));
+            if !ranges {
+                return Err(Error::data(
+                    path,
+                    format!(
+                        "line {}: a reward that is not finite, or an accuracy or kept fraction outside [0, 1]; the log is damaged",
+                        line + 1
+                    ),
+                ));
+            }
+            best[t] = best[t].max(record.reward);
+        }
+        keep_complete(path, valid)?;
+        let file = std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        Ok(Self {
+            file,
+            path: path.to_path_buf(),
+            best,
+            recorded,
             _lock: lock,
         })
     }
@@ -225,16 +322,30 @@ pub(crate) fn task_episodes(
             });
             acted.push(Some((t, rollout)));
         }
+        // Episodes the log holds already (a resume) are learned from as recorded.
+        let replayed = log.recorded.len().clamp(index, index + ahead) - index;
+        for (position, act) in acted.iter_mut().take(replayed).enumerate() {
+            let i = index + position;
+            let Some((t, rollout)) = act.take() else {
+                continue;
+            };
+            let reward = log.replay(i, &names[t], &rollout.policy, envs[t].costs())?;
+            agent.learn(&rollout.episode(i, reward))?;
+            rewards.push(reward);
+        }
+        let jobs = jobs.split_off(replayed);
         let mut last = Instant::now();
         let mut each = |position: usize, result: JobResult| -> Result<()> {
+            let position = position + replayed;
             let i = index + position;
             let Some((t, rollout)) = acted[position].take() else {
                 return Ok(());
             };
             let score = result.score;
-            agent.learn(&rollout.episode(i, score.reward))?;
             let name = &names[t];
-            log.record(name, t, i, &score, last.elapsed().as_secs_f64())?;
+            let seconds = last.elapsed().as_secs_f64();
+            log.record(name, t, i, &score, &rollout.policy, seconds)?;
+            agent.learn(&rollout.episode(i, score.reward))?;
             sink.scalar(&format!("reward/{name}"), score.reward, i);
             sink.scalar(&format!("accuracy/{name}"), score.accuracy, i);
             sink.scalar(&format!("best/reward/{name}"), log.best[t], i);
@@ -262,6 +373,36 @@ pub(crate) fn task_episodes(
 }
 
 impl TaskLog {
+    /// The recorded reward of episode `index`, replayed: the episode must be on the task
+    /// and choose the policy recorded (else the run cannot be resumed as it ran).
+    fn replay(
+        &self,
+        index: usize,
+        task: &str,
+        policy: &[f64],
+        costs: &crate::prune::CostModel,
+    ) -> Result<f64> {
+        let record = &self.recorded[index];
+        let same_policy = if record.keeps.is_empty() {
+            let counts = costs.counts(policy);
+            counts.params_kept == record.params_kept && counts.flops_kept == record.flops_kept
+        } else {
+            record.keeps.len() == policy.len()
+                && record
+                    .keeps
+                    .iter()
+                    .zip(policy)
+                    .all(|(a, b)| (a - b).abs() <= 1e-12)
+        };
+        if record.task != task || !same_policy {
+            return Err(Error::data(
+                &self.path,
+                format!("episode {index} chose another task or policy than the one recorded; the run cannot be resumed with this build, config or device"),
+            ));
+        }
+        Ok(record.reward)
+    }
+
     /// Appends episode `index` on task `t` to the log and keeps the task's best reward.
     fn record(
         &mut self,
@@ -269,6 +410,7 @@ impl TaskLog {
         t: usize,
         index: usize,
         score: &Score,
+        policy: &[f64],
         seconds: f64,
     ) -> Result<()> {
         self.best[t] = self.best[t].max(score.reward);
@@ -280,6 +422,7 @@ impl TaskLog {
             params_kept: score.params_kept,
             flops_kept: score.flops_kept,
             seconds,
+            keeps: policy.to_vec(),
         };
         let line =
             serde_json::to_string(&record).map_err(|e| Error::data(&self.path, e.to_string()))?;

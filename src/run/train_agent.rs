@@ -5,7 +5,7 @@
 
 use super::agent_file::save_agent;
 use super::pool::Scorer;
-use super::tasks::{start_tasks, task_episodes, Task, TaskScorer};
+use super::tasks::{start_tasks, task_episodes, Opening, Task, TaskScorer};
 use super::AGENT_FILE;
 use crate::config::{Checked, TrainAgentConfig};
 use crate::error::Result;
@@ -25,6 +25,7 @@ pub struct TrainOutcome {
 
 /// Trains a graph agent on `tasks`, episodes cycling through them, logging to `dir` (which
 /// must not hold a run yet) and `sink`; writes the agent to `dir/agent.safetensors`.
+#[allow(clippy::too_many_arguments)]
 pub fn train_graph_agent(
     config: &Checked<TrainAgentConfig>,
     tasks: &mut [Task],
@@ -33,10 +34,17 @@ pub fn train_graph_agent(
     progress: Progress,
     stop: &AtomicBool,
     remote: Option<&mut dyn Scorer>,
+    opening: &Opening,
 ) -> Result<TrainOutcome> {
     let mut scorer = TaskScorer::new(remote, tasks, config.eval_deadline)?;
-    let (mut envs, mut agent, mut log) =
-        start_tasks(dir, &config.to_toml()?, tasks, &config.gnn, config.seed)?;
+    let (mut envs, mut agent, mut log) = start_tasks(
+        dir,
+        &config.to_toml()?,
+        tasks,
+        &config.gnn,
+        config.seed,
+        opening,
+    )?;
     let bar = progress.bar(
         config.episodes as u64,
         &format!("gnn on {} tasks", tasks.len()),

@@ -256,3 +256,103 @@ fn an_agent_checkpoint_records_its_config_and_loads_with_it() {
     let wrong = recorded_config::<GnnConfig>(&path, "pruningnet").unwrap_err();
     assert!(wrong.to_string().contains("holds a `gnn` agent"), "{wrong}");
 }
+
+/// The episode records of a multi-task run without their times.
+fn untimed(run: &std::path::Path) -> Vec<serde_json::Value> {
+    crate::common::records(run)
+        .into_iter()
+        .map(|mut r| {
+            r.as_object_mut().unwrap().remove("seconds");
+            r
+        })
+        .collect()
+}
+
+/// `command --config config` into `dir/full`; then the same run cut after `lines` complete
+/// episodes and a torn line (a crash), resumed: it must reach the uninterrupted result.
+fn resumes_to_the_uninterrupted_run(
+    command: &str,
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    lines: usize,
+) {
+    use crate::common::{copy_folder, one_error_line, run, success_json};
+    let full = dir.join(format!("{command}-full"));
+    let out = run(&[
+        command,
+        "--config",
+        config.to_str().unwrap(),
+        "--logdir",
+        full.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--json",
+    ]);
+    success_json(&out);
+    let cut = dir.join(format!("{command}-cut"));
+    copy_folder(&full, &cut);
+    std::fs::remove_file(cut.join("agent.safetensors")).unwrap();
+    let log = std::fs::read_to_string(full.join("episodes.jsonl")).unwrap();
+    let all: Vec<&str> = log.lines().collect();
+    assert!(all.len() > lines);
+    let torn = &all[lines][..all[lines].len() / 2];
+    std::fs::write(
+        cut.join("episodes.jsonl"),
+        format!("{}\n{torn}", all[..lines].join("\n")),
+    )
+    .unwrap();
+    // Another thread count would change the replayed choices: refused, nothing changed.
+    let out = run(&[command, "--resume", cut.to_str().unwrap(), "--threads", "2"]);
+    assert!(one_error_line(&out).contains("--threads"));
+    let out = run(&[command, "--resume", cut.to_str().unwrap(), "--json"]);
+    let resumed = success_json(&out);
+    assert_eq!(resumed["interrupted"], false, "{resumed}");
+    assert_eq!(
+        untimed(&cut),
+        untimed(&full),
+        "{command}: the episode logs differ"
+    );
+    assert!(
+        std::fs::read(cut.join("agent.safetensors")).unwrap()
+            == std::fs::read(full.join("agent.safetensors")).unwrap(),
+        "{command}: the resumed agent differs from the uninterrupted one"
+    );
+    // A log whose task is not the config's is refused in one line.
+    let other = dir.join(format!("{command}-other"));
+    copy_folder(&full, &other);
+    let log = std::fs::read_to_string(other.join("episodes.jsonl")).unwrap();
+    std::fs::write(
+        other.join("episodes.jsonl"),
+        log.replacen("@0.2", "@0.3", 1),
+    )
+    .unwrap();
+    let out = run(&[command, "--resume", other.to_str().unwrap()]);
+    let line = one_error_line(&out);
+    assert!(
+        line.contains("episodes.jsonl") && line.contains("line 1"),
+        "{line}"
+    );
+}
+
+#[test]
+fn train_agent_and_meta_train_resume_to_the_uninterrupted_run() {
+    let dir = tempfile::tempdir().unwrap();
+    crate::common::setup(dir.path(), "gnn", 1);
+    let env = dir.path().join("env.toml");
+    let tasks = format!(
+        "envs = [{}]\nbudgets = [0.2, 0.4]\neval_samples = 100\n[gnn]\nepisodes_per_update = 4\n",
+        crate::common::literal(&env)
+    );
+    let train = dir.path().join("train.toml");
+    std::fs::write(&train, format!("name = \"t\"\nepisodes = 12\n{tasks}")).unwrap();
+    // Cut inside the second batch of four.
+    resumes_to_the_uninterrupted_run("train-agent", &train, dir.path(), 6);
+    let meta = dir.path().join("meta.toml");
+    std::fs::write(
+        &meta,
+        format!("name = \"m\"\n{tasks}[reptile]\niterations = 3\ninner_episodes = 4\n"),
+    )
+    .unwrap();
+    // Cut inside the second iteration.
+    resumes_to_the_uninterrupted_run("meta-train", &meta, dir.path(), 5);
+}
