@@ -40,7 +40,7 @@ pub fn run(
     args: MetaTrainArgs,
     scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
 ) -> Result<()> {
-    let (config_path, opening) =
+    let (config_path, opening, _) =
         task_opening(args.resume.as_deref(), args.config.as_deref(), &args.device)?;
     let mut config = MetaTrainConfig::load(&config_path)?.into_inner();
     if let Some(seed) = args.seed.seed {

@@ -185,22 +185,22 @@ impl TaskRun {
 }
 
 /// How `train-agent` and `meta-train` open their folder: `--resume DIR` (the config file the
-/// run wrote, and the threads it recorded; another `--threads` is refused), or a new run
-/// from `config` with the command line's threads.
+/// run wrote, the threads it recorded (another `--threads` is refused) and how many
+/// episodes it logged), or a new run from `config` with the command line's threads.
 pub fn task_opening(
     resume: Option<&std::path::Path>,
     config: Option<&std::path::Path>,
     device: &DeviceArgs,
-) -> Result<(std::path::PathBuf, autoprune::run::tasks::Opening)> {
+) -> Result<(std::path::PathBuf, autoprune::run::tasks::Opening, usize)> {
     use autoprune::run::tasks::Opening;
     let Some(dir) = resume else {
         let config = config.context("give --config FILE, or --resume DIR")?;
         let record = autoprune::run::RunRecord {
             threads: device.threads,
         };
-        return Ok((config.to_path_buf(), Opening::New(record)));
+        return Ok((config.to_path_buf(), Opening::New(record), 0));
     };
-    let (config, record) = autoprune::run::tasks::resumable(dir)?;
+    let (config, record, logged) = autoprune::run::tasks::resumable(dir)?;
     if let Some(threads) = device.threads.filter(|t| Some(*t) != record.threads) {
         let recorded = match record.threads {
             Some(n) => format!("--threads {n}"),
@@ -213,7 +213,7 @@ pub fn task_opening(
         }
         .into());
     }
-    Ok((config, Opening::Resume(record)))
+    Ok((config, Opening::Resume(record), logged))
 }
 
 /// `--seed`.

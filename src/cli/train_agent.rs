@@ -17,8 +17,9 @@ pub struct TrainAgentArgs {
     #[arg(long, required_unless_present = "resume")]
     config: Option<PathBuf>,
     /// Continue the run in this folder (after a crash or Ctrl-C): its logged episodes are
-    /// replayed, not scored again, and the run goes on to the config's episodes.
-    #[arg(long, conflicts_with_all = ["config", "seed", "episodes", "logdir"])]
+    /// replayed, not scored again, and the run goes on to the config's episodes (or
+    /// `--episodes`, which may extend it).
+    #[arg(long, conflicts_with_all = ["config", "seed", "logdir"])]
     resume: Option<PathBuf>,
     #[command(flatten)]
     seed: SeedArg,
@@ -38,7 +39,7 @@ pub fn run(
     args: TrainAgentArgs,
     scorer: Option<&mut dyn autoprune::run::pool::Scorer>,
 ) -> Result<()> {
-    let (config_path, opening) =
+    let (config_path, opening, logged) =
         task_opening(args.resume.as_deref(), args.config.as_deref(), &args.device)?;
     let mut config = TrainAgentConfig::load(&config_path)?.into_inner();
     if let Some(seed) = args.seed.seed {
@@ -50,6 +51,17 @@ pub fn run(
     let config = config
         .check()
         .map_err(|e| e.noted("after the command line's overrides"))?;
+    anyhow::ensure!(
+        logged <= config.episodes,
+        autoprune::Error::Invalid {
+            path: config_path.clone(),
+            key: "--episodes".into(),
+            message: format!(
+                "the run logged {logged} episodes, more than the {} asked; give --episodes {logged} or more",
+                config.episodes
+            ),
+        }
+    );
     let TaskRun {
         mut tasks,
         dir,

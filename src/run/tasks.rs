@@ -119,9 +119,10 @@ pub enum Opening {
     Resume(RunRecord),
 }
 
-/// The config file and run record of the multi-task run in `dir`, for `--resume` (read
-/// before its tasks are built; the run takes the folder's lock when it opens it).
-pub fn resumable(dir: &Path) -> Result<(PathBuf, RunRecord)> {
+/// The config file and run record of the multi-task run in `dir`, and how many episodes it
+/// logged, for `--resume` (read before its tasks are built; the run takes the folder's lock
+/// when it opens it).
+pub fn resumable(dir: &Path) -> Result<(PathBuf, RunRecord, usize)> {
     if !dir.join(CONFIG_FILE).is_file() || !dir.join(EPISODES_FILE).is_file() {
         return Err(Error::Invalid {
             path: dir.to_path_buf(),
@@ -131,7 +132,12 @@ pub fn resumable(dir: &Path) -> Result<(PathBuf, RunRecord)> {
             ),
         });
     }
-    Ok((dir.join(CONFIG_FILE), read_run_record(&dir.join(RUN_FILE))?))
+    let (logged, _) = read_numbered(&dir.join(EPISODES_FILE), |r: &TaskRecord| r.episode)?;
+    Ok((
+        dir.join(CONFIG_FILE),
+        read_run_record(&dir.join(RUN_FILE))?,
+        logged.len(),
+    ))
 }
 
 /// Starts a multi-task run in `dir` (a new one: the config and run record are written; or
@@ -157,6 +163,8 @@ pub(crate) fn start_tasks(
         Opening::Resume(_) => {
             let lock = RunLock::acquire(dir)?;
             crate::fsio::remove_stale_temporaries(dir);
+            // The length may have changed (`train-agent --resume --episodes N`).
+            write_atomic(&dir.join(CONFIG_FILE), config_toml)?;
             lock
         }
     };

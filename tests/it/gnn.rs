@@ -277,7 +277,8 @@ fn resumes_to_the_uninterrupted_run(
     lines: usize,
 ) {
     use crate::common::{copy_folder, one_error_line, run, success_json};
-    let full = dir.join(format!("{command}-full"));
+    let label = config.file_stem().unwrap().to_str().unwrap();
+    let full = dir.join(format!("{label}-full"));
     let out = run(&[
         command,
         "--config",
@@ -289,7 +290,7 @@ fn resumes_to_the_uninterrupted_run(
         "--json",
     ]);
     success_json(&out);
-    let cut = dir.join(format!("{command}-cut"));
+    let cut = dir.join(format!("{label}-cut"));
     copy_folder(&full, &cut);
     std::fs::remove_file(cut.join("agent.safetensors")).unwrap();
     let log = std::fs::read_to_string(full.join("episodes.jsonl")).unwrap();
@@ -318,7 +319,7 @@ fn resumes_to_the_uninterrupted_run(
         "{command}: the resumed agent differs from the uninterrupted one"
     );
     // A log whose task is not the config's is refused in one line.
-    let other = dir.join(format!("{command}-other"));
+    let other = dir.join(format!("{label}-other"));
     copy_folder(&full, &other);
     let log = std::fs::read_to_string(other.join("episodes.jsonl")).unwrap();
     std::fs::write(
@@ -347,6 +348,48 @@ fn train_agent_and_meta_train_resume_to_the_uninterrupted_run() {
     std::fs::write(&train, format!("name = \"t\"\nepisodes = 12\n{tasks}")).unwrap();
     // Cut inside the second batch of four.
     resumes_to_the_uninterrupted_run("train-agent", &train, dir.path(), 6);
+    // A finished run goes on to more episodes as a longer run would have; fewer than it
+    // logged are refused before anything changes.
+    let longer = dir.path().join("train-16.toml");
+    std::fs::write(&longer, format!("name = \"t\"\nepisodes = 16\n{tasks}")).unwrap();
+    resumes_to_the_uninterrupted_run("train-agent", &longer, dir.path(), 15);
+    let extended = dir.path().join("train-agent-extended");
+    crate::common::copy_folder(&dir.path().join("train-16-full"), &extended);
+    let resume = |episodes: &str| {
+        crate::common::run(&[
+            "train-agent",
+            "--resume",
+            extended.to_str().unwrap(),
+            "--episodes",
+            episodes,
+        ])
+    };
+    let config_before = std::fs::read(extended.join("config.toml")).unwrap();
+    let line = crate::common::one_error_line(&resume("4"));
+    assert!(line.contains("--episodes") && line.contains("16"), "{line}");
+    assert_eq!(
+        std::fs::read(extended.join("config.toml")).unwrap(),
+        config_before
+    );
+    assert!(resume("20").status.success());
+    let again = dir.path().join("train-20.toml");
+    std::fs::write(&again, format!("name = \"t\"\nepisodes = 20\n{tasks}")).unwrap();
+    let straight = dir.path().join("train-agent-20");
+    let out = crate::common::run(&[
+        "train-agent",
+        "--config",
+        again.to_str().unwrap(),
+        "--logdir",
+        straight.to_str().unwrap(),
+        "--threads",
+        "1",
+    ]);
+    assert!(out.status.success());
+    assert_eq!(untimed(&extended), untimed(&straight));
+    assert!(
+        std::fs::read(extended.join("agent.safetensors")).unwrap()
+            == std::fs::read(straight.join("agent.safetensors")).unwrap()
+    );
     let meta = dir.path().join("meta.toml");
     std::fs::write(
         &meta,
