@@ -189,8 +189,9 @@ impl PruneEnv {
 
     /// One-shot step from a relative profile: action `a` (in [0, 1], one per unit) weighs
     /// its unit's reference keep ratio (1 without a reference: uniform allocation) by
-    /// `exp(PROFILE_SPAN · (a - 1/2))`, and the wall scales the weights to the budget
-    /// (`ActionWall::fit`). Equal actions give the reference allocation itself (uniform
+    /// `exp(PROFILE_SPAN · (a - 1/2))`, and the wall scales the weights to the budget and
+    /// hands the budget rounding left to the units that can take it
+    /// (`ActionWall::fit_filled`). Equal actions give the reference allocation itself (uniform
     /// allocation without one), so only deviations from it are learned; the keep ratios of
     /// two units move apart by at most a factor `exp(PROFILE_SPAN)` before the bounds.
     pub fn step_profile(&mut self, actions: &[f64]) -> Vec<f64> {
@@ -217,7 +218,8 @@ impl PruneEnv {
             // The reference already meets the budget: scaling it back would only move units
             // by a rounding step.
             Some(reference) if equal => reference.clone(),
-            _ => self.wall.fit(&profile),
+            None if equal => self.wall.fit(&profile),
+            _ => self.wall.fit_filled(&profile),
         };
         self.raw = profile;
         self.keeps.clone()

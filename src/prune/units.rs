@@ -285,6 +285,20 @@ impl CostModel {
         }
     }
 
+    /// The smallest keep ratio that gives unit `unit` one rounding step more than `keep`
+    /// does (one more weight, channel, head, or N of an N:M pattern); None when it keeps
+    /// everything already.
+    pub fn next_keep(&self, unit: usize, keep: f64) -> Option<f64> {
+        let u = &self.units[unit];
+        let steps = match (self.granularity, &u.kind) {
+            (Granularity::NOfM { m, .. }, _) => m,
+            (_, UnitKind::Group(g)) => u.size / self.graph.prunable_groups()[*g].block.max(1),
+            _ => u.size,
+        };
+        let now = kept_count(keep, steps);
+        (now < steps).then(|| (now + 1) as f64 / steps as f64)
+    }
+
     /// The keep ratio each unit actually gets once rounded (for N:M, N/M). Feeding these back
     /// in gives the same counts.
     pub fn effective_keeps(&self, keeps: &[f64]) -> Vec<f64> {

@@ -204,4 +204,70 @@ impl ActionWall {
         }
         self.costs.effective_keeps(&policy(good))
     }
+
+    /// [`fit`](Self::fit), then the budget its rounding left: whole heads or coarse units
+    /// stop one scale short of the budget when their next step would break it, and finer
+    /// units could take the rest. Units that can still take one more rounding step within
+    /// the budget scale on together (keeping their proportions) while the others keep what
+    /// they have, until none can grow.
+    pub fn fit_filled(&self, base: &[f64]) -> Vec<f64> {
+        let n = base.len();
+        let hi = self.budget.bounds[1];
+        let mut policy = self.fit(base);
+        let mut frozen = vec![false; n];
+        for _ in 0..=n {
+            let grows = |policy: &[f64], u: usize| {
+                self.costs
+                    .next_keep(u, policy[u])
+                    .filter(|&next| next <= hi + 1e-12)
+                    .is_some_and(|next| {
+                        let mut trial = policy.to_vec();
+                        trial[u] = next;
+                        self.fits(&trial)
+                    })
+            };
+            for (u, frozen) in frozen.iter_mut().enumerate() {
+                *frozen = *frozen || !grows(&policy, u);
+            }
+            let Some(smallest) = (0..n)
+                .filter(|&u| !frozen[u])
+                .map(|u| policy[u])
+                .reduce(f64::min)
+            else {
+                break;
+            };
+            let scaled = |s: f64| -> Vec<f64> {
+                (0..n)
+                    .map(|u| {
+                        if frozen[u] {
+                            policy[u]
+                        } else {
+                            self.bound(policy[u] * s)
+                        }
+                    })
+                    .collect()
+            };
+            let (mut good, mut bad) = (1.0, hi / smallest.max(1e-12) + 1.0);
+            for _ in 0..BISECTION_STEPS {
+                let mid = 0.5 * (good + bad);
+                if self.fits(&scaled(mid)) {
+                    good = mid;
+                } else {
+                    bad = mid;
+                }
+            }
+            let next = self.costs.effective_keeps(&scaled(good));
+            if next == policy {
+                // No common scale adds a step: the first unit that can grow takes one.
+                let u = (0..n).find(|&u| !frozen[u]).unwrap_or(0);
+                if let Some(step) = self.costs.next_keep(u, policy[u]) {
+                    policy[u] = step;
+                    policy = self.costs.effective_keeps(&policy);
+                }
+            } else {
+                policy = next;
+            }
+        }
+        policy
+    }
 }

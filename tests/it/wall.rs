@@ -111,6 +111,18 @@ proptest! {
                 check(&costs, &wall, budget, &wall.apply(&raw))?;
                 let base: Vec<f64> = raw.iter().map(|r| if r.is_finite() { r.abs() + 0.01 } else { 0.5 }).collect();
                 check(&costs, &wall, budget, &wall.fit(&base))?;
+                // Filled: feasible, never below the plain fit, and no unit can take one more
+                // rounding step within its bound and the budget.
+                let filled = wall.fit_filled(&base);
+                check(&costs, &wall, budget, &filled)?;
+                for (u, (f, p)) in filled.iter().zip(wall.fit(&base)).enumerate() {
+                    prop_assert!(*f >= p - 1e-12, "unit {u}: filled {f} below fit {p}");
+                    if let Some(next) = costs.next_keep(u, *f).filter(|&k| k <= hi + 1e-12) {
+                        let mut more = filled.clone();
+                        more[u] = next;
+                        prop_assert!(wall.cost(&more) > keep + 1e-12, "unit {u} could still take {next}");
+                    }
+                }
                 // A profile step (the graph agent's) is feasible for any actions, and equal
                 // actions are uniform allocation.
                 let mut env = PruneEnv::new(wall.clone());
