@@ -5,7 +5,8 @@
 # FLOPs) zero-shot, beside uniform and LAMP on the same model. Test perplexity per byte.
 #   scripts/gpt_transfer.sh [SEED]
 # Runs go to runs/gpt-transfer-s<seed>; the checkpoints of the two smaller GPTs are pretrained
-# on first use. THREADS=N sets the threads; EPISODES=N the agent's training episodes.
+# on first use. THREADS=N sets the threads; EPISODES=N the agent's training episodes. An
+# interrupted training is resumed (train-agent --resume).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seed=${1:-0}
@@ -23,9 +24,14 @@ for env in envs/shakespeare-gpt-small.toml "$held_out"; do
     [ -s "$out" ] || "$bin" evaluate --env "$env" "${threads[@]}" --json > "$out"
 done
 if [ ! -s "$run/agent/result.json" ]; then
-    rm -rf "$run/agent"
-    "$bin" train-agent --config configs/gnn-train-gpt.toml --seed "$seed" "${episodes[@]}" \
-        --logdir "$run/agent" "${threads[@]}" --json > "$run/train.json.tmp"
+    if [ -s "$run/agent/episodes.jsonl" ]; then
+        # An interrupted training continues where it stopped (with its own threads).
+        "$bin" train-agent --resume "$run/agent" "${episodes[@]}" --json > "$run/train.json.tmp"
+    else
+        rm -rf "$run/agent"
+        "$bin" train-agent --config configs/gnn-train-gpt.toml --seed "$seed" "${episodes[@]}" \
+            --logdir "$run/agent" "${threads[@]}" --json > "$run/train.json.tmp"
+    fi
     mv "$run/train.json.tmp" "$run/agent/result.json"
 fi
 [ -s "$run/zero-shot.json" ] || "$bin" transfer --agent "$run/agent/agent.safetensors" \
