@@ -215,7 +215,9 @@ impl ActionWall {
         let hi = self.budget.bounds[1];
         let mut policy = self.fit(base);
         let mut frozen = vec![false; n];
-        for _ in 0..=n {
+        // Each scaling round leaves a unit that cannot grow, frozen in the next; the bound only
+        // guards against a policy that keeps trading single steps.
+        for _ in 0..4 * n + 4 {
             let grows = |policy: &[f64], u: usize| {
                 self.costs
                     .next_keep(u, policy[u])
