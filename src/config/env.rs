@@ -52,6 +52,9 @@ pub enum RewardKind {
     Perplexity,
     ErrLogFlops,
     ErrLogParams,
+    /// AMC's resource-constrained form with the latency table's prediction in microseconds:
+    /// `-error · ln(latency_us)` (channel pruning with a latency table).
+    ErrLogLatency,
 }
 
 /// `[reward]`.
@@ -261,6 +264,14 @@ impl EnvSpec {
                 ),
             ));
         }
+        if self.reward.kind == RewardKind::ErrLogLatency
+            && (p.granularity != Granularity::Channel || self.latency_settings().is_none())
+        {
+            return Err(self.invalid(
+                "reward.kind",
+                "err-log-latency reads the latency table's prediction: use granularity = \"channel\" with a [latency] table or a latency budget",
+            ));
+        }
         if let Some(l) = &self.latency {
             if l.grid < 2 {
                 return Err(self.invalid("latency.grid", "use at least 2 points per axis"));
@@ -464,7 +475,7 @@ impl EnvSpec {
                 if text {
                     "a language model is rewarded by its perplexity: use kind = \"perplexity\""
                 } else {
-                    "perplexity is for text data sets; use accuracy, err-log-flops or err-log-params"
+                    "perplexity is for text data sets; use accuracy, err-log-flops, err-log-params or err-log-latency"
                 },
             ));
         }

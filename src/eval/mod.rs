@@ -87,6 +87,10 @@ pub struct Latency {
     pub dense_latency_ms: f64,
     /// `dense_latency_ms / latency_ms`.
     pub speedup: f64,
+    /// The table's own prediction (ms), not rescaled by the dense model timed alongside:
+    /// what the `err-log-latency` reward reads, the same on every run with the same table.
+    #[serde(default)]
+    pub table_latency_ms: f64,
 }
 
 fn is_zero(value: &f64) -> bool {
@@ -96,14 +100,27 @@ fn is_zero(value: &f64) -> bool {
 /// The reward for an accuracy (or a language model's loss per token) at a cost. Larger is
 /// better: `perplexity` gives `exp(-loss) = 1 / perplexity`, the geometric mean of the
 /// probability the model gives each next token (1 for a perfect model, 1/256 for a uniform
-/// guess over bytes).
-pub fn reward(kind: RewardKind, accuracy: f64, loss: f64, params: usize, flops: usize) -> f64 {
+/// guess over bytes). `latency_ms` is the latency table's prediction for the pruned model
+/// (`err-log-latency` reads it, in microseconds, and is NaN without it: the env check
+/// refuses that reward without a table).
+pub fn reward(
+    kind: RewardKind,
+    accuracy: f64,
+    loss: f64,
+    params: usize,
+    flops: usize,
+    latency_ms: Option<f64>,
+) -> f64 {
     let error = 1.0 - accuracy;
     match kind {
         RewardKind::Accuracy => accuracy,
         RewardKind::Perplexity => (-loss).exp(),
         RewardKind::ErrLogFlops => -error * (flops.max(1) as f64).ln(),
         RewardKind::ErrLogParams => -error * (params.max(1) as f64).ln(),
+        RewardKind::ErrLogLatency => match latency_ms {
+            Some(ms) => -error * (1000.0 * ms).max(1.0).ln(),
+            None => f64::NAN,
+        },
     }
 }
 
@@ -337,6 +354,7 @@ impl Evaluator {
             predicted_latency_ms: kept * dense_ms,
             dense_latency_ms: dense_ms,
             speedup: dense_ms / latency_ms.max(1e-9),
+            table_latency_ms: counts.latency_ms.unwrap_or(f64::NAN),
         }))
     }
 
@@ -443,6 +461,7 @@ impl Evaluator {
                 evaluation.loss,
                 counts.params,
                 counts.flops,
+                counts.latency_ms,
             ));
         }
         let mean = rewards.iter().sum::<f64>() / windows as f64;
@@ -488,6 +507,7 @@ impl Evaluator {
                 evaluation.loss,
                 counts.params,
                 counts.flops,
+                counts.latency_ms,
             ),
             perplexity: self.is_language_model().then(|| evaluation.loss.exp()),
             layers,

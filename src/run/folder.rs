@@ -123,8 +123,17 @@ fn record_problem(
     subset: bool,
 ) -> Option<String> {
     let fraction = |x: f64| (0.0..=1.0).contains(&x);
-    let reward =
-        |accuracy, loss| crate::eval::reward(kind, accuracy, loss, record.params, record.flops);
+    let latency_ms = record.latency.map(|l| l.table_latency_ms);
+    let reward = |accuracy, loss| {
+        crate::eval::reward(
+            kind,
+            accuracy,
+            loss,
+            record.params,
+            record.flops,
+            latency_ms,
+        )
+    };
     let best = match best_candidate(record, subset) {
         Some(c) => best_before.max(c),
         None if best_before.is_finite() => best_before,

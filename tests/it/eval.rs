@@ -211,26 +211,38 @@ fn evaluate_batch_equals_one_by_one() {
 
 #[test]
 fn rewards_follow_their_formulas() {
-    assert_eq!(reward(RewardKind::Accuracy, 0.9, 0.3, 100, 1000), 0.9);
+    assert_eq!(reward(RewardKind::Accuracy, 0.9, 0.3, 100, 1000, None), 0.9);
     assert!(
-        (reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 1000) - (-0.1 * 1000f64.ln())).abs()
+        (reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 1000, None) - (-0.1 * 1000f64.ln())).abs()
             < 1e-12
     );
     assert!(
-        (reward(RewardKind::ErrLogParams, 0.75, 0.3, 100, 1000) - (-0.25 * 100f64.ln())).abs()
+        (reward(RewardKind::ErrLogParams, 0.75, 0.3, 100, 1000, None) - (-0.25 * 100f64.ln()))
+            .abs()
             < 1e-12
+    );
+    // The latency table's prediction, read in microseconds; without one there is no reward.
+    assert!(
+        (reward(RewardKind::ErrLogLatency, 0.8, 0.3, 100, 1000, Some(2.5)) - (-0.2 * 2500f64.ln()))
+            .abs()
+            < 1e-12
+    );
+    assert!(reward(RewardKind::ErrLogLatency, 0.8, 0.3, 100, 1000, None).is_nan());
+    assert!(
+        reward(RewardKind::ErrLogLatency, 0.8, 0.3, 100, 1000, Some(1.0))
+            > reward(RewardKind::ErrLogLatency, 0.8, 0.3, 100, 1000, Some(2.0))
     );
     // Fewer FLOPs at the same error is a better reward.
     assert!(
-        reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 500)
-            > reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 1000)
+        reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 500, None)
+            > reward(RewardKind::ErrLogFlops, 0.9, 0.3, 100, 1000, None)
     );
     // A language model's reward is 1 / perplexity: exp(-loss), whatever the accuracy.
     let ln4 = 4f64.ln();
-    assert!((reward(RewardKind::Perplexity, 0.1, ln4, 100, 1000) - 0.25).abs() < 1e-12);
+    assert!((reward(RewardKind::Perplexity, 0.1, ln4, 100, 1000, None) - 0.25).abs() < 1e-12);
     assert!(
-        reward(RewardKind::Perplexity, 0.1, 1.0, 100, 1000)
-            > reward(RewardKind::Perplexity, 0.9, 1.5, 100, 1000)
+        reward(RewardKind::Perplexity, 0.1, 1.0, 100, 1000, None)
+            > reward(RewardKind::Perplexity, 0.9, 1.5, 100, 1000, None)
     );
 }
 

@@ -207,6 +207,12 @@ fn a_search_under_a_latency_budget_meets_it_and_scores_carry_measured_latency() 
     let dir = tempfile::tempdir().unwrap();
     let table = dir.path().join("table.json");
     let env = latency_env(dir.path(), &table, "{ metric = \"latency\", keep = 0.7 }");
+    // AMC's resource-constrained reward on the table's latency.
+    std::fs::write(
+        &env,
+        edited(&env, &[("reward.kind", "\"err-log-latency\"")]),
+    )
+    .unwrap();
     let config = edited(
         &dir.path().join("config.toml"),
         &[("env", &literal(&env)), ("episodes", "6")],
@@ -240,6 +246,16 @@ fn a_search_under_a_latency_budget_meets_it_and_scores_carry_measured_latency() 
         );
         assert!(latency["latency_ms"].as_f64().unwrap() > 0.0);
         assert_eq!(r["scalars"]["latency/ms"], latency["latency_ms"]);
+        // The reward reads the table's prediction, which the budget holds below the dense
+        // model's.
+        let table_ms = r["table_latency_ms"].as_f64().unwrap();
+        let error = 1.0 - r["accuracy"].as_f64().unwrap();
+        let expected = -error * (1000.0 * table_ms).ln();
+        let reward = r["reward"].as_f64().unwrap();
+        assert!(
+            (reward - expected).abs() < 1e-9,
+            "{reward} against {expected}"
+        );
     }
     assert!(result["speedup"].as_f64().unwrap() > 0.0, "{result}");
 }

@@ -414,6 +414,10 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
         "wanda-env.toml",
         &env.replace("criterion = \"magnitude\"", "criterion = \"wanda\""),
     );
+    write(
+        "latency-reward.toml",
+        &env.replace("kind = \"accuracy\"", "kind = \"err-log-latency\""),
+    );
     let residual = env.replace("[prune]", "[prune]\nresidual_width = true");
     write("residual-unstructured.toml", &residual);
     write(
@@ -588,6 +592,11 @@ fn bad_input_gets_one_line_and_a_nonzero_exit() {
                 "prune.residual_width",
                 "granularity = \"channel\"",
             ],
+        },
+        Case {
+            name: "latency reward without a latency table",
+            args: evaluate("latency-reward.toml"),
+            expect: vec!["latency-reward.toml", "reward.kind", "[latency]"],
         },
         Case {
             name: "residual width of a model without one",
