@@ -4,11 +4,13 @@
 //!   libtorch thread per rank) with 1, 2 and 3 ranks;
 //! - with a synthetic evaluator of fixed cost (100 ms, sleeping), the parallel efficiency
 //!   from 1 to 32 workers (oversubscribed), the protocol's overhead per evaluation, and rank
-//!   0's CPU use while it waits;
+//!   0's CPU use while it waits, and what part of the overhead is fixed (one worker, 8
+//!   against 40 evaluations);
 //! - the round trip of one evaluation that costs nothing (the protocol alone).
 //!
 //! The bench launches itself under `mpirun` once per configuration; each job's rank 0 prints
-//! one JSON line, which this process gathers into tables.
+//! one JSON line, which this process gathers into tables. `-- --synthetic` leaves out the
+//! real evaluator's rows (minutes) and measures the protocol alone.
 
 use autoprune::config::EnvSpec;
 use autoprune::data::SplitName;
@@ -51,11 +53,14 @@ fn main() {
         }
     };
 
-    println!("real evaluator: fmnist-vgg, 500 validation samples, 1 libtorch thread per rank");
-    println!("| ranks | evaluating | policies per second | speedup |");
-    println!("|---|---|---|---|");
+    let synthetic_only = std::env::args().any(|a| a == "--synthetic");
+    if !synthetic_only {
+        println!("real evaluator: fmnist-vgg, 500 validation samples, 1 libtorch thread per rank");
+        println!("| ranks | evaluating | policies per second | speedup |");
+        println!("|---|---|---|---|");
+    }
     let mut one = 0.0;
-    for ranks in [1, 2, 3] {
+    for ranks in [1, 2, 3].into_iter().filter(|_| !synthetic_only) {
         let r = job(ranks, "real:24");
         let rate = r["policies"].as_f64().unwrap_or(0.0) / r["seconds"].as_f64().unwrap_or(1.0);
         if ranks == 1 {
@@ -88,6 +93,21 @@ fn main() {
             100.0 * r["cpu_share"].as_f64().unwrap_or(f64::NAN)
         );
     }
+
+    // The table's overhead holds a fixed part (the first job reaches an idle worker, and
+    // rank 0 learns how long jobs take, at the slower idle probing); the difference between
+    // a short and a long run of one worker is the part each evaluation adds.
+    let run = |count: usize| {
+        let r = job(2, &format!("synthetic:100:{count}"));
+        r["seconds"].as_f64().unwrap_or(f64::NAN) - count as f64 * 0.1
+    };
+    let (short, long) = (run(8), run(40));
+    println!();
+    println!(
+        "1 worker, 8 and 40 evaluations of 100 ms: {:.2} ms of overhead per evaluation past the first ones, {:.2} ms fixed",
+        (long - short) / 32.0 * 1000.0,
+        (short - 8.0 * (long - short) / 32.0) * 1000.0
+    );
 
     println!();
     let r = job(2, "synthetic:0:500");
