@@ -41,9 +41,9 @@ enum Answer {
 
 /// How long a waiting rank sleeps between probes: from `POLL_MIN`, doubling up to `POLL_MAX`
 /// while nothing comes (a message that follows another is seen within microseconds; an idle
-/// rank wakes 500 times a second and costs no core).
+/// rank wakes 1,000 times a second and costs no core).
 const POLL_MIN: Duration = Duration::from_micros(20);
-const POLL_MAX: Duration = Duration::from_millis(2);
+const POLL_MAX: Duration = Duration::from_millis(1);
 /// How often rank 0 probes around the time a job is due.
 const POLL_FINE: Duration = Duration::from_micros(100);
 /// How long a worker that has just answered probes without sleeping (yielding the core
