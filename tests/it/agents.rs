@@ -101,6 +101,52 @@ fn ddpg_learns_a_toy_policy() {
     assert_learned("ddpg", &rewards, 30);
 }
 
+/// With `warmup_sigma`, DDPG's warm-up explores around the best demonstration (a
+/// heuristic's policy), not uniformly: every warm-up policy stays near the better of two
+/// demonstrated policies, where AMC's uniform warm-up strays far from it.
+#[test]
+fn ddpg_warms_up_around_the_best_demonstration() {
+    tch::manual_seed(0);
+    let demonstrate = |agent: &mut Ddpg, env: &mut PruneEnv, policy: &[f64]| {
+        let (transitions, actions) = env.demonstration(policy);
+        agent.demonstrate(&autoprune::agents::Demonstration {
+            transitions,
+            actions,
+            reward: reward(policy),
+        });
+    };
+    let best = [0.35, 0.75, 0.5];
+    let farthest = |sigma: f64| {
+        let mut env = env();
+        let config = DdpgConfig {
+            warmup: 40,
+            warmup_sigma: sigma,
+            ..DdpgConfig::default()
+        };
+        let mut agent = Ddpg::new(config, STATE_DIM, 0).unwrap();
+        demonstrate(&mut agent, &mut env, &[0.9, 0.1, 0.9]);
+        demonstrate(&mut agent, &mut env, &best);
+        (0..40)
+            .map(|i| {
+                let policy = rollout(&mut agent, &mut env, i, true).policy;
+                policy
+                    .iter()
+                    .zip(best)
+                    .map(|(k, b)| (k - b).abs())
+                    .fold(0.0, f64::max)
+            })
+            .fold(0.0, f64::max)
+    };
+    // Noise of 0.02 on normalised actions: six deviations are 0.12 of the keep range.
+    let near = farthest(0.02);
+    assert!(
+        near < 0.15,
+        "a warm-up policy strayed {near:.3} from the best demonstration"
+    );
+    let uniform = farthest(0.0);
+    assert!(uniform > 0.3, "uniform warm-up stayed within {uniform:.3}");
+}
+
 #[test]
 fn ppo_learns_a_toy_policy() {
     tch::manual_seed(0);

@@ -20,6 +20,10 @@ pub struct DdpgConfig {
     pub batch_size: usize,
     /// Episodes of uniform random actions before learning starts.
     pub warmup: usize,
+    /// When above 0, warm-up episodes explore around the best demonstration (the best
+    /// heuristic's actions, with truncated-normal noise of this deviation) instead of
+    /// drawing uniform actions as AMC does; without demonstrations they draw uniformly.
+    pub warmup_sigma: f64,
     /// Initial deviation of the truncated-normal exploration noise.
     pub noise: f64,
     /// Per-episode decay of the noise deviation (after warm-up).
@@ -39,6 +43,7 @@ impl Default for DdpgConfig {
             buffer: 2000,
             batch_size: 64,
             warmup: 100,
+            warmup_sigma: 0.0,
             noise: 0.5,
             noise_decay: 0.99,
             baseline_alpha: 0.5,
@@ -68,6 +73,16 @@ impl DdpgConfig {
             .within("ddpg.discount", self.discount, 0.0, 1.0, false)
             .within("ddpg.noise_decay", self.noise_decay, 0.0, 1.0, false)
             .within("ddpg.baseline_alpha", self.baseline_alpha, 0.0, 1.0, false)
+            .rule(
+                "ddpg.warmup_sigma",
+                (0.0..=1.0).contains(&self.warmup_sigma),
+                || {
+                    format!(
+                        "{} must be in [0, 1] (0: uniform warm-up)",
+                        self.warmup_sigma
+                    )
+                },
+            )
             .rule(
                 "ddpg.noise",
                 self.noise >= 0.0 && self.noise.is_finite(),

@@ -1,5 +1,6 @@
 //! DDPG as in AMC: an actor maps a unit's state to a keep ratio, a critic scores
-//! (state, action); uniform random actions for the warm-up episodes, then the actor's action
+//! (state, action); uniform random actions for the warm-up episodes (or, with
+//! `warmup_sigma`, the best demonstration's actions with noise), then the actor's action
 //! with truncated-normal noise whose deviation decays per episode; every transition of an
 //! episode carries the episode's reward, and updates subtract a moving average of minibatch
 //! mean rewards (AMC's baseline); after each episode, one minibatch update per unit, with soft
@@ -37,6 +38,10 @@ pub struct Ddpg {
     episode: usize,
     /// Moving average of minibatch mean rewards (None before the first update).
     baseline: Option<f64>,
+    /// The best demonstration so far: its reward and its sequential actions.
+    best_demonstration: Option<(f64, Vec<f64>)>,
+    /// The unit the next action is for, within the current episode.
+    step: usize,
 }
 
 impl std::fmt::Debug for Ddpg {
@@ -83,6 +88,8 @@ impl Ddpg {
             rng: StdRng::seed_from_u64(seed),
             episode: 0,
             baseline: None,
+            best_demonstration: None,
+            step: 0,
         })
     }
 
@@ -160,6 +167,7 @@ impl Agent for Ddpg {
 
     fn begin_episode(&mut self, index: usize) {
         self.episode = index;
+        self.step = 0;
     }
 
     /// The random warm-up episodes are independent; after them DDPG learns after every
@@ -171,8 +179,18 @@ impl Agent for Ddpg {
 
 impl SequentialActor for Ddpg {
     fn act(&mut self, state: &[f32], explore: bool) -> f64 {
+        let step = self.step;
+        self.step += 1;
         if explore && self.episode < self.config.warmup {
-            return self.rng.random::<f64>();
+            let around = self
+                .best_demonstration
+                .as_ref()
+                .and_then(|(_, actions)| actions.get(step).copied())
+                .filter(|_| self.config.warmup_sigma > 0.0);
+            return match around {
+                Some(action) => truncated_normal(&mut self.rng, action, self.config.warmup_sigma),
+                None => self.rng.random::<f64>(),
+            };
         }
         let mean = self.actor_action(state);
         if explore {
@@ -213,5 +231,13 @@ impl Learner for Ddpg {
     /// starts from the heuristics' rewards too).
     fn demonstrate(&mut self, demonstration: &Demonstration) {
         self.store(&demonstration.transitions, demonstration.reward);
+        if self
+            .best_demonstration
+            .as_ref()
+            .is_none_or(|(best, _)| demonstration.reward > *best)
+        {
+            let actions = demonstration.transitions.iter().map(|t| t.action).collect();
+            self.best_demonstration = Some((demonstration.reward, actions));
+        }
     }
 }
