@@ -151,9 +151,8 @@ impl Cluster {
     }
 
     /// The next message from any rank, with its sender (probing with a short sleep); None
-    /// when none came within `wait`.
-    /// The first `spin` of the wait probes without sleeping (yielding the core between
-    /// probes), for a message that is about to come.
+    /// when none came within `wait`. The first `spin` of the wait probes without sleeping
+    /// (yielding the core between probes), for a message that is about to come.
     fn receive<T: for<'de> Deserialize<'de>>(
         &self,
         wait: Duration,
