@@ -18,7 +18,11 @@ episodes=()
 run=runs/gpt-transfer-s$seed
 held_out=envs/unseen/shakespeare-gpt-deep.toml
 mkdir -p "$run"
-field() { python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$1" "$2"; }
+# field FILE NAME: field NAME of the JSON object in FILE; of its "zero_shot" object (the agent's
+# own policy, where transfer reports one) when ZERO_SHOT is set.
+field() {
+    python3 -c 'import json, os, sys; r = json.load(open(sys.argv[1])); r = r.get("zero_shot", r) if os.environ.get("ZERO_SHOT") else r; print(r[sys.argv[2]])' "$1" "$2"
+}
 for env in envs/shakespeare-gpt-small.toml "$held_out"; do
     out=$run/dense-$(basename "$env" .toml).json
     [ -s "$out" ] || "$bin" evaluate --env "$env" "${threads[@]}" --json > "$out"
@@ -43,5 +47,5 @@ done
 echo "$held_out at half the FLOPs, test perplexity per byte (seed $seed):"
 echo "dense $(python3 -c 'import json, math, sys; print(round(math.exp(json.load(open(sys.argv[1]))["test_loss"]), 3))' "$run/dense-shakespeare-gpt-deep.json")"
 for piece in zero-shot uniform lamp; do
-    echo "$piece $(field "$run/$piece.json" test_perplexity) (flops kept $(field "$run/$piece.json" flops_kept))"
+    echo "$piece $(ZERO_SHOT=1 field "$run/$piece.json" test_perplexity) (flops kept $(ZERO_SHOT=1 field "$run/$piece.json" flops_kept))"
 done

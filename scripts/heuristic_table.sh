@@ -50,8 +50,14 @@ import json, sys
 env, keep, seed, method = sys.argv[1:]
 r = json.load(sys.stdin)
 val = r.get("accuracy")
-print(json.dumps({"env": env, "keep": float(keep), "seed": int(seed), "method": method,
-                  "val": val, "test": r["test_accuracy"], "best_from": r.get("best_from")}))
+row = {"env": env, "keep": float(keep), "seed": int(seed), "method": method,
+       "val": val, "test": r["test_accuracy"], "best_from": r.get("best_from")}
+if "zero_shot" in r:
+    # A transfer: the own zero-shot policy of its agent (the best heuristic is returned when
+    # that is better on validation).
+    row["agent_val"] = r["zero_shot"]["accuracy"]
+    row["agent_test"] = r["zero_shot"]["test_accuracy"]
+print(json.dumps(row))
 ' "$@" >> "$results"
 }
 
@@ -117,7 +123,9 @@ def cell(values):
     return f"{statistics.mean(values):.2f} ± {std:.2f}"
 print("| env @ keep | " + " | ".join(columns) + " | seeds |")
 print("|---|" + "---|" * (len(columns) + 1))
-wins = {c: [0, 0] for c in columns[1:]}
+# The zero-shot agents' own policies (before the better of them and the best heuristic is
+# taken) are counted too, not shown as columns.
+wins = {c: [0, 0] for c in columns[1:] + [c + " own" for c in ("gnn-0", "meta-0") if c in columns]}
 for (env, keep), seeds in sorted(runs.items()):
     values = defaultdict(list)
     for seed, methods in seeds.items():
@@ -128,8 +136,11 @@ for (env, keep), seeds in sorted(runs.items()):
         for c in columns[1:]:
             if c in methods:
                 values[c].append(100 * methods[c]["test"])
+        for c in ("gnn-0", "meta-0"):
+            if c in methods and "agent_test" in methods[c]:
+                values[c + " own"].append(100 * methods[c]["agent_test"])
     base = values["best heuristic"]
-    for c in columns[1:]:
+    for c in list(wins):
         if base and len(values[c]) == len(base):
             # The seeds' spread: the larger of the two columns' standard deviations.
             spread = max(statistics.stdev(base), statistics.stdev(values[c])) if len(base) > 1 else 0.0
@@ -139,5 +150,6 @@ for (env, keep), seeds in sorted(runs.items()):
 print()
 for c, (won, of) in wins.items():
     if of:
-        print(f"{c}: above the best heuristic by more than the seeds' spread in {won} of {of} cells")
+        name = c.replace(" own", " (the agent's own policy)")
+        print(f"{name}: above the best heuristic by more than the seeds' spread in {won} of {of} cells")
 PY

@@ -36,7 +36,9 @@ for seed in $seeds; do
     fi
     for env in $envs; do
         name=$(basename "$env" .toml)
-        acc=$(measure "$name.zero-shot.s$seed" "$bin" transfer --agent "$agent" --env "$env" \
+        # The agent's own zero-shot policy (transfer returns the best heuristic instead when
+        # that is better on validation).
+        acc=$(FIELD=zero_shot.test_accuracy measure "$name.zero-shot.s$seed" "$bin" transfer --agent "$agent" --env "$env" \
             --seed "$seed" "${threads[@]}" --out "runs/transfer-$name-s$seed.json" --json) \
             && echo "$name zero-shot $acc" >> "$results"
         if [ "$adapt" -gt 0 ]; then

@@ -5,13 +5,14 @@ use super::print::{print_score, report};
 use super::{DeviceArgs, JsonArg, SeedArg};
 use anyhow::{Context, Result};
 use autoprune::agents::Agent;
+use autoprune::config::default_heuristics;
 use autoprune::config::{gnn_settings, EnvSpec, SearchConfig};
 use autoprune::data::SplitName;
 use autoprune::env::rollout;
 use autoprune::eval::{pretrained, EvalConfig, Evaluator};
 use autoprune::policy::{files_fingerprint, fingerprint, PolicyFile};
 use autoprune::run::agent_file::load_graph_agent;
-use autoprune::run::heuristics::profile_env;
+use autoprune::run::heuristics::{best_heuristic, profile_env};
 use autoprune::run::pool::{Recipe, Remote, Scorer};
 use autoprune::run::{interrupt, new_run_dir, run_dir, RunFolder, RunRecord, Search};
 use autoprune::runlog::{Progress, TensorBoardSink};
@@ -56,6 +57,23 @@ pub struct TransferArgs {
 }
 
 pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
+    let mut fresh_folder = None;
+    let result = transfer(args, scorer, &mut fresh_folder);
+    if result.is_err() {
+        // A zero-shot transfer that failed leaves no empty run folder behind (it held only
+        // its lock).
+        if let Some(dir) = fresh_folder {
+            autoprune::run::remove_if_only_lock(&dir);
+        }
+    }
+    result
+}
+
+fn transfer(
+    args: TransferArgs,
+    scorer: Option<&mut dyn Scorer>,
+    fresh_folder: &mut Option<PathBuf>,
+) -> Result<()> {
     let env = &args.env;
     let env_text = std::fs::read_to_string(env)
         .with_context(|| format!("{}: cannot read the env file", env.display()))?;
@@ -70,7 +88,12 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     // The policy is written after all the work: make sure it can be, first. Zero-shot, the
     // run folder holds only the policy, so it is created (and held) now.
     let zero_shot_folder = match (&args.out, args.adapt_episodes) {
-        (None, 0) => Some(new_run_dir(&dir, "choose another folder")?),
+        (None, 0) => {
+            if !dir.exists() {
+                *fresh_folder = Some(dir.clone());
+            }
+            Some(new_run_dir(&dir, "choose another folder")?)
+        }
         _ => None,
     };
     let out = args.out.clone().unwrap_or_else(|| dir.join("policy.json"));
@@ -92,8 +115,26 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     )?;
     let greedy = rollout(&mut agent, &mut prune_env, 0, false).policy;
     let zero_shot = evaluator.evaluate(&greedy)?;
+    // The heuristics are scored as well (they are the reference of agents that act relative
+    // to one), and the better of the agent's policy and the best heuristic on validation is
+    // returned: a transfer never returns less than the heuristics it could have tried.
+    let reference = match reference {
+        Some(reference) => Some(reference),
+        None => {
+            let wall = evaluator.wall(&spec.path)?;
+            best_heuristic(&default_heuristics(), &mut evaluator, &wall, seed)?
+        }
+    };
     let model_print = fingerprint(evaluator.costs().graph());
     let mut best = PolicyFile::new(&spec, &model_print, &zero_shot, "gnn-transfer", 0, seed);
+    let mut best_from = "gnn-transfer".to_string();
+    if let Some((heuristic, score)) = reference
+        .as_ref()
+        .filter(|(_, s)| s.reward > zero_shot.reward)
+    {
+        best = PolicyFile::new(&spec, &model_print, score, heuristic.method.name(), 0, seed);
+        best_from = heuristic.method.name().to_string();
+    }
     let mut folder_dir = zero_shot_folder.as_ref().map(|_| dir.clone());
     let mut interrupted = None;
     if args.adapt_episodes > 0 {
@@ -146,6 +187,11 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
             if score.reward > best.metrics.reward {
                 best.layers = score.layers.clone();
                 best.metrics = score;
+                best_from = match outcome.best_from {
+                    Some(from) if from != config.agent.name() => from,
+                    _ => "gnn-transfer".into(),
+                };
+                best.agent = best_from.clone();
             }
             best.episodes = outcome.episodes;
         }
@@ -159,6 +205,8 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
     }
     let keeps: Vec<f64> = best.layers.iter().map(|l| l.keep).collect();
     let test = evaluator.evaluate_on(&keeps, SplitName::Test)?;
+    // The agent's own zero-shot policy on test, whichever policy is returned.
+    let zero_shot_test = evaluator.evaluate_on(&greedy, SplitName::Test)?;
     best.save(&out)?;
     if args.json.json {
         let extra = json!({
@@ -167,6 +215,8 @@ pub fn run(args: TransferArgs, scorer: Option<&mut dyn Scorer>) -> Result<()> {
             "adapt_episodes": args.adapt_episodes,
             "zero_shot_reward": zero_shot.reward,
             "zero_shot_accuracy": zero_shot.accuracy,
+            "best_from": best_from,
+            "zero_shot": report(&zero_shot, &zero_shot_test, json!({}))?,
             "reference": reference.as_ref().map(|(h, score)| json!({"method": h.method.name(), "reward": score.reward, "accuracy": score.accuracy})),
             "policy": out,
             "logdir": folder_dir,

@@ -434,6 +434,19 @@ pub fn new_run_dir(dir: &Path, instead: &str) -> Result<RunLock> {
     Ok(lock)
 }
 
+/// Removes `dir` when it holds nothing but the lock file (a run that failed before writing
+/// anything); leaves it alone otherwise.
+pub fn remove_if_only_lock(dir: &Path) {
+    let only_lock = std::fs::read_dir(dir).is_ok_and(|entries| {
+        entries
+            .filter_map(|e| e.ok())
+            .all(|e| e.file_name() == LOCK_FILE)
+    });
+    if only_lock {
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
 /// Writes a text file of the run folder atomically.
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
     crate::fsio::write_atomic(path, text.as_bytes())

@@ -31,7 +31,8 @@ pub mod tasks;
 pub mod train_agent;
 
 pub use folder::{
-    new_run_dir, read_records, run_dir, EpisodeRecord, RunFolder, RunLock, RunRecord, WholeSplit,
+    new_run_dir, read_records, remove_if_only_lock, run_dir, EpisodeRecord, RunFolder, RunLock,
+    RunRecord, WholeSplit,
 };
 pub use pruningnet::check_pruningnet_env;
 pub use search::{build_agent, test_score, Search, SearchOutcome};
