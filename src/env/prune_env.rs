@@ -85,6 +85,11 @@ impl PruneEnv {
         self.reference = reference.filter(|r| r.len() == self.len());
     }
 
+    /// The reference allocation profile steps are relative to (None: uniform allocation).
+    pub fn reference(&self) -> Option<&[f64]> {
+        self.reference.as_deref()
+    }
+
     pub fn wall(&self) -> &ActionWall {
         &self.wall
     }

@@ -53,6 +53,7 @@ pub fn meta_train(
         &config.gnn,
         config.seed,
         opening,
+        &progress,
     )?;
     let mut reptile = Reptile::new(agent);
     let mut rng = StdRng::seed_from_u64(config.seed ^ 0x5EED_4E7A);

@@ -45,6 +45,9 @@ pub const BEST_FILE: &str = "best.json";
 pub const WEIGHTS_FILE: &str = "weights.txt";
 /// What a resume must repeat that the config does not hold (`--threads`).
 pub const RUN_FILE: &str = "run.json";
+/// The reference allocation of each task of a multi-task run (the best heuristic's policy,
+/// for agents relative to it), kept so a resume need not score the heuristics again.
+pub const REFERENCES_FILE: &str = "references.json";
 /// The lock of the process that works in the folder (it holds that process's id).
 pub const LOCK_FILE: &str = "lock";
 /// The agent's network at the end of the run (agents that have one).

@@ -7,7 +7,7 @@ use super::folder::{
 };
 use super::heuristics::profile_env;
 use super::pool::{score_job, score_jobs, Job, JobResult, Recipe, Rescore, Scorer};
-use super::{CONFIG_FILE, EPISODES_FILE, RUN_FILE};
+use super::{CONFIG_FILE, EPISODES_FILE, REFERENCES_FILE, RUN_FILE};
 use crate::agents::gnn::{GnnConfig, GraphAgent, ProfileReference};
 use crate::agents::{Agent, Learner};
 use crate::config::{Distribution, EnvSpec};
@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::eval::{pretrained, EvalConfig, Evaluator, Score};
 use crate::runlog::{MetricsSink, Progress};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -142,7 +143,9 @@ pub fn resumable(dir: &Path) -> Result<(PathBuf, RunRecord, usize)> {
 
 /// Starts a multi-task run in `dir` (a new one: the config and run record are written; or
 /// the one it holds, to resume), builds one env per task and a graph agent for all of them,
-/// and opens the episode log.
+/// and opens the episode log. For agents relative to the best heuristic, each task's
+/// heuristics are scored once and its reference kept in the folder's `references.json`, which
+/// a resume reads instead of scoring them again.
 pub(crate) fn start_tasks(
     dir: &Path,
     config_toml: &str,
@@ -150,6 +153,7 @@ pub(crate) fn start_tasks(
     gnn: &GnnConfig,
     seed: u64,
     opening: &Opening,
+    progress: &Progress,
 ) -> Result<(Vec<PruneEnv>, GraphAgent, TaskLog)> {
     let lock = match opening {
         Opening::New(record) => {
@@ -169,10 +173,52 @@ pub(crate) fn start_tasks(
         }
     };
     let relative = gnn.reference == ProfileReference::BestHeuristic;
+    let references_path = dir.join(REFERENCES_FILE);
+    let mut references = match opening {
+        Opening::Resume(_) if relative => read_references(&references_path)?,
+        _ => BTreeMap::new(),
+    };
+    let to_score = tasks
+        .iter()
+        .filter(|t| relative && !references.contains_key(&t.name))
+        .count();
+    let bar = progress.bar(to_score as u64, "scoring the heuristics of each task");
     let mut envs = Vec::with_capacity(tasks.len());
     for task in tasks.iter_mut() {
-        let (env, _) = profile_env(&mut task.evaluator, &task.spec.path, relative, seed, false)?;
+        let env = match references.get(&task.name) {
+            Some(reference) => {
+                let mut env = PruneEnv::new(task.evaluator.wall(&task.spec.path)?);
+                if reference.len() != env.len() {
+                    return Err(Error::data(
+                        &references_path,
+                        format!(
+                            "task `{}` has {} reference keep ratios for {} units; the file is not this run's (remove it to score the heuristics again)",
+                            task.name,
+                            reference.len(),
+                            env.len()
+                        ),
+                    ));
+                }
+                env.set_reference(Some(reference.clone()));
+                env
+            }
+            None => {
+                let (env, _) =
+                    profile_env(&mut task.evaluator, &task.spec.path, relative, seed, false)?;
+                if let Some(reference) = env.reference() {
+                    references.insert(task.name.clone(), reference.to_vec());
+                }
+                bar.inc(u64::from(relative));
+                env
+            }
+        };
         envs.push(env);
+    }
+    bar.finish_and_clear();
+    if relative {
+        let text = serde_json::to_string_pretty(&references)
+            .map_err(|e| Error::data(&references_path, e.to_string()))?;
+        write_atomic(&references_path, &format!("{text}\n"))?;
     }
     let pairs: Vec<(&crate::prune::CostModel, f64)> = envs
         .iter()
@@ -184,6 +230,33 @@ pub(crate) fn start_tasks(
         Opening::Resume(_) => TaskLog::resume(&dir.join(EPISODES_FILE), tasks, lock)?,
     };
     Ok((envs, agent, log))
+}
+
+/// The references a multi-task run kept (none when it kept no file: a run from before they
+/// were kept scores its heuristics again).
+fn read_references(path: &Path) -> Result<BTreeMap<String, Vec<f64>>> {
+    if !path.is_file() {
+        return Ok(BTreeMap::new());
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let references: BTreeMap<String, Vec<f64>> = serde_json::from_str(&text).map_err(|e| {
+        Error::data(
+            path,
+            format!("{e}; remove the file to score the heuristics again"),
+        )
+    })?;
+    let feasible = |keeps: &Vec<f64>| {
+        keeps
+            .iter()
+            .all(|k| k.is_finite() && (0.0..=1.0).contains(k))
+    };
+    if let Some((task, _)) = references.iter().find(|(_, keeps)| !feasible(keeps)) {
+        return Err(Error::data(
+            path,
+            format!("task `{task}` has a reference keep ratio outside [0, 1]; remove the file to score the heuristics again"),
+        ));
+    }
+    Ok(references)
 }
 
 /// `episodes.jsonl` of a multi-task run, and the best reward reached on each task. The run

@@ -44,6 +44,7 @@ pub fn train_graph_agent(
         &config.gnn,
         config.seed,
         opening,
+        &progress,
     )?;
     let bar = progress.bar(
         config.episodes as u64,

@@ -275,6 +275,7 @@ fn resumes_to_the_uninterrupted_run(
     config: &std::path::Path,
     dir: &std::path::Path,
     lines: usize,
+    keep_references: bool,
 ) {
     use crate::common::{copy_folder, one_error_line, run, success_json};
     let label = config.file_stem().unwrap().to_str().unwrap();
@@ -293,6 +294,16 @@ fn resumes_to_the_uninterrupted_run(
     let cut = dir.join(format!("{label}-cut"));
     copy_folder(&full, &cut);
     std::fs::remove_file(cut.join("agent.safetensors")).unwrap();
+    // The run kept every task's reference (the best heuristic's policy); a resume reads it
+    // instead of scoring the heuristics again, or scores them again when it is missing (a
+    // folder from before references were kept).
+    let references: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(full.join("references.json")).unwrap())
+            .unwrap();
+    assert_eq!(references.len(), 2, "{references:?}");
+    if !keep_references {
+        std::fs::remove_file(cut.join("references.json")).unwrap();
+    }
     let log = std::fs::read_to_string(full.join("episodes.jsonl")).unwrap();
     let all: Vec<&str> = log.lines().collect();
     assert!(all.len() > lines);
@@ -333,6 +344,33 @@ fn resumes_to_the_uninterrupted_run(
         line.contains("episodes.jsonl") && line.contains("line 1"),
         "{line}"
     );
+    // The kept references are what the resume uses: other ones make the replay propose
+    // other policies, refused; a damaged file is refused in one line naming it.
+    let moved = dir.join(format!("{label}-moved"));
+    copy_folder(&full, &moved);
+    let shifted: serde_json::Map<String, serde_json::Value> = references
+        .iter()
+        .map(|(task, keeps)| {
+            let keeps: Vec<f64> = keeps
+                .as_array()
+                .unwrap()
+                .iter()
+                .enumerate()
+                .map(|(u, k)| k.as_f64().unwrap() * if u % 2 == 0 { 0.5 } else { 1.0 })
+                .collect();
+            (task.clone(), serde_json::json!(keeps))
+        })
+        .collect();
+    std::fs::write(
+        moved.join("references.json"),
+        serde_json::to_string(&shifted).unwrap(),
+    )
+    .unwrap();
+    let line = one_error_line(&run(&[command, "--resume", moved.to_str().unwrap()]));
+    assert!(line.contains("another task or policy"), "{line}");
+    std::fs::write(moved.join("references.json"), "{\"t\": [").unwrap();
+    let line = one_error_line(&run(&[command, "--resume", moved.to_str().unwrap()]));
+    assert!(line.contains("references.json"), "{line}");
 }
 
 #[test]
@@ -347,12 +385,12 @@ fn train_agent_and_meta_train_resume_to_the_uninterrupted_run() {
     let train = dir.path().join("train.toml");
     std::fs::write(&train, format!("name = \"t\"\nepisodes = 12\n{tasks}")).unwrap();
     // Cut inside the second batch of four.
-    resumes_to_the_uninterrupted_run("train-agent", &train, dir.path(), 6);
+    resumes_to_the_uninterrupted_run("train-agent", &train, dir.path(), 6, false);
     // A finished run goes on to more episodes as a longer run would have; fewer than it
     // logged are refused before anything changes.
     let longer = dir.path().join("train-16.toml");
     std::fs::write(&longer, format!("name = \"t\"\nepisodes = 16\n{tasks}")).unwrap();
-    resumes_to_the_uninterrupted_run("train-agent", &longer, dir.path(), 15);
+    resumes_to_the_uninterrupted_run("train-agent", &longer, dir.path(), 15, true);
     let extended = dir.path().join("train-agent-extended");
     crate::common::copy_folder(&dir.path().join("train-16-full"), &extended);
     let resume = |episodes: &str| {
@@ -397,5 +435,5 @@ fn train_agent_and_meta_train_resume_to_the_uninterrupted_run() {
     )
     .unwrap();
     // Cut inside the second iteration.
-    resumes_to_the_uninterrupted_run("meta-train", &meta, dir.path(), 5);
+    resumes_to_the_uninterrupted_run("meta-train", &meta, dir.path(), 5, true);
 }
