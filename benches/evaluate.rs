@@ -1,5 +1,6 @@
 //! Time to evaluate one policy (masks applied, forward over the evaluation split, score)
-//! against a plain dense forward pass over the same split, side by side in one run; and
+//! against a plain dense forward pass over the same split, side by side in one run; for
+//! channel pruning, the policy scored on its slimmed model against the masked one; and
 //! policies per second with `evaluate_batch`.
 //!
 //! `cargo bench --bench evaluate [-- --env envs/fmnist-vgg.toml --rounds N --device cpu]`
@@ -30,8 +31,13 @@ fn main() {
         recalibration_batches: spec.reward.recalibration_batches,
         ..plain_config.clone()
     };
+    let masked_config = EvalConfig {
+        slim_scoring: false,
+        ..recal_config.clone()
+    };
     let mut plain = Evaluator::new(&net, &data, plain_config.clone()).expect("evaluator");
     let mut recal = Evaluator::new(&net, &data, recal_config).expect("evaluator");
+    let mut masked = Evaluator::new(&net, &data, masked_config).expect("evaluator");
     let keeps = {
         let wall = plain.wall(&env).expect("wall");
         plain.allocate(Method::Lamp, &wall, 0).expect("lamp")
@@ -41,7 +47,9 @@ fn main() {
         .expect("dense");
     plain.evaluate(&keeps).expect("policy");
     recal.evaluate(&keeps).expect("policy");
+    masked.evaluate(&keeps).expect("policy");
     let (mut dense_t, mut policy_t, mut recal_t) = (Vec::new(), Vec::new(), Vec::new());
+    let mut masked_t = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
         net.evaluate(split, plain_config.eval_batch_size)
@@ -53,6 +61,9 @@ fn main() {
         let t = Instant::now();
         recal.evaluate(&keeps).expect("policy");
         recal_t.push(t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        masked.evaluate(&keeps).expect("policy");
+        masked_t.push(t.elapsed().as_secs_f64());
     }
     let policies: Vec<Vec<f64>> = (0..8)
         .map(|seed| {
@@ -91,6 +102,17 @@ fn main() {
         spec.reward.recalibration_batches,
         with_recal / dense
     );
+    if recal.scored_slimmed() {
+        let masked = median(masked_t);
+        println!(
+            "| the same, scored on the masked model instead of the slimmed one | {masked:.3} | {:.3} |",
+            masked / dense
+        );
+        println!(
+            "scoring on the slimmed model: {:.2}x the masked model's evaluations per second",
+            masked / with_recal
+        );
+    }
     println!(
         "evaluate_batch: {batch_rate:.2} policies/s ({} policies)",
         policies.len()

@@ -115,6 +115,7 @@ fn episode_seconds(net: &GraphNet, side: i64) -> Result<f64, Box<dyn std::error:
         calibration_from_dense: false,
         name: "torchvision".into(),
         weights: "torchvision.safetensors".into(),
+        slim_scoring: true,
     };
     let mut evaluator = Evaluator::new(net, &data, config)?;
     let wall = evaluator.wall(Path::new("torchvision"))?;

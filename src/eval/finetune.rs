@@ -98,17 +98,27 @@ impl Evaluator {
     /// keeps the pretrained statistics, so keep = 1 is exactly the dense model. Generated
     /// weights never had statistics of their own.
     pub(super) fn recalibrate(&mut self, keeps: &[f64], rng: &mut StdRng) {
-        let prunes = self.source.is_some()
-            || (0..keeps.len())
-                .any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size);
-        if prunes && self.config.recalibration_batches > 0 {
-            self.net.recalibrate_batch_norm(
+        self.recalibrate_model(&self.net, keeps, rng);
+    }
+
+    /// [`Self::recalibrate`] on `net`: the working copy, or the same policy's slimmed model.
+    pub(super) fn recalibrate_model(&self, net: &GraphNet, keeps: &[f64], rng: &mut StdRng) {
+        if self.prunes(keeps) && self.config.recalibration_batches > 0 {
+            net.recalibrate_batch_norm(
                 &self.train,
                 self.config.recalibration_batches,
                 self.config.batch_size,
                 rng,
             );
         }
+    }
+
+    /// Whether the evaluation of `keeps` changes the pretrained model: a unit loses
+    /// something, or the weights are generated.
+    pub(super) fn prunes(&self, keeps: &[f64]) -> bool {
+        self.source.is_some()
+            || (0..keeps.len())
+                .any(|u| self.costs.unit_kept(u, keeps[u]) < self.costs.units()[u].size)
     }
 
     /// Puts a checkpoint back: `weights` (by name) into the working copy, `masks` as the

@@ -71,6 +71,10 @@ pub struct EvalConfig {
     /// The env's name and the file of its weights (the latency table is cached beside it).
     pub name: String,
     pub weights: std::path::PathBuf,
+    /// Score channel-pruned policies on the physically slimmed model (recalibrated and run
+    /// at its own size), which computes what the masked model computes in fewer operations.
+    /// Policies that are fine-tuned before scoring are always scored masked.
+    pub slim_scoring: bool,
 }
 
 impl EvalConfig {
@@ -105,6 +109,7 @@ impl EvalConfig {
                 == crate::config::CalibrationFrom::Dense,
             name: spec.name.clone(),
             weights: spec.weights_path(),
+            slim_scoring: true,
         })
     }
 }
@@ -137,6 +142,9 @@ pub struct Evaluator {
     applied: Vec<(String, Tensor)>,
     /// The masker of the last stage of iterative pruning, until the next `apply`.
     repruned: Option<Masker>,
+    /// The last scored policy's slimmed, recalibrated model, when it was scored slimmed
+    /// (see [`EvalConfig::slim_scoring`]); what `rescore_on` scores then.
+    slimmed: Option<GraphNet>,
 }
 
 /// What timing a pruned model needs: the input batch, the runs, and the dense model, timed
@@ -226,6 +234,7 @@ impl Evaluator {
             alphas: OnceLock::new(),
             applied: Vec::new(),
             repruned: None,
+            slimmed: None,
         })
     }
 
@@ -362,12 +371,13 @@ impl Evaluator {
         if !self.scores_a_subset() || windows < 2 {
             return Ok(None);
         }
-        self.apply(keeps)?;
+        self.prepare(keeps, true)?;
         let counts = self.costs.counts(keeps);
         let mut rewards = Vec::with_capacity(windows);
+        let net = self.slimmed.as_ref().unwrap_or(&self.net);
         for w in 0..windows {
             let window = self.config_split().window(w * size, size);
-            let evaluation = self.net.evaluate(&window, self.config.eval_batch_size)?;
+            let evaluation = net.evaluate(&window, self.config.eval_batch_size)?;
             rewards.push(reward(
                 self.config.reward,
                 evaluation.accuracy,
@@ -386,8 +396,9 @@ impl Evaluator {
     fn score(&mut self, keeps: &[f64], split: Option<SplitName>, apply: bool) -> Result<Score> {
         let started = Instant::now();
         if apply {
-            self.apply(keeps)?;
+            self.prepare(keeps, true)?;
         }
+        let net = self.slimmed.as_ref().unwrap_or(&self.net);
         let data = match split {
             None => &self.eval,
             Some(SplitName::Train) => &self.train,
@@ -395,7 +406,7 @@ impl Evaluator {
             Some(SplitName::Test) => &self.test,
         };
         let split = split.unwrap_or(self.config.eval_split);
-        let evaluation = self.net.evaluate(data, self.config.eval_batch_size)?;
+        let evaluation = net.evaluate(data, self.config.eval_batch_size)?;
         let counts = self.costs.counts(keeps);
         let layers = self
             .costs
@@ -433,6 +444,29 @@ impl Evaluator {
     /// Puts the pruned model for `keeps` into the working copy: pretrained values, masks,
     /// BatchNorm recalibration and fine-tuning as configured. Returns it (for export).
     pub fn apply(&mut self, keeps: &[f64]) -> Result<&GraphNet> {
+        self.prepare(keeps, false)?;
+        Ok(&self.net)
+    }
+
+    /// Whether the last policy scored was scored on its slimmed model.
+    pub fn scored_slimmed(&self) -> bool {
+        self.slimmed.is_some()
+    }
+
+    /// Whether a policy is scored on the slimmed model (see [`EvalConfig::slim_scoring`]):
+    /// channel pruning, and nothing trains or re-prunes the masked weights before scoring.
+    fn scores_slimmed(&self) -> bool {
+        self.config.slim_scoring
+            && self.config.granularity == Granularity::Channel
+            && self.config.finetune_steps == 0
+            && !self.config.criterion.is_post_training()
+    }
+
+    /// [`Self::apply`]; with `for_scoring`, a policy scored slimmed is recalibrated on its
+    /// slimmed model instead of the working copy (which then holds the masked weights with
+    /// the pretrained statistics).
+    fn prepare(&mut self, keeps: &[f64], for_scoring: bool) -> Result<()> {
+        self.slimmed = None;
         let units = self.costs.units().len();
         if keeps.len() != units {
             return Err(Error::graph(
@@ -486,11 +520,17 @@ impl Evaluator {
         }
         self.applied = named;
         let mut rng = StdRng::seed_from_u64(self.config.seed);
+        if for_scoring && self.scores_slimmed() && self.prunes(keeps) {
+            let slimmed = slim(&self.net, self.masker(), keeps)?;
+            self.recalibrate_model(&slimmed, keeps, &mut rng);
+            self.slimmed = Some(slimmed);
+            return Ok(());
+        }
         self.recalibrate(keeps, &mut rng);
         if self.config.finetune_steps > 0 {
             self.finetune(&masks, &mut rng)?;
         }
-        Ok(&self.net)
+        Ok(())
     }
 
     /// The working copy's tensors for named masks (masks of tensors it lacks are left out).

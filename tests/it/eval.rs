@@ -62,6 +62,7 @@ fn config(granularity: Granularity, criterion: Criterion, metric: Metric, keep: 
         calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
+        slim_scoring: true,
     }
 }
 
@@ -318,7 +319,39 @@ fn slimmed_model_computes_what_the_masked_model_computes() {
         );
         assert!(keeps.iter().any(|&k| k < 1.0));
         let score = evaluator.evaluate(&keeps).unwrap();
+        // Scoring runs on the slimmed model and gives the masked model's score, on the
+        // evaluation split and on test.
+        assert!(evaluator.scored_slimmed());
+        let test = evaluator.rescore_on(&keeps, SplitName::Test).unwrap();
+        let mut masked_scoring = Evaluator::new(
+            &net,
+            &data,
+            EvalConfig {
+                slim_scoring: false,
+                ..config(Granularity::Channel, Criterion::L1, Metric::Flops, 0.5)
+            },
+        )
+        .unwrap();
+        let reference = masked_scoring.evaluate(&keeps).unwrap();
+        assert!(!masked_scoring.scored_slimmed());
+        let reference_test = masked_scoring.rescore_on(&keeps, SplitName::Test).unwrap();
+        for (slim_score, masked_score, samples) in [
+            (&score, &reference, data.val.len()),
+            (&test, &reference_test, data.test.len()),
+        ] {
+            assert!(
+                (slim_score.loss - masked_score.loss).abs() <= 1e-4,
+                "{} against {}",
+                slim_score.loss,
+                masked_score.loss
+            );
+            assert!(
+                (slim_score.accuracy - masked_score.accuracy).abs() <= 1.0 / samples as f64 + 1e-12
+            );
+        }
+        assert!(score.accuracy != 0.0 && test.split == SplitName::Test);
         let masked = evaluator.apply(&keeps).unwrap().duplicate();
+        assert!(!evaluator.scored_slimmed(), "apply leaves the masked model");
         let slimmed = slim(&masked, evaluator.masker(), &keeps).unwrap();
         assert_eq!(
             slimmed.graph().total_params(),

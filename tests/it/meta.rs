@@ -55,6 +55,7 @@ fn eval_config(keep: f64) -> EvalConfig {
         calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
+        slim_scoring: true,
     }
 }
 

@@ -197,6 +197,7 @@ fn eval_config(granularity: Granularity) -> EvalConfig {
         calibration_from_dense: false,
         name: "test".into(),
         weights: "test.safetensors".into(),
+        slim_scoring: true,
     }
 }
 

@@ -8,7 +8,7 @@ use autoprune::graph::{ModelGraph, Op};
 use autoprune::model::zoo::{gpt, vit, GptShape, VitShape};
 use autoprune::model::GraphNet;
 use autoprune::prune::{CostModel, Criterion, Granularity, Importance, Masker};
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 const SMALL: GptShape = GptShape {
     vocab: 256,
@@ -38,21 +38,32 @@ fn names(
 }
 
 /// Every parameter moved off its initial value (LayerNorm gains off one, biases off zero).
+// Random values come from a local generator, not libtorch's global one, which tests running
+// in parallel threads share: the values must not depend on what other tests draw.
 fn randomise(net: &GraphNet, seed: i64) {
+    use rand::{Rng, SeedableRng};
     let _guard = tch::no_grad_guard();
-    tch::manual_seed(seed);
-    for (name, var) in net.var_store().variables() {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed as u64);
+    let mut variables: Vec<(String, Tensor)> = net.var_store().variables().into_iter().collect();
+    variables.sort_by(|a, b| a.0.cmp(&b.0));
+    for (name, var) in variables {
         if name.ends_with(".channels") {
             continue;
         }
-        let noise = Tensor::randn(var.size(), (Kind::Float, Device::Cpu)) * 0.3;
+        // Uniform with the standard deviation 0.3.
+        let noise: Vec<f32> = (0..var.numel())
+            .map(|_| rng.random_range(-0.52f32..0.52))
+            .collect();
+        let noise = Tensor::from_slice(&noise).view(var.size().as_slice());
         var.shallow_clone().copy_(&(&var + noise));
     }
 }
 
 fn tokens(n: i64, t: i64, seed: i64) -> Tensor {
-    tch::manual_seed(seed);
-    Tensor::randint(256, [n, t], (Kind::Int64, Device::Cpu))
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed as u64);
+    let ids: Vec<i64> = (0..n * t).map(|_| rng.random_range(0..256)).collect();
+    Tensor::from_slice(&ids).view([n, t])
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
@@ -240,8 +251,14 @@ fn masked_layer_norms_compute_what_the_slimmed_transformer_computes() {
         Device::Cpu,
     );
     randomise(&net, 12);
-    tch::manual_seed(6);
-    let images = Tensor::randn([4, 1, 28, 28], (Kind::Float, Device::Cpu));
+    let images = {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(6);
+        let pixels: Vec<f32> = (0..4 * 28 * 28)
+            .map(|_| rng.random_range(-1.7f32..1.7))
+            .collect();
+        Tensor::from_slice(&pixels).view([4, 1, 28, 28])
+    };
     let train = autoprune::data::Split {
         images: images.shallow_clone(),
         labels: Tensor::from_slice(&[1i64, 2, 3, 4]),
