@@ -8,7 +8,8 @@
 # ones under envs/unseen/, two budgets each); EPISODES (default 400) sets the searches'
 # episodes, ADAPT (default 40) the adaptation episodes; GNN and META the agent checkpoints;
 # METHODS (default "heuristic ddpg evolution gnn meta"; also ddpg-heuristic, DDPG whose
-# warm-up explores around the best heuristic) what to run; THREADS passes --threads;
+# warm-up explores around the best heuristic, and evopress, (1 + λ) evolution from the best
+# heuristic) what to run; THREADS passes --threads;
 # LAUNCH prefixes the searches and transfers (e.g. LAUNCH="mpirun -np 8" with the MPI build).
 # Every measurement is one line of runs/heuristic-table/results.jsonl, kept across calls, so
 # an interrupted table continues where it stopped; GATHER=1 only prints the table.
@@ -79,11 +80,12 @@ for cell in "${cells[@]}"; do
                     "$bin" baseline --env "$budget_env" --method "$h" --seed "$seed" "${threads[@]}" --json \
                         | record "$name" "$keep" "$seed" "$h"
                 done ;;
-            ddpg|ddpg-heuristic|evolution)
+            ddpg|ddpg-heuristic|evolution|evopress)
                 measured "$name" "$keep" "$seed" "$method" && continue
                 config=configs/amc-ddpg.toml
                 [ "$method" = ddpg-heuristic ] && config=configs/ddpg-heuristic.toml
                 [ "$method" = evolution ] && config=configs/evolution.toml
+                [ "$method" = evopress ] && config=configs/evopress.toml
                 run=$out/runs/$name@$keep-$method-s$seed
                 rm -rf "$run"
                 "${launch[@]}" "$bin" search --config "$config" --env "$budget_env" --seed "$seed" --episodes "$episodes" \
@@ -112,7 +114,7 @@ runs = defaultdict(lambda: defaultdict(dict))   # (env, keep) -> seed -> method 
 for line in open(path):
     r = json.loads(line)
     runs[(r["env"], r["keep"])][r["seed"]][r["method"]] = r
-columns = ["best heuristic", "ddpg", "ddpg-heuristic", "evolution", "gnn-0", f"gnn-{adapt}", "meta-0", f"meta-{adapt}"]
+columns = ["best heuristic", "ddpg", "ddpg-heuristic", "evolution", "evopress", "gnn-0", f"gnn-{adapt}", "meta-0", f"meta-{adapt}"]
 # A column no cell measured is left out (ddpg-heuristic runs only when METHODS names it).
 measured = {m for seeds in runs.values() for methods in seeds.values() for m in methods}
 columns = [c for c in columns if c == "best heuristic" or c in measured]
