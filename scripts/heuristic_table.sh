@@ -7,9 +7,9 @@
 # CELLS lists "ENV KEEP" pairs separated by commas (default: the shipped envs and the unseen
 # ones under envs/unseen/, two budgets each); EPISODES (default 400) sets the searches'
 # episodes, ADAPT (default 40) the adaptation episodes; GNN and META the agent checkpoints;
-# METHODS (default "heuristic ddpg evolution gnn meta"; also ddpg-heuristic, DDPG whose
-# warm-up explores around the best heuristic, and evopress, (1 + λ) evolution from the best
-# heuristic) what to run; THREADS passes --threads;
+# METHODS (default "heuristic ddpg evopress gnn meta": evopress is (1 + λ) evolution from
+# the best heuristic; also evolution, MetaPruning's population search, and ddpg-heuristic,
+# DDPG whose warm-up explores around the best heuristic) what to run; THREADS passes --threads;
 # LAUNCH prefixes the searches and transfers (e.g. LAUNCH="mpirun -np 8" with the MPI build).
 # Every measurement is one line of runs/heuristic-table/results.jsonl, kept across calls, so
 # an interrupted table continues where it stopped; GATHER=1 only prints the table.
@@ -21,7 +21,7 @@ episodes=${EPISODES:-400}
 adapt=${ADAPT:-40}
 gnn=${GNN:-policies/gnn-fmnist.safetensors}
 meta=${META:-policies/meta-fmnist.safetensors}
-methods=${METHODS:-"heuristic ddpg evolution gnn meta"}
+methods=${METHODS:-"heuristic ddpg evopress gnn meta"}
 read -ra launch <<< "${LAUNCH:-}"
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
