@@ -259,7 +259,9 @@ impl Evaluator {
             return Ok(None);
         };
         let slimmed;
-        let pruned = if self.config.granularity == Granularity::Channel {
+        let pruned = if let Some(scored) = &self.slimmed {
+            scored
+        } else if self.config.granularity == Granularity::Channel {
             slimmed = slim(&self.net, self.masker(), keeps)?;
             &slimmed
         } else {
