@@ -11,8 +11,10 @@
 # the best heuristic; also evolution, MetaPruning's population search, and ddpg-heuristic,
 # DDPG whose warm-up explores around the best heuristic) what to run; THREADS passes --threads;
 # LAUNCH prefixes the searches and transfers (e.g. LAUNCH="mpirun -np 8" with the MPI build).
-# Every measurement is one line of runs/heuristic-table/results.jsonl, kept across calls, so
-# an interrupted table continues where it stopped; GATHER=1 only prints the table.
+# Every measurement is one line of runs/heuristic-table/results.jsonl (OUT names another
+# folder than runs/heuristic-table), kept across calls, so
+# an interrupted table continues where it stopped (an interrupted search with search
+# --resume); GATHER=1 only prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
@@ -26,7 +28,7 @@ read -ra launch <<< "${LAUNCH:-}"
 threads=()
 [ -n "${THREADS:-}" ] && threads=(--threads "$THREADS")
 default_cells="envs/fmnist-vgg.toml 0.05,envs/fmnist-vgg.toml 0.1,envs/fmnist-resnet20.toml 0.5,envs/fmnist-resnet20.toml 0.3,envs/mnist-lenet5.toml 0.1,envs/mnist-lenet5.toml 0.05,envs/unseen/fmnist-vgg-wide.toml 0.05,envs/unseen/fmnist-vgg-wide.toml 0.1,envs/unseen/mnist-resnet14.toml 0.5,envs/unseen/mnist-resnet14.toml 0.3,envs/unseen/mnist-mobilenetv2.toml 0.1,envs/unseen/mnist-mobilenetv2.toml 0.2"
-out=runs/heuristic-table
+out=${OUT:-runs/heuristic-table}
 mkdir -p "$out/envs"
 results=$out/results.jsonl
 touch "$results"
@@ -87,9 +89,14 @@ for cell in "${cells[@]}"; do
                 [ "$method" = evolution ] && config=configs/evolution.toml
                 [ "$method" = evopress ] && config=configs/evopress.toml
                 run=$out/runs/$name@$keep-$method-s$seed
-                rm -rf "$run"
-                "${launch[@]}" "$bin" search --config "$config" --env "$budget_env" --seed "$seed" --episodes "$episodes" \
-                    --logdir "$run" "${threads[@]}" --json | record "$name" "$keep" "$seed" "$method" ;;
+                # A search an earlier call left unfinished continues where it stopped.
+                start=(--config "$config" --env "$budget_env" --seed "$seed" --episodes "$episodes" --logdir "$run")
+                if [ -s "$run/episodes.jsonl" ]; then
+                    start=(--resume "$run")
+                else
+                    rm -rf "$run"
+                fi
+                "${launch[@]}" "$bin" search "${start[@]}" "${threads[@]}" --json | record "$name" "$keep" "$seed" "$method" ;;
             gnn|meta)
                 agent=$gnn
                 [ "$method" = meta ] && agent=$meta
