@@ -191,7 +191,15 @@ fn masked_layer_norms_compute_what_the_slimmed_transformer_computes() {
     let ids = tokens(3, 16, 1);
     let dense = tch::no_grad(|| plain.forward_t(&ids, false));
     let regrouped = tch::no_grad(|| net.forward_t(&ids, false));
-    assert!(max_diff(&dense, &regrouped) < 1e-5);
+    // Within float rounding, relative to the logits' size: the two graphs sum in another
+    // order, and the initial weights come from libtorch's global generator (which tests in
+    // parallel threads share), so the logits' scale varies from run to run.
+    let scale = f64::try_from(dense.abs().max()).unwrap().max(1.0);
+    let diff = max_diff(&dense, &regrouped);
+    assert!(
+        diff < 1e-5 * scale,
+        "dense and regrouped GPT differ by {diff} at logits up to {scale}"
+    );
     let train = autoprune::data::Split {
         images: tokens(8, 16, 2),
         labels: tokens(8, 16, 3),
