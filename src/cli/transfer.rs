@@ -233,6 +233,12 @@ fn transfer(
             &best.metrics,
             &test,
         );
+        if best_from != "gnn-transfer" {
+            println!(
+                "the policy is {best_from}'s: the agent's own scored lower on validation (reward {:.4} against {:.4})",
+                zero_shot.reward, best.metrics.reward
+            );
+        }
         println!("policy written to {}", out.display());
     }
     match interrupted {
