@@ -115,6 +115,7 @@ pub fn key_for(graph: &ModelGraph, device: Device, batch: usize) -> LatencyKey {
         threads: tch::get_num_threads().max(1) as usize,
         batch,
         fingerprint: fingerprint(graph),
+        layout: crate::prune::LAYOUT.into(),
     }
 }
 

@@ -12,5 +12,5 @@ mod train;
 mod transformer;
 pub mod zoo;
 
-pub use graphnet::{cross_entropy, Evaluation, GraphNet, NORM_CHANNELS};
+pub use graphnet::{channels_last, cross_entropy, Evaluation, GraphNet, NORM_CHANNELS};
 pub use train::{load_or_train, train, EpochReport, Optimizer, Schedule, TrainConfig};

@@ -30,14 +30,25 @@ pub struct LatencyKey {
     pub batch: usize,
     /// [`fingerprint`] of the model graph.
     pub fingerprint: String,
+    /// The executor's memory layout for feature maps (`channels-last`; tables measured
+    /// before it had one ran `nchw`, which times differently).
+    #[serde(default = "nchw")]
+    pub layout: String,
 }
+
+fn nchw() -> String {
+    "nchw".into()
+}
+
+/// The layout the executor runs feature maps in (see [`crate::model::channels_last`]).
+pub const LAYOUT: &str = "channels-last";
 
 impl std::fmt::Display for LatencyKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{}, {} thread(s), batch {}, model {}",
-            self.device, self.threads, self.batch, self.fingerprint
+            "{}, {} thread(s), batch {}, model {}, layout {}",
+            self.device, self.threads, self.batch, self.fingerprint, self.layout
         )
     }
 }
@@ -431,6 +442,7 @@ mod tests {
                 threads: 1,
                 batch: 1,
                 fingerprint: "f".into(),
+                layout: LAYOUT.into(),
             },
             dense_ms: 3.0,
             fixed_ms: 0.0,

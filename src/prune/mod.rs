@@ -18,7 +18,7 @@ mod wall;
 
 pub use allocate::{allocate, erk_raw, lamp_scores, Method, Signals};
 pub use budget::{Granularity, Metric, Target};
-pub use latency::{fingerprint, probe_graph, LatencyKey, LatencyTable, NodeTable, Sizes};
+pub use latency::{fingerprint, probe_graph, LatencyKey, LatencyTable, NodeTable, Sizes, LAYOUT};
 pub use mask::{Criterion, Importance, Mask, Masker, GRADIENT_BATCHES};
 pub use slim::slim;
 pub use units::{kept_count, nm_layout, CostModel, Counts, Unit, UnitKind};

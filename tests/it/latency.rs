@@ -16,6 +16,7 @@ fn key() -> LatencyKey {
         threads: 1,
         batch: 1,
         fingerprint: "0".into(),
+        layout: autoprune::prune::LAYOUT.into(),
     }
 }
 
