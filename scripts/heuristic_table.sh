@@ -12,9 +12,8 @@
 # DDPG whose warm-up explores around the best heuristic) what to run; THREADS passes --threads;
 # LAUNCH prefixes the searches and transfers (e.g. LAUNCH="mpirun -np 8" with the MPI build).
 # Every measurement is one line of runs/heuristic-table/results.jsonl (OUT names another
-# folder than runs/heuristic-table), kept across calls, so
-# an interrupted table continues where it stopped (an interrupted search with search
-# --resume); GATHER=1 only prints the table.
+# folder), kept across calls, so an interrupted table continues where it stopped (an
+# interrupted search with search --resume); GATHER=1 only prints the table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seeds=${1:-"0 1 2"}
