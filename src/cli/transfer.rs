@@ -205,8 +205,13 @@ fn transfer(
     }
     let keeps: Vec<f64> = best.layers.iter().map(|l| l.keep).collect();
     let test = evaluator.evaluate_on(&keeps, SplitName::Test)?;
-    // The agent's own zero-shot policy on test, whichever policy is returned.
-    let zero_shot_test = evaluator.evaluate_on(&greedy, SplitName::Test)?;
+    // The agent's own zero-shot policy on test, whichever policy is returned (scored again
+    // only when it is not the returned one).
+    let zero_shot_test = if best.layers == zero_shot.layers {
+        test.clone()
+    } else {
+        evaluator.evaluate_on(&greedy, SplitName::Test)?
+    };
     best.save(&out)?;
     if args.json.json {
         let extra = json!({
